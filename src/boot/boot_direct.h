@@ -1,0 +1,41 @@
+/* boot_direct: what tern writes into guest RAM before the first KVM_RUN of a direct boot — the
+ * boot-info block, the command line, a flat GDT and identity page tables over all of guest
+ * physical memory (see boot_protocol.h) — and the register state each vCPU starts with.
+ */
+#ifndef TERN_BOOT_DIRECT_H
+#define TERN_BOOT_DIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memory/mem.h"
+
+#define BOOT_SEL_CODE 0x08
+#define BOOT_SEL_DATA 0x10
+#define BOOT_SEL_TSS 0x18
+
+/* Where and how every vCPU enters the payload. */
+struct boot_entry {
+    uint64_t rip;
+    uint64_t rsi;
+    uint64_t cr3;
+    uint64_t gdt_base;
+    uint16_t gdt_limit;
+};
+
+struct boot_direct_params {
+    unsigned cpu_count;
+    const char *cmdline; /* may be NULL */
+    uint32_t tsc_khz;
+    uint64_t entry;
+};
+
+int boot_direct_setup(struct mem *mem, const struct boot_direct_params *p, struct boot_entry *out);
+
+/* Reads a whole file of at most max_size bytes into a malloc'd buffer. */
+int boot_read_file(const char *path, uint64_t max_size, uint8_t **data, size_t *len);
+
+/* Reads, checks and loads an ELF64 payload from path; *entry receives e_entry. */
+int boot_load_payload(const char *path, struct mem *mem, uint64_t *entry);
+
+#endif

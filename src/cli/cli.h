@@ -1,0 +1,24 @@
+/* cli: the `tern` command line. Each subcommand is a function taking its own argv (argv[0] is the
+ * subcommand name) and returning the process exit status. Parsing helpers are pure and
+ * unit-tested.
+ */
+#ifndef TERN_CLI_H
+#define TERN_CLI_H
+
+#include <stdint.h>
+
+/* Exit status for errors of tern's own (bad usage, failed setup, fatal guest exits). */
+#define CLI_EXIT_ERROR 2
+
+int cli_run(int argc, char **argv);
+
+/* Parses "64M", "1G", "512K", "4096" (K/M/G/T, binary, case-insensitive, optional "iB"/"B").
+ * Rejects zero, garbage, overflow and sizes that are not a multiple of 4 KiB; the error names
+ * flag. */
+int cli_parse_size(const char *flag, const char *text, uint64_t *out);
+
+/* Parses a decimal integer within [min, max]; the error names flag. */
+int cli_parse_uint(const char *flag, const char *text, unsigned long min, unsigned long max,
+                   unsigned long *out);
+
+#endif

@@ -1,0 +1,35 @@
+/* tern: entry point; dispatches to the subcommand named by argv[1]. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char main_usage[] = "Usage: tern COMMAND [OPTIONS]\n"
+                                 "tern: a minimal VMM for live-migrating nested guests.\n"
+                                 "\n"
+                                 "Commands:\n"
+                                 "  run        run a guest (tern run --help)\n"
+                                 "\n"
+                                 "  tern --help      show this help\n"
+                                 "  tern --version   show the version\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(main_usage, stderr);
+        return CLI_EXIT_ERROR;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(main_usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        printf("tern %s\n", TERN_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "run"))
+        return cli_run(argc - 1, argv + 1);
+    fprintf(stderr, "tern: unknown command '%s' (see tern --help)\n", cmd);
+    return CLI_EXIT_ERROR;
+}

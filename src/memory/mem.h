@@ -1,0 +1,44 @@
+/* mem: guest RAM. One anonymous mapping holds all of it; KVM sees it as one memslot per region,
+ * split around the 32-bit MMIO hole [MEM_HOLE_START, 4 GiB) when RAM is larger than the space
+ * below the hole. Regions never change after creation; pointers into them stay valid until
+ * mem_destroy().
+ */
+#ifndef TERN_MEM_H
+#define TERN_MEM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MEM_PAGE_SIZE 4096ull
+#define MEM_HOLE_START 0xc0000000ull  /* 3 GiB: PCI/LAPIC/IOAPIC/firmware live above */
+#define MEM_HIGH_START 0x100000000ull /* RAM resumes at 4 GiB */
+#define MEM_MAX_REGIONS 2
+
+struct mem_region {
+    uint64_t gpa;
+    uint64_t size;
+    uint64_t offset; /* into the host mapping */
+};
+
+struct mem {
+    uint8_t *host; /* the whole of guest RAM, regions back to back */
+    uint64_t size;
+    unsigned region_count;
+    struct mem_region regions[MEM_MAX_REGIONS];
+};
+
+/* Pure: splits "size" bytes of RAM into regions around the hole. size must be a non-zero
+ * multiple of MEM_PAGE_SIZE. Returns the number of regions (1 or 2). */
+unsigned mem_layout(uint64_t size, struct mem_region out[MEM_MAX_REGIONS]);
+
+/* Maps RAM and registers it with KVM on vm_fd. */
+int mem_create(int vm_fd, uint64_t size, struct mem **out);
+void mem_destroy(struct mem *mem);
+
+/* Host pointer for [gpa, gpa+len), or NULL unless that range lies inside one region. */
+void *mem_ptr(const struct mem *mem, uint64_t gpa, uint64_t len);
+
+/* One past the highest guest-physical RAM address. */
+uint64_t mem_top(const struct mem *mem);
+
+#endif

@@ -1,0 +1,352 @@
+#include "vcpu/vcpu.h"
+
+#include "err/err.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Kicks a vCPU thread out of KVM_RUN. The handler does nothing; what matters is that it is
+ * installed without SA_RESTART, so KVM_RUN returns EINTR. */
+#define VCPU_KICK_SIGNAL SIGUSR2
+
+enum vcpu_state { VCPU_IDLE, VCPU_RUNNING, VCPU_PAUSED };
+
+struct vcpu {
+    unsigned index;
+    int fd;
+    struct kvm_run *run;
+    size_t run_size;
+    struct dev_bus *bus;
+    const struct vcpu_events *events;
+
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    enum vcpu_state state;
+    bool pause_requested;
+    bool stop_requested;
+    bool parked;     /* parked by the guest or after a fatal exit: never runs again */
+    bool io_pending; /* last exit was IO/MMIO: KVM completes it on the next KVM_RUN */
+};
+
+static void vcpu_kick_handler(int sig)
+{
+    (void)sig;
+}
+
+int vcpu_signals_init(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = vcpu_kick_handler;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0)
+        return err_sys(-errno, "sigaction");
+    return 0;
+}
+
+int vcpu_create(int vm_fd, unsigned index, size_t run_size, struct dev_bus *bus,
+                const struct vcpu_events *events, struct vcpu **out)
+{
+    struct vcpu *v = calloc(1, sizeof(*v));
+    if (!v)
+        return err_set(-ENOMEM, "out of memory");
+    v->index = index;
+    v->bus = bus;
+    v->events = events;
+    v->run_size = run_size;
+    pthread_mutex_init(&v->lock, NULL);
+    pthread_cond_init(&v->cond, NULL);
+    v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
+    if (v->fd < 0) {
+        int rc = -errno;
+        free(v);
+        return err_sys(rc, "KVM_CREATE_VCPU %u", index);
+    }
+    v->run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+    if (v->run == MAP_FAILED) {
+        int rc = -errno;
+        close(v->fd);
+        free(v);
+        return err_sys(rc, "mmap of vCPU %u's kvm_run", index);
+    }
+    *out = v;
+    return 0;
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+    if (!v)
+        return;
+    vcpu_stop(v);
+    munmap(v->run, v->run_size);
+    close(v->fd);
+    pthread_cond_destroy(&v->cond);
+    pthread_mutex_destroy(&v->lock);
+    free(v);
+}
+
+int vcpu_fd(const struct vcpu *v)
+{
+    return v->fd;
+}
+
+unsigned vcpu_index(const struct vcpu *v)
+{
+    return v->index;
+}
+
+int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
+{
+    if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
+        return err_sys(-errno, "KVM_SET_CPUID2 on vCPU %u", v->index);
+    return 0;
+}
+
+static void vcpu_segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code)
+{
+    memset(s, 0, sizeof(*s));
+    s->base = 0;
+    s->limit = 0xffffffff;
+    s->selector = selector;
+    s->type = type;
+    s->present = 1;
+    s->s = 1;
+    s->g = 1;
+    s->l = code;
+    s->db = !code;
+}
+
+int vcpu_setup_direct_boot(struct vcpu *v, const struct boot_entry *entry)
+{
+    struct kvm_sregs sregs;
+    if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+        return err_sys(-errno, "KVM_GET_SREGS on vCPU %u", v->index);
+
+    vcpu_segment(&sregs.cs, BOOT_SEL_CODE, 0xb, true);
+    vcpu_segment(&sregs.ds, BOOT_SEL_DATA, 0x3, false);
+    sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+    memset(&sregs.tr, 0, sizeof(sregs.tr));
+    sregs.tr.selector = BOOT_SEL_TSS;
+    sregs.tr.limit = 0x67;
+    sregs.tr.type = 0xb; /* busy 64-bit TSS: VM entry insists on one */
+    sregs.tr.present = 1;
+    memset(&sregs.ldt, 0, sizeof(sregs.ldt));
+    sregs.ldt.type = 0x2;
+    sregs.ldt.unusable = 1;
+    sregs.gdt.base = entry->gdt_base;
+    sregs.gdt.limit = entry->gdt_limit;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    /* PE | MP | ET | NE | WP | PG */
+    sregs.cr0 = 0x80010033;
+    sregs.cr3 = entry->cr3;
+    /* PAE | OSFXSR | OSXMMEXCPT */
+    sregs.cr4 = 0x620;
+    /* LME | LMA */
+    sregs.efer = 0x500;
+    if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+        return err_sys(-errno, "KVM_SET_SREGS on vCPU %u", v->index);
+
+    struct kvm_regs regs;
+    memset(&regs, 0, sizeof(regs));
+    regs.rip = entry->rip;
+    regs.rdi = v->index;
+    regs.rsi = entry->rsi;
+    regs.rflags = 0x2;
+    if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+        return err_sys(-errno, "KVM_SET_REGS on vCPU %u", v->index);
+
+    /* With the in-kernel irqchip every vCPU but 0 starts waiting for INIT/SIPI; direct boot
+     * starts them all at once. */
+    struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
+    if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
+        return err_sys(-errno, "KVM_SET_MP_STATE on vCPU %u", v->index);
+    return 0;
+}
+
+static void vcpu_report_fault(struct vcpu *v, const char *what)
+{
+    struct kvm_regs regs;
+    char line[256];
+    if (ioctl(v->fd, KVM_GET_REGS, &regs) == 0)
+        snprintf(line, sizeof(line), "vCPU %u: %s at RIP 0x%llx", v->index, what,
+                 (unsigned long long)regs.rip);
+    else
+        snprintf(line, sizeof(line), "vCPU %u: %s (RIP unreadable)", v->index, what);
+    v->events->on_fault(v->events->opaque, v->index, line);
+}
+
+/* Handles one exit; returns false when the vCPU must stop running. */
+static bool vcpu_handle_exit(struct vcpu *v)
+{
+    struct kvm_run *run = v->run;
+    char what[160];
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+        v->io_pending = true;
+        enum dev_action a =
+            dev_bus_pio(v->bus, run->io.port, run->io.size, run->io.direction == KVM_EXIT_IO_OUT,
+                        (uint8_t *)run + run->io.data_offset, run->io.count);
+        return a == DEV_CONTINUE;
+    }
+    case KVM_EXIT_MMIO: {
+        v->io_pending = true;
+        enum dev_action a = dev_bus_mmio(v->bus, run->mmio.phys_addr, run->mmio.len,
+                                         run->mmio.is_write, run->mmio.data);
+        return a == DEV_CONTINUE;
+    }
+    case KVM_EXIT_SHUTDOWN:
+        vcpu_report_fault(v, "triple fault (KVM_EXIT_SHUTDOWN)");
+        return false;
+    case KVM_EXIT_INTERNAL_ERROR:
+        snprintf(what, sizeof(what), "KVM internal error, suberror %u", run->internal.suberror);
+        vcpu_report_fault(v, what);
+        return false;
+    case KVM_EXIT_FAIL_ENTRY:
+        snprintf(what, sizeof(what), "VM entry failed, hardware reason 0x%llx",
+                 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        vcpu_report_fault(v, what);
+        return false;
+    case KVM_EXIT_SYSTEM_EVENT:
+        snprintf(what, sizeof(what), "system event %u (shutdown/reset requested by KVM)",
+                 run->system_event.type);
+        vcpu_report_fault(v, what);
+        return false;
+    default:
+        snprintf(what, sizeof(what), "unexpected KVM exit reason %u", run->exit_reason);
+        vcpu_report_fault(v, what);
+        return false;
+    }
+}
+
+/* Lets KVM finish an I/O instruction whose exit was handled, without running the guest on. */
+static void vcpu_complete_io(struct vcpu *v)
+{
+    if (!v->io_pending)
+        return;
+    v->run->immediate_exit = 1;
+    if (ioctl(v->fd, KVM_RUN, 0) < 0 && errno != EINTR && errno != EAGAIN)
+        err_warn("vCPU %u: completing I/O before pause: %s", v->index, strerror(errno));
+    v->io_pending = false;
+}
+
+static void *vcpu_thread(void *arg)
+{
+    struct vcpu *v = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "vcpu%u", v->index);
+    pthread_setname_np(pthread_self(), name);
+
+    pthread_mutex_lock(&v->lock);
+    for (;;) {
+        while (!v->stop_requested && (v->pause_requested || v->parked)) {
+            if (v->io_pending) {
+                pthread_mutex_unlock(&v->lock);
+                vcpu_complete_io(v);
+                pthread_mutex_lock(&v->lock);
+                continue;
+            }
+            if (v->state != VCPU_PAUSED) {
+                v->state = VCPU_PAUSED;
+                pthread_cond_broadcast(&v->cond);
+            }
+            pthread_cond_wait(&v->cond, &v->lock);
+        }
+        if (v->stop_requested)
+            break;
+        v->state = VCPU_RUNNING;
+        /* Cleared under the lock: a pause request made after this point sets it again (and
+         * kicks), so KVM_RUN returns at once instead of missing the request. */
+        v->run->immediate_exit = 0;
+        pthread_mutex_unlock(&v->lock);
+
+        int rc = ioctl(v->fd, KVM_RUN, 0);
+        int err = errno;
+        bool keep_running = true;
+        if (rc < 0) {
+            v->io_pending = false; /* KVM_RUN was entered: any pending I/O is complete */
+            if (err != EINTR && err != EAGAIN) {
+                char what[96];
+                snprintf(what, sizeof(what), "KVM_RUN failed: %s", strerror(err));
+                vcpu_report_fault(v, what);
+                keep_running = false;
+            }
+        } else {
+            v->io_pending = false;
+            keep_running = vcpu_handle_exit(v);
+        }
+        pthread_mutex_lock(&v->lock);
+        if (!keep_running)
+            v->parked = true;
+    }
+    v->state = VCPU_IDLE;
+    pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+    return NULL;
+}
+
+int vcpu_start(struct vcpu *v)
+{
+    v->state = VCPU_RUNNING;
+    int rc = pthread_create(&v->thread, NULL, vcpu_thread, v);
+    if (rc)
+        return err_sys(-rc, "cannot start vCPU %u's thread", v->index);
+    v->started = true;
+    return 0;
+}
+
+static void vcpu_kick_locked(struct vcpu *v)
+{
+    v->run->immediate_exit = 1;
+    if (v->started)
+        pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_pause_request(struct vcpu *v)
+{
+    pthread_mutex_lock(&v->lock);
+    v->pause_requested = true;
+    vcpu_kick_locked(v);
+    pthread_mutex_unlock(&v->lock);
+}
+
+void vcpu_pause_wait(struct vcpu *v)
+{
+    pthread_mutex_lock(&v->lock);
+    while (v->started && v->state == VCPU_RUNNING)
+        pthread_cond_wait(&v->cond, &v->lock);
+    pthread_mutex_unlock(&v->lock);
+}
+
+void vcpu_resume(struct vcpu *v)
+{
+    pthread_mutex_lock(&v->lock);
+    v->pause_requested = false;
+    pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+}
+
+void vcpu_stop(struct vcpu *v)
+{
+    pthread_mutex_lock(&v->lock);
+    if (!v->started) {
+        pthread_mutex_unlock(&v->lock);
+        return;
+    }
+    v->stop_requested = true;
+    vcpu_kick_locked(v);
+    pthread_cond_broadcast(&v->cond);
+    pthread_mutex_unlock(&v->lock);
+    pthread_join(v->thread, NULL);
+    v->started = false;
+}

@@ -1,0 +1,50 @@
+/* vcpu: one KVM vCPU and the thread that runs it.
+ *
+ * The thread loops on KVM_RUN and hands port-I/O and MMIO exits to the device bus. A fatal exit
+ * (triple fault, internal error, failed entry) is reported once through vcpu_events with the vCPU
+ * index, RIP and reason; the vCPU then waits, like a parked one, until it is stopped.
+ *
+ * Pausing (vcpu_pause_request + vcpu_pause_wait) follows KVM's rule for consistent state: a vCPU
+ * whose last exit was port I/O or MMIO re-enters KVM_RUN once with immediate_exit set, so KVM
+ * completes that instruction, before it reports "paused". A paused vCPU's state may be read and
+ * written through vcpu_fd() by the pausing thread until vcpu_resume().
+ */
+#ifndef TERN_VCPU_H
+#define TERN_VCPU_H
+
+#include <linux/kvm.h>
+#include <stdint.h>
+
+#include "boot/boot_direct.h"
+#include "devices/dev_bus.h"
+
+struct vcpu_events {
+    void *opaque;
+    /* Called on the vCPU thread; message is one line without "tern: ". */
+    void (*on_fault)(void *opaque, unsigned index, const char *message);
+};
+
+struct vcpu;
+
+/* Installs the no-op kick signal handler; call once before any vCPU starts. */
+int vcpu_signals_init(void);
+
+int vcpu_create(int vm_fd, unsigned index, size_t run_size, struct dev_bus *bus,
+                const struct vcpu_events *events, struct vcpu **out);
+void vcpu_destroy(struct vcpu *v);
+int vcpu_fd(const struct vcpu *v);
+unsigned vcpu_index(const struct vcpu *v);
+
+int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid);
+
+/* 64-bit mode at entry->rip, paging on entry->cr3, RDI = index, RSI = entry->rsi, runnable. */
+int vcpu_setup_direct_boot(struct vcpu *v, const struct boot_entry *entry);
+
+int vcpu_start(struct vcpu *v);
+void vcpu_pause_request(struct vcpu *v);
+void vcpu_pause_wait(struct vcpu *v);
+void vcpu_resume(struct vcpu *v);
+/* Stops the thread for good and joins it. Safe on a vCPU never started. */
+void vcpu_stop(struct vcpu *v);
+
+#endif

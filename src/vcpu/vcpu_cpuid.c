@@ -1,0 +1,54 @@
+#include "vcpu/vcpu_cpuid.h"
+
+#include "err/err.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#define CPUID_1_ECX_HYPERVISOR (1u << 31)
+#define CPUID_1_EDX_HTT (1u << 28)
+
+void vcpu_cpuid_build(const struct kvm_cpuid_entry2 *supported, unsigned n, unsigned vcpu_index,
+                      unsigned vcpu_count, struct kvm_cpuid_entry2 *out)
+{
+    memcpy(out, supported, n * sizeof(*out));
+    for (unsigned i = 0; i < n; i++) {
+        struct kvm_cpuid_entry2 *e = &out[i];
+        switch (e->function) {
+        case 1:
+            e->ecx |= CPUID_1_ECX_HYPERVISOR;
+            e->ebx = (e->ebx & 0x0000ffffu) | (vcpu_index << 24) | ((vcpu_count & 0xff) << 16);
+            if (vcpu_count > 1)
+                e->edx |= CPUID_1_EDX_HTT;
+            break;
+        case 0xb:
+        case 0x1f:
+            e->edx = vcpu_index;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+int vcpu_cpuid_supported(int kvm_fd, struct kvm_cpuid2 **out)
+{
+    for (unsigned nent = 64; nent <= VCPU_CPUID_MAX_ENTRIES; nent *= 2) {
+        struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
+        if (!c)
+            return err_set(-ENOMEM, "out of memory");
+        c->nent = nent;
+        if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+            *out = c;
+            return 0;
+        }
+        int rc = -errno;
+        free(c);
+        if (rc != -E2BIG)
+            return err_sys(rc, "KVM_GET_SUPPORTED_CPUID");
+    }
+    return err_set(-E2BIG, "KVM_GET_SUPPORTED_CPUID offers more than %d entries",
+                   VCPU_CPUID_MAX_ENTRIES);
+}

@@ -1,0 +1,21 @@
+/* vcpu_cpuid: the CPUID table each vCPU is given, built purely from KVM_GET_SUPPORTED_CPUID.
+ *
+ * Sets the hypervisor bit (leaf 1 ECX[31]) and the vCPU's APIC id wherever CPUID reports it
+ * (leaf 1 EBX[31:24], the x2APIC id in EDX of every subleaf of 0xB and 0x1F), and the logical
+ * processor count in leaf 1 EBX[23:16]. Everything else passes through unchanged.
+ */
+#ifndef TERN_VCPU_CPUID_H
+#define TERN_VCPU_CPUID_H
+
+#include <linux/kvm.h>
+
+#define VCPU_CPUID_MAX_ENTRIES 256
+
+/* out must hold n entries. */
+void vcpu_cpuid_build(const struct kvm_cpuid_entry2 *supported, unsigned n, unsigned vcpu_index,
+                      unsigned vcpu_count, struct kvm_cpuid_entry2 *out);
+
+/* KVM_GET_SUPPORTED_CPUID on the /dev/kvm fd into a malloc'd kvm_cpuid2. */
+int vcpu_cpuid_supported(int kvm_fd, struct kvm_cpuid2 **out);
+
+#endif

@@ -1,0 +1,329 @@
+#include "vm/vm.h"
+
+#include "boot/boot_direct.h"
+#include "devices/dev_bus.h"
+#include "devices/dev_serial.h"
+#include "devices/dev_sysport.h"
+#include "err/err.h"
+#include "memory/mem.h"
+#include "vcpu/vcpu.h"
+#include "vcpu/vcpu_cpuid.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+/* KVM needs three pages for the real-mode TSS and one for the identity-map table on Intel; both
+ * sit in the 32-bit hole, below the firmware area, where no RAM is ever mapped. */
+#define VM_IDENTITY_MAP_GPA 0xfeffc000ull
+#define VM_TSS_GPA 0xfeffd000ull
+
+struct vm {
+    uv_loop_t *loop;
+    int kvm_fd;
+    int vm_fd;
+    unsigned cpu_count;
+    struct mem *mem;
+    struct dev_bus *bus;
+    struct dev_serial *serial;
+    struct dev_host host;
+    struct vcpu_events vcpu_events;
+    struct vcpu *vcpus[VM_MAX_CPUS];
+    bool started;
+    bool paused;
+
+    pthread_mutex_t end_lock;
+    struct vm_end end;
+    uv_async_t end_async;
+    vm_end_fn on_end;
+    void *on_end_opaque;
+    bool end_reported;
+};
+
+uint64_t vm_host_ram_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
+/* Records the first way the VM ended and tells the loop; later ones are ignored. */
+static void vm_record_end(struct vm *vm, enum vm_end_kind kind, uint32_t code, const char *msg)
+{
+    pthread_mutex_lock(&vm->end_lock);
+    bool first = vm->end.kind == VM_END_NONE;
+    if (first) {
+        vm->end.kind = kind;
+        vm->end.code = code;
+        snprintf(vm->end.message, sizeof(vm->end.message), "%s", msg ? msg : "");
+    }
+    pthread_mutex_unlock(&vm->end_lock);
+    if (first)
+        uv_async_send(&vm->end_async);
+}
+
+static void vm_host_request_end(void *opaque, enum dev_end why, uint32_t code)
+{
+    struct vm *vm = opaque;
+    if (why == DEV_END_RESET)
+        vm_record_end(vm, VM_END_RESET, 0, "guest requested a reset through the i8042");
+    else
+        vm_record_end(vm, VM_END_EXIT_CODE, code, NULL);
+}
+
+static void vm_host_set_irq(void *opaque, unsigned irq, int level)
+{
+    struct vm *vm = opaque;
+    struct kvm_irq_level line = {.irq = irq, .level = (uint32_t)level};
+    if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &line) < 0)
+        err_warn("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
+}
+
+static void vm_vcpu_fault(void *opaque, unsigned index, const char *message)
+{
+    (void)index;
+    vm_record_end(opaque, VM_END_FAULT, 0, message);
+}
+
+static void vm_on_end_async(uv_async_t *async)
+{
+    struct vm *vm = async->data;
+    if (vm->end_reported || !vm->on_end)
+        return;
+    vm->end_reported = true;
+    vm->on_end(vm, vm->on_end_opaque);
+}
+
+static int vm_check_cap(struct vm *vm, long cap, const char *name)
+{
+    int r = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, cap);
+    if (r <= 0)
+        return err_set(-ENOTSUP, "host KVM lacks %s, which tern needs", name);
+    return r;
+}
+
+static int vm_create_kvm(struct vm *vm)
+{
+    vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0)
+        return err_sys(-errno, "cannot open /dev/kvm");
+    int version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+    if (version != KVM_API_VERSION)
+        return err_set(-ENOTSUP, "/dev/kvm speaks KVM API version %d; tern needs %d", version,
+                       KVM_API_VERSION);
+    int rc;
+    if ((rc = vm_check_cap(vm, KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP")) < 0 ||
+        (rc = vm_check_cap(vm, KVM_CAP_PIT2, "KVM_CAP_PIT2")) < 0 ||
+        (rc = vm_check_cap(vm, KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT")) < 0 ||
+        (rc = vm_check_cap(vm, KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY")) < 0)
+        return rc;
+    int max_vcpus = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+    if (max_vcpus > 0 && vm->cpu_count > (unsigned)max_vcpus)
+        return err_set(-EINVAL, "--cpus %u exceeds the host KVM's limit of %d (KVM_CAP_MAX_VCPUS)",
+                       vm->cpu_count, max_vcpus);
+
+    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0)
+        return err_sys(-errno, "KVM_CREATE_VM");
+    if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){VM_IDENTITY_MAP_GPA}) < 0)
+        return err_sys(-errno, "KVM_SET_IDENTITY_MAP_ADDR");
+    if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)VM_TSS_GPA) < 0)
+        return err_sys(-errno, "KVM_SET_TSS_ADDR");
+    if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+        return err_sys(-errno, "KVM_CREATE_IRQCHIP");
+    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+    if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+        return err_sys(-errno, "KVM_CREATE_PIT2");
+    return 0;
+}
+
+static int vm_create_devices(struct vm *vm, const struct vm_config *cfg)
+{
+    vm->host = (struct dev_host){
+        .opaque = vm, .request_end = vm_host_request_end, .set_irq = vm_host_set_irq};
+    int rc = dev_bus_create(&vm->bus);
+    if (!rc)
+        rc = dev_serial_create(vm->loop, cfg->serial_out_fd, &vm->host, &vm->serial);
+    if (!rc)
+        rc = dev_serial_register(vm->serial, vm->bus);
+    if (!rc && cfg->serial_in_fd >= 0)
+        rc = dev_serial_attach_input(vm->serial, cfg->serial_in_fd);
+    if (!rc)
+        rc = dev_sysport_register(vm->bus, &vm->host);
+    return rc;
+}
+
+static int vm_create_vcpus(struct vm *vm, uint32_t *tsc_khz)
+{
+    int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (run_size < (int)sizeof(struct kvm_run))
+        return err_sys(-errno, "KVM_GET_VCPU_MMAP_SIZE");
+    struct kvm_cpuid2 *supported;
+    int rc = vcpu_cpuid_supported(vm->kvm_fd, &supported);
+    if (rc)
+        return rc;
+    struct kvm_cpuid2 *cpuid =
+        calloc(1, sizeof(*cpuid) + supported->nent * sizeof(cpuid->entries[0]));
+    if (!cpuid) {
+        free(supported);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    cpuid->nent = supported->nent;
+    vm->vcpu_events = (struct vcpu_events){.opaque = vm, .on_fault = vm_vcpu_fault};
+    for (unsigned i = 0; i < vm->cpu_count && !rc; i++) {
+        rc = vcpu_create(vm->vm_fd, i, (size_t)run_size, vm->bus, &vm->vcpu_events, &vm->vcpus[i]);
+        if (rc)
+            break;
+        vcpu_cpuid_build(supported->entries, supported->nent, i, vm->cpu_count, cpuid->entries);
+        rc = vcpu_set_cpuid(vm->vcpus[i], cpuid);
+    }
+    free(cpuid);
+    free(supported);
+    if (!rc) {
+        int khz = ioctl(vcpu_fd(vm->vcpus[0]), KVM_GET_TSC_KHZ, 0);
+        *tsc_khz = khz > 0 ? (uint32_t)khz : 0;
+    }
+    return rc;
+}
+
+static int vm_boot(struct vm *vm, const struct vm_config *cfg, uint32_t tsc_khz)
+{
+    uint64_t entry;
+    int rc = boot_load_payload(cfg->kernel_path, vm->mem, &entry);
+    if (rc)
+        return rc;
+    struct boot_direct_params params = {
+        .cpu_count = vm->cpu_count, .cmdline = cfg->cmdline, .tsc_khz = tsc_khz, .entry = entry};
+    struct boot_entry be;
+    rc = boot_direct_setup(vm->mem, &params, &be);
+    for (unsigned i = 0; i < vm->cpu_count && !rc; i++)
+        rc = vcpu_setup_direct_boot(vm->vcpus[i], &be);
+    return rc;
+}
+
+int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, void *opaque,
+              struct vm **out)
+{
+    if (cfg->cpu_count < 1 || cfg->cpu_count > VM_MAX_CPUS)
+        return err_set(-EINVAL, "--cpus must be between 1 and %d", VM_MAX_CPUS);
+    struct vm *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return err_set(-ENOMEM, "out of memory");
+    vm->loop = loop;
+    vm->kvm_fd = vm->vm_fd = -1;
+    vm->cpu_count = cfg->cpu_count;
+    vm->on_end = on_end;
+    vm->on_end_opaque = opaque;
+    pthread_mutex_init(&vm->end_lock, NULL);
+    int rc = uv_async_init(loop, &vm->end_async, vm_on_end_async);
+    if (rc) {
+        free(vm);
+        return err_set(rc, "uv_async_init: %s", uv_strerror(rc));
+    }
+    vm->end_async.data = vm;
+
+    uint32_t tsc_khz = 0;
+    rc = vm_create_kvm(vm);
+    if (!rc)
+        rc = mem_create(vm->vm_fd, cfg->mem_size, &vm->mem);
+    if (!rc)
+        rc = vm_create_devices(vm, cfg);
+    if (!rc)
+        rc = vm_create_vcpus(vm, &tsc_khz);
+    if (!rc)
+        rc = vm_boot(vm, cfg, tsc_khz);
+    if (rc) {
+        vm_close(vm);
+        return rc;
+    }
+    *out = vm;
+    return 0;
+}
+
+int vm_start(struct vm *vm)
+{
+    int rc = vcpu_signals_init();
+    for (unsigned i = 0; i < vm->cpu_count && !rc; i++)
+        rc = vcpu_start(vm->vcpus[i]);
+    vm->started = true;
+    return rc;
+}
+
+void vm_pause(struct vm *vm)
+{
+    /* Ask them all first, then wait: the vCPUs stop in parallel. */
+    for (unsigned i = 0; i < vm->cpu_count; i++)
+        vcpu_pause_request(vm->vcpus[i]);
+    for (unsigned i = 0; i < vm->cpu_count; i++)
+        vcpu_pause_wait(vm->vcpus[i]);
+    vm->paused = true;
+}
+
+void vm_resume(struct vm *vm)
+{
+    vm->paused = false;
+    for (unsigned i = 0; i < vm->cpu_count; i++)
+        vcpu_resume(vm->vcpus[i]);
+}
+
+bool vm_is_paused(const struct vm *vm)
+{
+    return vm->paused;
+}
+
+void vm_stop(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->cpu_count; i++)
+        if (vm->vcpus[i])
+            vcpu_stop(vm->vcpus[i]);
+    if (vm->serial)
+        dev_serial_flush(vm->serial);
+}
+
+static void vm_on_closed(uv_handle_t *h)
+{
+    struct vm *vm = h->data;
+    pthread_mutex_destroy(&vm->end_lock);
+    free(vm);
+}
+
+void vm_close(struct vm *vm)
+{
+    if (!vm)
+        return;
+    vm_stop(vm);
+    for (unsigned i = 0; i < vm->cpu_count; i++)
+        vcpu_destroy(vm->vcpus[i]);
+    dev_serial_close(vm->serial);
+    dev_bus_destroy(vm->bus);
+    mem_destroy(vm->mem);
+    if (vm->vm_fd >= 0)
+        close(vm->vm_fd);
+    if (vm->kvm_fd >= 0)
+        close(vm->kvm_fd);
+    uv_close((uv_handle_t *)&vm->end_async, vm_on_closed);
+}
+
+struct vm_end vm_end_state(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->end_lock);
+    struct vm_end e = vm->end;
+    pthread_mutex_unlock(&vm->end_lock);
+    return e;
+}
+
+unsigned vm_cpu_count(const struct vm *vm)
+{
+    return vm->cpu_count;
+}
+
+int vm_vcpu_fd(const struct vm *vm, unsigned index)
+{
+    return index < vm->cpu_count && vm->vcpus[index] ? vcpu_fd(vm->vcpus[index]) : -1;
+}

@@ -1,0 +1,64 @@
+/* vm: one virtual machine — the KVM fds, guest RAM, devices and vCPUs — and its lifecycle:
+ * create, start, pause/resume, stop, close.
+ *
+ * The VM lives on a libuv loop (the caller's main thread). vCPU threads report the VM's end
+ * (guest exit code, reset, fatal exit) through the loop: the callback given to vm_create runs
+ * there once, with the VM still intact; the caller then vm_stop()s it. vm_pause() returns only
+ * when every vCPU is out of KVM_RUN with any pending I/O completed, so that its state is
+ * consistent and may be read; vm_resume() lets them run again.
+ */
+#ifndef TERN_VM_H
+#define TERN_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define VM_MAX_CPUS 64
+
+struct vm_config {
+    uint64_t mem_size;
+    unsigned cpu_count;
+    const char *kernel_path;
+    const char *cmdline;
+    int serial_out_fd; /* -1: output discarded */
+    int serial_in_fd;  /* -1: no input */
+};
+
+enum vm_end_kind {
+    VM_END_NONE,      /* still running */
+    VM_END_EXIT_CODE, /* the guest wrote its exit code */
+    VM_END_RESET,     /* the guest pulsed the reset line */
+    VM_END_FAULT,     /* a vCPU hit a fatal exit; message says which */
+};
+
+struct vm_end {
+    enum vm_end_kind kind;
+    uint32_t code;
+    char message[256];
+};
+
+struct vm;
+typedef void (*vm_end_fn)(struct vm *vm, void *opaque);
+
+int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, void *opaque,
+              struct vm **out);
+int vm_start(struct vm *vm);
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+bool vm_is_paused(const struct vm *vm);
+/* Stops every vCPU thread for good and writes out pending serial output. */
+void vm_stop(struct vm *vm);
+/* Releases everything; the loop must run once more to finish closing handles. */
+void vm_close(struct vm *vm);
+
+struct vm_end vm_end_state(struct vm *vm);
+
+/* For tests and state capture: the vCPU fds (valid while paused) and the vCPU count. */
+unsigned vm_cpu_count(const struct vm *vm);
+int vm_vcpu_fd(const struct vm *vm, unsigned index);
+
+/* The host's RAM in bytes, the ceiling for --mem. */
+uint64_t vm_host_ram_bytes(void);
+
+#endif

@@ -1,0 +1,43 @@
+/* rt: the test guests' runtime. It enters at CPL0, installs a GDT and a per-vCPU TSS whose I/O
+ * bitmap allows every port, drops to CPL3 and calls guest_main() on every vCPU. guest_main's
+ * return value on vCPU 0 ends the VM with that exit code; other vCPUs park when it returns.
+ */
+#ifndef TERN_GUEST_RT_H
+#define TERN_GUEST_RT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "boot/boot_protocol.h"
+
+#define RT_MAX_CPUS 64
+
+int guest_main(unsigned cpu, const struct boot_info *info);
+
+void rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void rt_exit(uint32_t code);
+_Noreturn void rt_park(void);
+
+/* "key=N" in the command line, or fallback when absent or malformed. */
+uint64_t rt_cmdline_u64(const struct boot_info *info, const char *key, uint64_t fallback);
+
+/* One past the last byte of the guest image (page-aligned). */
+uintptr_t rt_image_end(void);
+
+static inline void rt_outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port));
+}
+
+static inline void rt_outl(uint16_t port, uint32_t v)
+{
+    __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port));
+}
+
+static inline void rt_pause(void)
+{
+    __asm__ volatile("pause" ::: "memory");
+}
+
+#endif
