@@ -1,0 +1,34 @@
+/* harness: runs real tern processes for the integration tests and collects what they print. */
+#ifndef TERN_TEST_HARNESS_H
+#define TERN_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct proc {
+    pid_t pid;
+    int out_fd, err_fd;
+    char *out, *err;
+    size_t out_len, err_len;
+    int status; /* exit status, or 128+signal */
+};
+
+/* Skips the test (with its reason) when /dev/kvm cannot be used. */
+void harness_require_kvm(void);
+
+/* Path of a test guest: build/tests/guest/NAME.elf */
+const char *harness_guest(const char *name);
+
+/* Starts argv (argv[0] is the program) with stdin from /dev/null. */
+void proc_start(struct proc *p, char *const argv[]);
+/* Reads until stdout contains needle; false on timeout or exit first. */
+bool proc_wait_output(struct proc *p, const char *needle, int timeout_ms);
+/* Waits for exit, reading output; kills and fails the test on timeout. Returns p->status. */
+int proc_wait(struct proc *p, int timeout_ms);
+void proc_free(struct proc *p);
+
+/* Runs "tern ARGS..." (NULL-terminated) to completion. */
+int run_tern(struct proc *p, int timeout_ms, ...);
+
+#endif

@@ -1,0 +1,113 @@
+/* Bad command lines: each gives one clear line naming the culprit and exit status 2. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(cli, .timeout = 30);
+
+static void expect_error(const char *fragment, struct proc *p, int st)
+{
+    cr_expect_eq(st, 2, "status %d; stderr: %s", st, p->err);
+    cr_expect(strstr(p->err, fragment), "'%s' not in: %s", fragment, p->err);
+    cr_expect(p->err_len > 6 && !strncmp(p->err, "tern: ", 6), "%s", p->err);
+    cr_expect_eq(strchr(p->err, '\n') - p->err + 1, (long)p->err_len, "one line: %s", p->err);
+    proc_free(p);
+}
+
+Test(cli, help_and_version)
+{
+    struct proc p;
+    cr_expect_eq(run_tern(&p, 5000, "--help", NULL), 0);
+    cr_expect(strstr(p.out, "run "), "%s", p.out);
+    proc_free(&p);
+    cr_expect_eq(run_tern(&p, 5000, "--version", NULL), 0);
+    cr_expect(!strncmp(p.out, "tern ", 5), "%s", p.out);
+    proc_free(&p);
+    cr_expect_eq(run_tern(&p, 5000, "run", "--help", NULL), 0);
+    cr_expect(strstr(p.out, "--mem SIZE") && strstr(p.out, "--serial"), "%s", p.out);
+    proc_free(&p);
+}
+
+Test(cli, missing_kernel_file)
+{
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--kernel", "/nonexistent/guest.elf", NULL);
+    expect_error("--kernel /nonexistent/guest.elf: cannot open: No such file", &p, st);
+}
+
+Test(cli, kernel_not_elf)
+{
+    char path[] = "/tmp/tern-notelf-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(write(fd, "#!/bin/sh\necho hi\n", 18) == 18);
+    close(fd);
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--kernel", path, NULL);
+    unlink(path);
+    expect_error("not an ELF file", &p, st);
+}
+
+Test(cli, kernel_required)
+{
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--mem", "64M", NULL);
+    expect_error("--kernel FILE is required", &p, st);
+}
+
+Test(cli, bad_sizes)
+{
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--mem", "12Q", "--kernel", harness_guest("hello"), NULL);
+    expect_error("--mem: '12Q' is not a size", &p, st);
+    st = run_tern(&p, 5000, "run", "--mem", "0", "--kernel", harness_guest("hello"), NULL);
+    expect_error("--mem: size must not be zero", &p, st);
+    st = run_tern(&p, 5000, "run", "--mem", "5000", "--kernel", harness_guest("hello"), NULL);
+    expect_error("--mem: 5000 bytes is not a multiple of 4 KiB", &p, st);
+    st = run_tern(&p, 5000, "run", "--mem", "64T", "--kernel", harness_guest("hello"), NULL);
+    expect_error("exceeds the host's", &p, st);
+}
+
+Test(cli, bad_cpus)
+{
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--cpus", "0", "--kernel", harness_guest("hello"), NULL);
+    expect_error("--cpus: 0 is out of range (1-64)", &p, st);
+    st = run_tern(&p, 5000, "run", "--cpus", "65", "--kernel", harness_guest("hello"), NULL);
+    expect_error("--cpus: 65 is out of range (1-64)", &p, st);
+    st = run_tern(&p, 5000, "run", "--cpus", "two", "--kernel", harness_guest("hello"), NULL);
+    expect_error("--cpus: 'two' is not a number", &p, st);
+}
+
+Test(cli, bad_options)
+{
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--frobnicate", NULL);
+    expect_error("unknown option '--frobnicate'", &p, st);
+    st = run_tern(&p, 5000, "run", "--kernel", NULL);
+    expect_error("--kernel needs a value", &p, st);
+    st = run_tern(&p, 5000, "run", "--serial", "tcp:1", "--kernel", harness_guest("hello"), NULL);
+    expect_error("--serial: 'tcp:1' is not stdio, file:PATH or none", &p, st);
+    st = run_tern(&p, 5000, "frob", NULL);
+    expect_error("unknown command 'frob'", &p, st);
+}
+
+Test(cli, too_little_ram_for_the_payload)
+{
+    harness_require_kvm();
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--mem", "1M", "--kernel", harness_guest("hello"), NULL);
+    expect_error("lies outside guest RAM", &p, st);
+}
+
+Test(cli, cmdline_too_long)
+{
+    static char longline[5000];
+    memset(longline, 'x', sizeof(longline) - 1);
+    struct proc p;
+    int st = run_tern(&p, 5000, "run", "--cmdline", longline, "--kernel", harness_guest("hello"),
+                      NULL);
+    expect_error("--cmdline is 4999 bytes; the limit is 4095", &p, st);
+}
