@@ -72,9 +72,6 @@ struct dev_serial {
         uv_pipe_t pipe;
     } in_handle;
     bool in_is_stream;
-    uv_fs_t in_req;
-    int in_file_fd;
-    bool in_file_active;
     char in_buf[1024];
     int open_handles;
     bool closing;
@@ -296,7 +293,6 @@ int dev_serial_create(uv_loop_t *loop, int out_fd, const struct dev_host *host,
     pthread_mutex_init(&s->lock, NULL);
     s->host = host;
     s->out_fd = out_fd;
-    s->in_file_fd = -1;
     int rc = uv_async_init(loop, &s->out_async, serial_on_out_async);
     if (rc) {
         free(s->out);
@@ -346,29 +342,14 @@ static void serial_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
         uv_read_stop(stream); /* EOF or error: the guest simply gets no more input */
 }
 
-/* The device goes once its last loop handle is closed and no file read is in flight. */
+/* The device goes once its last loop handle is closed. */
 static void serial_maybe_free(struct dev_serial *s)
 {
-    if (!s->closing || s->open_handles > 0 || s->in_file_active)
+    if (!s->closing || s->open_handles > 0)
         return;
     pthread_mutex_destroy(&s->lock);
     free(s->out);
     free(s);
-}
-
-static void serial_on_file_read(uv_fs_t *req)
-{
-    struct dev_serial *s = req->data;
-    ssize_t n = req->result;
-    uv_fs_req_cleanup(req);
-    if (n > 0 && !s->closing) {
-        serial_feed(s, s->in_buf, (size_t)n);
-        uv_buf_t buf = uv_buf_init(s->in_buf, sizeof(s->in_buf));
-        if (uv_fs_read(req->loop, req, s->in_file_fd, &buf, 1, -1, serial_on_file_read) == 0)
-            return;
-    }
-    s->in_file_active = false;
-    serial_maybe_free(s);
 }
 
 int dev_serial_attach_input(struct dev_serial *s, int in_fd)
@@ -386,13 +367,13 @@ int dev_serial_attach_input(struct dev_serial *s, int in_fd)
             uv_close((uv_handle_t *)&s->in_handle.pipe, NULL);
         break;
     case UV_FILE: {
-        s->in_file_fd = in_fd;
-        s->in_req.data = s;
-        uv_buf_t buf = uv_buf_init(s->in_buf, sizeof(s->in_buf));
-        rc = uv_fs_read(loop, &s->in_req, in_fd, &buf, 1, -1, serial_on_file_read);
-        if (rc)
-            return err_set(rc, "cannot read serial input: %s", uv_strerror(rc));
-        s->in_file_active = true;
+        /* A regular file or a device such as /dev/null: its first SERIAL_IN_MAX bytes are the
+         * guest's input, read now. (Reading it through libuv would start the threadpool.) */
+        char buf[SERIAL_IN_MAX];
+        ssize_t n = read(in_fd, buf, sizeof(buf));
+        if (n < 0)
+            return err_sys(-errno, "cannot read serial input");
+        serial_feed(s, buf, (size_t)n);
         return 0;
     }
     default:
@@ -424,8 +405,6 @@ void dev_serial_close(struct dev_serial *s)
     if (!s)
         return;
     s->closing = true;
-    if (s->in_file_active)
-        uv_cancel((uv_req_t *)&s->in_req);
     if (s->in_is_stream) {
         if (s->in_handle.tty.type == UV_TTY)
             uv_tty_reset_mode();

@@ -3,7 +3,8 @@
  * Transmit is instant (THR always empty); bytes go to an output ring that the libuv loop drains
  * into the output fd, so vCPU threads never wait on a slow terminal. When the ring is full the
  * vCPU writes it out itself rather than lose bytes. Input (stdin with --serial stdio) is read by
- * the loop and queued for the guest; the IRQ follows the 16550 rules, gated by MCR.OUT2 as on a PC.
+ * the loop (a file on stdin: its first 4 KiB, read at start) and queued for the guest; the IRQ
+ * follows the 16550 rules, gated by MCR.OUT2 as on a PC.
  */
 #ifndef TERN_DEV_SERIAL_H
 #define TERN_DEV_SERIAL_H

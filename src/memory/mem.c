@@ -27,7 +27,7 @@ unsigned mem_layout(uint64_t size, struct mem_region out[MEM_MAX_REGIONS])
     return 2;
 }
 
-int mem_create(int vm_fd, uint64_t size, struct mem **out)
+int mem_create(uint64_t size, struct mem **out)
 {
     struct mem *mem = calloc(1, sizeof(*mem));
     if (!mem)
@@ -47,6 +47,12 @@ int mem_create(int vm_fd, uint64_t size, struct mem **out)
     /* Named so that tools (and scripts/bench-startup.sh) can tell guest RAM from tern's own. */
     prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)host, size, "tern-guest-ram");
 
+    *out = mem;
+    return 0;
+}
+
+int mem_register(const struct mem *mem, int vm_fd)
+{
     for (unsigned i = 0; i < mem->region_count; i++) {
         const struct mem_region *r = &mem->regions[i];
         struct kvm_userspace_memory_region slot = {
@@ -55,14 +61,10 @@ int mem_create(int vm_fd, uint64_t size, struct mem **out)
             .memory_size = r->size,
             .userspace_addr = (uint64_t)(uintptr_t)(mem->host + r->offset),
         };
-        if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
-            int rc = err_sys(-errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu bytes at 0x%llx)",
-                             i, (unsigned long long)r->size, (unsigned long long)r->gpa);
-            mem_destroy(mem);
-            return rc;
-        }
+        if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+            return err_sys(-errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu bytes at 0x%llx)", i,
+                           (unsigned long long)r->size, (unsigned long long)r->gpa);
     }
-    *out = mem;
     return 0;
 }
 

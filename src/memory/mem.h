@@ -31,8 +31,12 @@ struct mem {
  * multiple of MEM_PAGE_SIZE. Returns the number of regions (1 or 2). */
 unsigned mem_layout(uint64_t size, struct mem_region out[MEM_MAX_REGIONS]);
 
-/* Maps RAM and registers it with KVM on vm_fd. */
-int mem_create(int vm_fd, uint64_t size, struct mem **out);
+/* Maps RAM (host side only). */
+int mem_create(uint64_t size, struct mem **out);
+
+/* Registers every region with KVM on vm_fd as a memslot. Each registration waits for KVM to
+ * publish the new slots, a fixed few milliseconds, so callers may run it beside other setup. */
+int mem_register(const struct mem *mem, int vm_fd);
 void mem_destroy(struct mem *mem);
 
 /* Host pointer for [gpa, gpa+len), or NULL unless that range lies inside one region. */

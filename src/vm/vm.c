@@ -131,6 +131,12 @@ static int vm_create_kvm(struct vm *vm)
     vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
     if (vm->vm_fd < 0)
         return err_sys(-errno, "KVM_CREATE_VM");
+    return 0;
+}
+
+/* The in-kernel devices and the addresses KVM needs; all before the first vCPU is created. */
+static int vm_create_platform(struct vm *vm)
+{
     if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){VM_IDENTITY_MAP_GPA}) < 0)
         return err_sys(-errno, "KVM_SET_IDENTITY_MAP_ADDR");
     if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)VM_TSS_GPA) < 0)
@@ -207,6 +213,22 @@ static int vm_boot(struct vm *vm, const struct vm_config *cfg, uint32_t tsc_khz)
     return rc;
 }
 
+struct vm_register_job {
+    struct vm *vm;
+    pthread_t thread;
+    int rc;
+    char msg[256];
+};
+
+static void *vm_register_memory(void *arg)
+{
+    struct vm_register_job *job = arg;
+    job->rc = mem_register(job->vm->mem, job->vm->vm_fd);
+    if (job->rc) /* the error message is per thread: carry it over */
+        snprintf(job->msg, sizeof(job->msg), "%s", err_msg());
+    return NULL;
+}
+
 int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, void *opaque,
               struct vm **out)
 {
@@ -231,13 +253,26 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
     uint32_t tsc_khz = 0;
     rc = vm_create_kvm(vm);
     if (!rc)
-        rc = mem_create(vm->vm_fd, cfg->mem_size, &vm->mem);
-    if (!rc)
-        rc = vm_create_devices(vm, cfg);
-    if (!rc)
-        rc = vm_create_vcpus(vm, &tsc_khz);
-    if (!rc)
-        rc = vm_boot(vm, cfg, tsc_khz);
+        rc = mem_create(cfg->mem_size, &vm->mem);
+    if (!rc) {
+        /* Memslot registration sleeps in KVM for a fixed few milliseconds; nothing before the
+         * first KVM_RUN needs the slots, so the rest of setup runs meanwhile. */
+        struct vm_register_job job = {.vm = vm};
+        bool threaded = pthread_create(&job.thread, NULL, vm_register_memory, &job) == 0;
+        if (!threaded)
+            vm_register_memory(&job);
+        rc = vm_create_platform(vm);
+        if (!rc)
+            rc = vm_create_devices(vm, cfg);
+        if (!rc)
+            rc = vm_create_vcpus(vm, &tsc_khz);
+        if (!rc)
+            rc = vm_boot(vm, cfg, tsc_khz);
+        if (threaded)
+            pthread_join(job.thread, NULL);
+        if (!rc && job.rc)
+            rc = err_set(job.rc, "%s", job.msg);
+    }
     if (rc) {
         vm_close(vm);
         return rc;

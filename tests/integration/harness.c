@@ -65,7 +65,8 @@ void proc_start(struct proc *p, char *const argv[])
 /* Reads what is available (waiting up to wait_ms); false once both pipes are at EOF. */
 static bool proc_pump(struct proc *p, int wait_ms)
 {
-    struct pollfd fds[2] = {{.fd = p->out_fd, .events = POLLIN}, {.fd = p->err_fd, .events = POLLIN}};
+    struct pollfd fds[2] = {{.fd = p->out_fd, .events = POLLIN},
+                            {.fd = p->err_fd, .events = POLLIN}};
     if (p->out_fd < 0 && p->err_fd < 0)
         return false;
     if (poll(fds, 2, wait_ms) <= 0)
@@ -113,7 +114,8 @@ int proc_wait(struct proc *p, int timeout_ms)
         if (now_ms() > deadline) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &ws, 0);
-            cr_assert_fail("timed out after %d ms; stdout: %s\nstderr: %s", timeout_ms, p->out, p->err);
+            cr_assert_fail("timed out after %d ms; stdout: %s\nstderr: %s", timeout_ms, p->out,
+                           p->err);
         }
     }
     while (proc_pump(p, 100))

@@ -107,7 +107,7 @@ Test(cli, cmdline_too_long)
     static char longline[5000];
     memset(longline, 'x', sizeof(longline) - 1);
     struct proc p;
-    int st = run_tern(&p, 5000, "run", "--cmdline", longline, "--kernel", harness_guest("hello"),
-                      NULL);
+    int st =
+        run_tern(&p, 5000, "run", "--cmdline", longline, "--kernel", harness_guest("hello"), NULL);
     expect_error("--cmdline is 4999 bytes; the limit is 4095", &p, st);
 }

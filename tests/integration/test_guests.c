@@ -49,8 +49,7 @@ Test(guests, smp_four_vcpus_count_exactly)
     struct proc p;
     int st = run_tern(&p, 30000, "run", "--cpus", "4", "--kernel", harness_guest("smp"), NULL);
     cr_expect_eq(st, 0, "stdout: %s stderr: %s", p.out, p.err);
-    cr_expect(strstr(p.out, "smp: OK: 4 vCPUs added 1000000 each, counter 4000000"), "%s",
-              p.out);
+    cr_expect(strstr(p.out, "smp: OK: 4 vCPUs added 1000000 each, counter 4000000"), "%s", p.out);
     proc_free(&p);
 }
 
@@ -96,15 +95,13 @@ Test(guests, serial_to_file_and_none)
     char spec[64];
     snprintf(spec, sizeof(spec), "file:%s", path);
     struct proc p;
-    int st = run_tern(&p, 20000, "run", "--serial", spec, "--kernel", harness_guest("hello"),
-                      NULL);
+    int st = run_tern(&p, 20000, "run", "--serial", spec, "--kernel", harness_guest("hello"), NULL);
     cr_expect_eq(st, 0);
     cr_expect_eq(p.out_len, 0, "stdout stays empty: %s", p.out);
     FILE *f = fopen(path, "r");
     char line[256] = "";
     cr_assert(f);
-    cr_expect(fgets(line, sizeof(line), f) && strstr(line, "hello from a tern guest"), "%s",
-              line);
+    cr_expect(fgets(line, sizeof(line), f) && strstr(line, "hello from a tern guest"), "%s", line);
     fclose(f);
     unlink(path);
     proc_free(&p);
@@ -120,12 +117,13 @@ Test(guests, sigterm_and_sigint_stop_the_vm)
     const int sigs[] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2; i++) {
         struct proc p;
-        char *argv[] = {TERN_BINARY, "run", "--cpus", "2", "--kernel",
-                        (char *)harness_guest("memstamp"), "--cmdline",
-                        "mib=8 passes=0 every=1000", NULL};
+        char *argv[] = {TERN_BINARY, "run",
+                        "--cpus",    "2",
+                        "--kernel",  (char *)harness_guest("memstamp"),
+                        "--cmdline", "mib=8 passes=0 every=1000",
+                        NULL};
         proc_start(&p, argv);
-        cr_assert(proc_wait_output(&p, "pass 1000 ok", 20000), "guest never got going: %s",
-                  p.out);
+        cr_assert(proc_wait_output(&p, "pass 1000 ok", 20000), "guest never got going: %s", p.out);
         kill(p.pid, sigs[i]);
         int st = proc_wait(&p, 10000);
         cr_expect_eq(st, 128 + sigs[i], "status %d; stderr: %s", st, p.err);

@@ -62,8 +62,7 @@ static void on_end(struct vm *vm, void *opaque)
     uv_stop(c->idle.loop);
 }
 
-Test(pause, memstamp_survives_1000_pause_resume_cycles, .init = harness_require_kvm,
-     .timeout = 120)
+Test(pause, memstamp_survives_1000_pause_resume_cycles, .init = harness_require_kvm, .timeout = 120)
 {
     char path[] = "/tmp/tern-pause-XXXXXX";
     int fd = mkstemp(path);

@@ -8,13 +8,22 @@
 static const struct kvm_cpuid_entry2 supported[] = {
     {.function = 0, .eax = 0x1f, .ebx = 0x756e6547, .ecx = 0x6c65746e, .edx = 0x49656e69},
     {.function = 1, .eax = 0x000306c3, .ebx = 0x00000800, .ecx = 0x7ffafbff, .edx = 0xbfebfbff},
-    {.function = 0xb, .index = 0, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 1, .ebx = 1,
-     .ecx = 0x100, .edx = 0},
-    {.function = 0xb, .index = 1, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 4, .ebx = 4,
-     .ecx = 0x201, .edx = 0},
+    {.function = 0xb,
+     .index = 0,
+     .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+     .eax = 1,
+     .ebx = 1,
+     .ecx = 0x100,
+     .edx = 0},
+    {.function = 0xb,
+     .index = 1,
+     .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+     .eax = 4,
+     .ebx = 4,
+     .ecx = 0x201,
+     .edx = 0},
     {.function = 0x1f, .index = 0, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .edx = 0},
-    {.function = 0x40000000, .eax = 0x40000001, .ebx = 0x4b4d564b, .ecx = 0x564b4d56,
-     .edx = 0x4d},
+    {.function = 0x40000000, .eax = 0x40000001, .ebx = 0x4b4d564b, .ecx = 0x564b4d56, .edx = 0x4d},
 };
 #define N (sizeof(supported) / sizeof(supported[0]))
 

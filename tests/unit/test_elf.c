@@ -194,7 +194,9 @@ Test(elf, load_copies_and_zero_fills)
     make_elf(&f, 1);
     static uint8_t ram[4 << 20];
     memset(ram, 0x55, sizeof(ram));
-    struct mem m = {.host = ram, .size = sizeof(ram), .region_count = 1,
+    struct mem m = {.host = ram,
+                    .size = sizeof(ram),
+                    .region_count = 1,
                     .regions = {{.gpa = 0, .size = sizeof(ram), .offset = 0}}};
     struct boot_elf_image img;
     cr_assert_eq(boot_elf_parse(f.bytes, f.len, &img), 0);
