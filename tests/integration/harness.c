@@ -40,7 +40,7 @@ static long now_ms(void)
     return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void proc_start(struct proc *p, char *const argv[])
+static void proc_spawn(struct proc *p, char *const argv[], int in_fd)
 {
     int out[2], err[2];
     memset(p, 0, sizeof(*p));
@@ -48,7 +48,10 @@ void proc_start(struct proc *p, char *const argv[])
     cr_assert_eq(pipe2(err, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (in_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
+    else
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     int rc = posix_spawn(&p->pid, argv[0], &fa, NULL, argv, environ);
@@ -60,6 +63,22 @@ void proc_start(struct proc *p, char *const argv[])
     p->err_fd = err[0];
     p->out = calloc(1, 1);
     p->err = calloc(1, 1);
+}
+
+void proc_start(struct proc *p, char *const argv[])
+{
+    proc_spawn(p, argv, -1);
+}
+
+void proc_start_input(struct proc *p, char *const argv[], const char *input)
+{
+    int in[2];
+    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+    size_t len = strlen(input);
+    cr_assert_eq(write(in[1], input, len), (ssize_t)len);
+    close(in[1]);
+    proc_spawn(p, argv, in[0]);
+    close(in[0]);
 }
 
 /* Reads what is available (waiting up to wait_ms); false once both pipes are at EOF. */

@@ -22,6 +22,8 @@ const char *harness_guest(const char *name);
 
 /* Starts argv (argv[0] is the program) with stdin from /dev/null. */
 void proc_start(struct proc *p, char *const argv[]);
+/* Same, with stdin a pipe that first delivers input (then EOF). */
+void proc_start_input(struct proc *p, char *const argv[], const char *input);
 /* Reads until stdout contains needle; false on timeout or exit first. */
 bool proc_wait_output(struct proc *p, const char *needle, int timeout_ms);
 /* Waits for exit, reading output; kills and fails the test on timeout. Returns p->status. */

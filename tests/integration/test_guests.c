@@ -131,3 +131,44 @@ Test(guests, sigterm_and_sigint_stop_the_vm)
         proc_free(&p);
     }
 }
+
+static unsigned count(const char *hay, const char *needle)
+{
+    unsigned n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+Test(guests, unclaimed_port_and_mmio_read_all_ones_and_log_once)
+{
+    struct proc p;
+    int st = run_tern(&p, 20000, "run", "--kernel", harness_guest("probe"), NULL);
+    cr_expect_eq(st, 0, "stdout: %s stderr: %s", p.out, p.err);
+    cr_expect_eq(count(p.out, "port 0x80 reads 0xff, mmio 0xd0000000 reads 0xffffffff"), 2, "%s",
+                 p.out);
+    cr_expect_eq(count(p.err, "unhandled port I/O read at 0x80"), 1, "%s", p.err);
+    cr_expect_eq(count(p.err, "unhandled MMIO read at 0xd0000000"), 1, "%s", p.err);
+    proc_free(&p);
+}
+
+Test(guests, serial_input_from_stdin_reaches_the_guest)
+{
+    struct proc p;
+    char *argv[] = {TERN_BINARY, "run",    "--kernel", (char *)harness_guest("probe"),
+                    "--cmdline", "echo=1", NULL};
+    proc_start_input(&p, argv, "tern says hi\n");
+    int st = proc_wait(&p, 20000);
+    cr_expect_eq(st, 0, "stdout: %s stderr: %s", p.out, p.err);
+    cr_expect(strstr(p.out, "probe: got line 'tern says hi'"), "%s", p.out);
+    proc_free(&p);
+}
+
+Test(guests, ram_above_the_hole)
+{
+    struct proc p;
+    int st = run_tern(&p, 20000, "run", "--mem", "5G", "--kernel", harness_guest("hello"), NULL);
+    cr_expect_eq(st, 0, "stderr: %s", p.err);
+    cr_expect(strstr(p.out, "5120 MiB of RAM"), "%s", p.out);
+    proc_free(&p);
+}
