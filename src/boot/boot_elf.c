@@ -6,7 +6,6 @@
 #include <elf.h>
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
 
 bool boot_elf_has_magic(const uint8_t *data, size_t len)
 {
@@ -99,22 +98,6 @@ int boot_elf_check_placement(const struct boot_elf_image *img, const struct mem_
     return 0;
 }
 
-/* Zeroes guest RAM. Whole pages are dropped instead (MADV_DONTNEED on private anonymous memory
- * reads back as zeros), which costs nothing for pages never touched: a payload's large .bss
- * would otherwise fault in every page at startup. */
-static void boot_zero(uint8_t *p, uint64_t len)
-{
-    const uintptr_t page = 4096;
-    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
-    uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
-    if (end <= start || madvise((void *)start, end - start, MADV_DONTNEED) != 0) {
-        memset(p, 0, len);
-        return;
-    }
-    memset(p, 0, start - (uintptr_t)p);
-    memset((void *)end, 0, (uintptr_t)p + len - end);
-}
-
 int boot_elf_load(const struct boot_elf_image *img, const uint8_t *data, struct mem *mem)
 {
     for (unsigned i = 0; i < img->segment_count; i++) {
@@ -124,7 +107,7 @@ int boot_elf_load(const struct boot_elf_image *img, const uint8_t *data, struct 
             return err_set(-ERANGE, "segment at 0x%llx lies outside guest RAM",
                            (unsigned long long)s->paddr);
         memcpy(dst, data + s->offset, s->filesz);
-        boot_zero(dst + s->filesz, s->memsz - s->filesz);
+        mem_zero(dst + s->filesz, s->memsz - s->filesz);
     }
     return 0;
 }

@@ -11,6 +11,9 @@
 #define CLI_EXIT_ERROR 2
 
 int cli_run(int argc, char **argv);
+/* status, pause, resume, quit, snapshot: clients of the control socket. */
+int cli_client(int argc, char **argv);
+int cli_inspect(int argc, char **argv);
 
 /* Parses "64M", "1G", "512K", "4096" (K/M/G/T, binary, case-insensitive, optional "iB"/"B").
  * Rejects zero, garbage, overflow and sizes that are not a multiple of 4 KiB; the error names

@@ -3,7 +3,10 @@
 #include "cli/cli.h"
 
 #include "boot/boot_protocol.h"
+#include "control/ctl_server.h"
 #include "err/err.h"
+#include "memory/mem.h"
+#include "migrate/mig_file.h"
 #include "vm/vm.h"
 
 #include <errno.h>
@@ -13,15 +16,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RUN_DEFAULT_MEM (256ull << 20)
 
 static const char run_usage[] =
     "Usage: tern run --kernel FILE [OPTIONS]\n"
+    "       tern run --incoming file:PATH [OPTIONS]\n"
     "Run a guest on /dev/kvm until it ends.\n"
     "\n"
     "  -k, --kernel FILE      ELF64 payload to boot directly (see README: boot protocol)\n"
+    "  -i, --incoming URI     restore the VM from a snapshot (file:PATH); the stream gives\n"
+    "                         RAM size and vCPUs (--mem/--cpus, if given, must match)\n"
+    "  -p, --paused           with --incoming, stay paused until a resume command\n"
+    "  -A, --api-socket PATH  serve the JSON control socket at PATH (mode 0600)\n"
     "  -m, --mem SIZE         guest RAM: 64M, 1G, 512K or bytes (default 256M)\n"
     "  -c, --cpus N           vCPUs, 1-64 (default 1)\n"
     "  -a, --cmdline STRING   command line handed to the payload in the boot-info block\n"
@@ -34,7 +43,9 @@ static const char run_usage[] =
 struct run_state {
     uv_loop_t loop;
     struct vm *vm;
+    struct ctl_server *ctl;
     uv_signal_t sigint, sigterm;
+    uv_timer_t quit_timer;
     int exit_status;
     bool ending;
 };
@@ -45,6 +56,8 @@ static void run_finish(struct run_state *st)
         return;
     st->ending = true;
     vm_stop(st->vm);
+    ctl_server_close(st->ctl);
+    st->ctl = NULL;
     uv_signal_stop(&st->sigint);
     uv_signal_stop(&st->sigterm);
     uv_stop(&st->loop);
@@ -107,6 +120,120 @@ static int run_open_serial(const char *spec, int *out_fd, int *in_fd)
     return err_set(-EINVAL, "--serial: '%s' is not stdio, file:PATH or none", spec);
 }
 
+static double run_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static json_t *run_snapshot(struct run_state *st, json_t *req, char *err, size_t err_size)
+{
+    const char *uri = json_string_value(json_object_get(req, "uri"));
+    const char *compress = json_string_value(json_object_get(req, "compress"));
+    int level;
+    const char *path = mig_file_uri_path("snapshot uri", uri);
+    if (!path || mig_parse_compress("snapshot compress", compress, &level)) {
+        snprintf(err, err_size, "%s", err_msg());
+        return NULL;
+    }
+    double t0 = run_now_ms();
+    bool was_running = !vm_is_paused(st->vm);
+    if (was_running)
+        vm_pause(st->vm);
+    struct mig_stats stats;
+    uint64_t bytes = 0;
+    int rc = mig_snapshot_to_file(st->vm, path, level, &stats, &bytes);
+    if (was_running)
+        vm_resume(st->vm);
+    if (rc) {
+        snprintf(err, err_size, "%s", err_msg());
+        return NULL;
+    }
+    return json_pack("{s:s,s:I,s:f,s:I,s:I,s:I}", "path", path, "bytes", (json_int_t)bytes, "ms",
+                     run_now_ms() - t0, "zero_pages", (json_int_t)stats.zero_pages, "raw_pages",
+                     (json_int_t)stats.raw_pages, "zlib_pages", (json_int_t)stats.zlib_pages);
+}
+
+static void run_on_quit_timer(uv_timer_t *t)
+{
+    run_finish(t->data);
+}
+
+/* The control socket's commands. */
+static json_t *run_on_command(void *opaque, const char *command, json_t *req, char *err,
+                              size_t err_size)
+{
+    struct run_state *st = opaque;
+    if (st->ending) {
+        snprintf(err, err_size, "the VM is shutting down");
+        return NULL;
+    }
+    if (!strcmp(command, "status"))
+        return json_pack("{s:s,s:i,s:I}", "state", vm_is_paused(st->vm) ? "paused" : "running",
+                         "cpus", (int)vm_cpu_count(st->vm), "mem",
+                         (json_int_t)vm_mem(st->vm)->size);
+    if (!strcmp(command, "pause")) {
+        if (!vm_is_paused(st->vm))
+            vm_pause(st->vm);
+        return json_object();
+    }
+    if (!strcmp(command, "resume")) {
+        if (vm_is_paused(st->vm))
+            vm_resume(st->vm);
+        return json_object();
+    }
+    if (!strcmp(command, "snapshot"))
+        return run_snapshot(st, req, err, err_size);
+    if (!strcmp(command, "quit")) {
+        /* Finish on the next loop turn, once this reply has gone out. */
+        fprintf(stderr, "tern: quit requested on the control socket\n");
+        st->exit_status = 0;
+        uv_timer_start(&st->quit_timer, run_on_quit_timer, 0, 0);
+        return json_object();
+    }
+    snprintf(err, err_size, "unknown command '%s' (status, pause, resume, snapshot, quit)",
+             command);
+    return NULL;
+}
+
+/* Builds the VM from a snapshot: CONFIG first, then every other record. */
+static int run_restore(struct run_state *st, struct vm_config *cfg, const char *uri, bool mem_given,
+                       bool cpus_given)
+{
+    const char *path = mig_file_uri_path("--incoming", uri);
+    if (!path)
+        return -EINVAL;
+    struct mig_file_reader fr;
+    struct mig_config mc;
+    memset(&mc, 0, sizeof(mc));
+    int rc = mig_file_open(path, &fr);
+    if (!rc)
+        rc = mig_read_config(&fr.reader, &mc);
+    if (!rc && mem_given && cfg->mem_size != mc.mem_size)
+        rc = err_set(-EINVAL, "--mem %llu MiB does not match the stream's %llu MiB",
+                     (unsigned long long)(cfg->mem_size >> 20),
+                     (unsigned long long)(mc.mem_size >> 20));
+    if (!rc && cpus_given && cfg->cpu_count != mc.cpu_count)
+        rc = err_set(-EINVAL, "--cpus %u does not match the stream's %u vCPUs", cfg->cpu_count,
+                     mc.cpu_count);
+    if (!rc) {
+        cfg->mem_size = mc.mem_size;
+        cfg->cpu_count = mc.cpu_count;
+        rc = vm_create(&st->loop, cfg, run_on_vm_end, st, &st->vm);
+    }
+    if (!rc) {
+        rc = mig_restore(st->vm, &fr.reader, &mc);
+        if (rc) {
+            vm_close(st->vm);
+            st->vm = NULL;
+        }
+    }
+    mig_config_free(&mc);
+    mig_file_close(&fr);
+    return rc ? err_context(rc, "--incoming %s", uri) : 0;
+}
+
 static void run_close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -117,32 +244,43 @@ static void run_close_walk(uv_handle_t *h, void *arg)
 int cli_run(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"kernel", required_argument, NULL, 'k'},
-        {"mem", required_argument, NULL, 'm'},
-        {"cpus", required_argument, NULL, 'c'},
-        {"cmdline", required_argument, NULL, 'a'},
-        {"serial", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"kernel", required_argument, NULL, 'k'},     {"mem", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'c'},       {"cmdline", required_argument, NULL, 'a'},
+        {"serial", required_argument, NULL, 's'},     {"help", no_argument, NULL, 'h'},
+        {"incoming", required_argument, NULL, 'i'},   {"paused", no_argument, NULL, 'p'},
+        {"api-socket", required_argument, NULL, 'A'}, {NULL, 0, NULL, 0},
     };
     struct vm_config cfg = {.mem_size = RUN_DEFAULT_MEM, .cpu_count = 1};
     const char *serial = "stdio";
+    const char *incoming = NULL, *api_socket = NULL;
+    bool paused = false, mem_given = false, cpus_given = false;
     unsigned long cpus;
     int opt, rc = 0;
 
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":k:m:c:a:s:h", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":k:m:c:a:s:hi:pA:", options, NULL)) != -1) {
         switch (opt) {
         case 'k':
             cfg.kernel_path = optarg;
             break;
         case 'm':
             rc = cli_parse_size("--mem", optarg, &cfg.mem_size);
+            mem_given = true;
             break;
         case 'c':
             rc = cli_parse_uint("--cpus", optarg, 1, VM_MAX_CPUS, &cpus);
             cfg.cpu_count = (unsigned)cpus;
+            cpus_given = true;
+            break;
+        case 'i':
+            incoming = optarg;
+            break;
+        case 'p':
+            paused = true;
+            break;
+        case 'A':
+            api_socket = optarg;
             break;
         case 'a':
             cfg.cmdline = optarg;
@@ -167,8 +305,16 @@ int cli_run(int argc, char **argv)
         rc = err_set(-EINVAL, "unexpected argument '%s' (see tern run --help)", argv[optind]);
         goto fail;
     }
-    if (!cfg.kernel_path) {
+    if (incoming && cfg.kernel_path) {
+        rc = err_set(-EINVAL, "--kernel and --incoming exclude each other");
+        goto fail;
+    }
+    if (!incoming && !cfg.kernel_path) {
         rc = err_set(-EINVAL, "--kernel FILE is required (see tern run --help)");
+        goto fail;
+    }
+    if (paused && !incoming) {
+        rc = err_set(-EINVAL, "--paused needs --incoming");
         goto fail;
     }
     uint64_t host_ram = vm_host_ram_bytes();
@@ -190,18 +336,30 @@ int cli_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct run_state st = {.exit_status = 0};
     uv_loop_init(&st.loop);
-    rc = vm_create(&st.loop, &cfg, run_on_vm_end, &st, &st.vm);
+    uv_timer_init(&st.loop, &st.quit_timer);
+    st.quit_timer.data = &st;
+    if (incoming)
+        rc = run_restore(&st, &cfg, incoming, mem_given, cpus_given);
+    else
+        rc = vm_create(&st.loop, &cfg, run_on_vm_end, &st, &st.vm);
+    if (!rc && api_socket) {
+        rc = ctl_server_start(&st.loop, api_socket, run_on_command, &st, &st.ctl);
+        if (rc) {
+            vm_close(st.vm);
+            st.vm = NULL;
+        }
+    }
     if (!rc) {
         uv_signal_init(&st.loop, &st.sigint);
         uv_signal_init(&st.loop, &st.sigterm);
         st.sigint.data = st.sigterm.data = &st;
         uv_signal_start(&st.sigint, run_on_signal, SIGINT);
         uv_signal_start(&st.sigterm, run_on_signal, SIGTERM);
-        rc = vm_start(st.vm);
+        rc = vm_start(st.vm, paused);
         if (!rc)
             uv_run(&st.loop, UV_RUN_DEFAULT);
         else
-            vm_stop(st.vm);
+            run_finish(&st);
         vm_close(st.vm);
     }
     uv_walk(&st.loop, run_close_walk, NULL);

@@ -310,6 +310,51 @@ int dev_serial_register(struct dev_serial *s, struct dev_bus *bus)
     return dev_bus_add_pio(bus, DEV_SERIAL_PORT, 8, serial_pio, s);
 }
 
+/* Layout: ier lcr mcr lsr_errors scr dll dlm fcr thre_pending irq_level 0 0, u32 input length,
+ * then the input bytes in order. */
+size_t dev_serial_save(struct dev_serial *s, uint8_t *buf)
+{
+    pthread_mutex_lock(&s->lock);
+    uint8_t regs[12] = {s->ier, s->lcr, s->mcr,          s->lsr_errors,         s->scr, s->dll,
+                        s->dlm, s->fcr, s->thre_pending, (uint8_t)s->irq_level, 0,      0};
+    memcpy(buf, regs, sizeof(regs));
+    uint32_t n = s->in_len;
+    memcpy(buf + 12, &n, 4);
+    for (uint32_t i = 0; i < n; i++)
+        buf[DEV_SERIAL_STATE_FIXED + i] = s->in[(s->in_head + i) % SERIAL_IN_MAX];
+    pthread_mutex_unlock(&s->lock);
+    return DEV_SERIAL_STATE_FIXED + n;
+}
+
+int dev_serial_load(struct dev_serial *s, const uint8_t *buf, size_t len)
+{
+    uint32_t n;
+    if (len < DEV_SERIAL_STATE_FIXED)
+        return err_set(-EPROTO, "serial state: %zu bytes is too short", len);
+    memcpy(&n, buf + 12, 4);
+    if (n > SERIAL_IN_MAX || len != DEV_SERIAL_STATE_FIXED + n)
+        return err_set(-EPROTO, "serial state: input length %u does not match %zu bytes", n, len);
+    if (buf[8] > 1 || buf[9] > 1)
+        return err_set(-EPROTO, "serial state: flags out of range");
+    pthread_mutex_lock(&s->lock);
+    s->ier = buf[0] & 0x0f;
+    s->lcr = buf[1];
+    s->mcr = buf[2] & 0x1f;
+    s->lsr_errors = buf[3] & LSR_OE;
+    s->scr = buf[4];
+    s->dll = buf[5];
+    s->dlm = buf[6];
+    s->fcr = buf[7];
+    s->thre_pending = buf[8];
+    /* The irqchip state travels separately and already holds the line's level. */
+    s->irq_level = buf[9];
+    s->in_head = 0;
+    s->in_len = n;
+    memcpy(s->in, buf + DEV_SERIAL_STATE_FIXED, n);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
 void dev_serial_flush(struct dev_serial *s)
 {
     pthread_mutex_lock(&s->lock);

@@ -26,6 +26,14 @@ int dev_serial_register(struct dev_serial *s, struct dev_bus *bus);
 /* Reads guest input from in_fd on the loop (a tty, pipe, socket or file). */
 int dev_serial_attach_input(struct dev_serial *s, int in_fd);
 
+/* Register and input-FIFO state, for snapshots and migration. */
+#define DEV_SERIAL_STATE_FIXED 16
+#define DEV_SERIAL_STATE_MAX (DEV_SERIAL_STATE_FIXED + 4096)
+/* Writes the state into buf (at least DEV_SERIAL_STATE_MAX bytes); returns its length. */
+size_t dev_serial_save(struct dev_serial *s, uint8_t *buf);
+/* Loads state saved by dev_serial_save; rejects malformed input with a message. */
+int dev_serial_load(struct dev_serial *s, const uint8_t *buf, size_t len);
+
 /* Writes every pending output byte now. Call before exiting. */
 void dev_serial_flush(struct dev_serial *s);
 

@@ -92,3 +92,16 @@ uint64_t mem_top(const struct mem *mem)
     const struct mem_region *last = &mem->regions[mem->region_count - 1];
     return last->gpa + last->size;
 }
+
+void mem_zero(void *p, uint64_t len)
+{
+    const uintptr_t page = MEM_PAGE_SIZE;
+    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + len) & ~(page - 1);
+    if (end <= start || madvise((void *)start, end - start, MADV_DONTNEED) != 0) {
+        memset(p, 0, len);
+        return;
+    }
+    memset(p, 0, start - (uintptr_t)p);
+    memset((void *)end, 0, (uintptr_t)p + len - end);
+}

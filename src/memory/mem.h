@@ -42,6 +42,10 @@ void mem_destroy(struct mem *mem);
 /* Host pointer for [gpa, gpa+len), or NULL unless that range lies inside one region. */
 void *mem_ptr(const struct mem *mem, uint64_t gpa, uint64_t len);
 
+/* Zeroes [p, p+len) of guest RAM. Whole pages are dropped (MADV_DONTNEED on private anonymous
+ * memory reads back as zeros), which costs nothing for pages never touched. */
+void mem_zero(void *p, uint64_t len);
+
 /* One past the highest guest-physical RAM address. */
 uint64_t mem_top(const struct mem *mem);
 

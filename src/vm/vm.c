@@ -37,6 +37,8 @@ struct vm {
     struct vcpu *vcpus[VM_MAX_CPUS];
     bool started;
     bool paused;
+    bool clock_pending;
+    struct kvm_clock_data clock;
 
     pthread_mutex_t end_lock;
     struct vm_end end;
@@ -165,7 +167,7 @@ static int vm_create_devices(struct vm *vm, const struct vm_config *cfg)
     return rc;
 }
 
-static int vm_create_vcpus(struct vm *vm, uint32_t *tsc_khz)
+static int vm_create_vcpus(struct vm *vm, bool restore, uint32_t *tsc_khz)
 {
     int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (run_size < (int)sizeof(struct kvm_run))
@@ -186,6 +188,8 @@ static int vm_create_vcpus(struct vm *vm, uint32_t *tsc_khz)
         rc = vcpu_create(vm->vm_fd, i, (size_t)run_size, vm->bus, &vm->vcpu_events, &vm->vcpus[i]);
         if (rc)
             break;
+        if (restore) /* a restore sets the stream's CPUID instead */
+            continue;
         vcpu_cpuid_build(supported->entries, supported->nent, i, vm->cpu_count, cpuid->entries);
         rc = vcpu_set_cpuid(vm->vcpus[i], cpuid);
     }
@@ -265,8 +269,8 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
         if (!rc)
             rc = vm_create_devices(vm, cfg);
         if (!rc)
-            rc = vm_create_vcpus(vm, &tsc_khz);
-        if (!rc)
+            rc = vm_create_vcpus(vm, cfg->kernel_path == NULL, &tsc_khz);
+        if (!rc && cfg->kernel_path)
             rc = vm_boot(vm, cfg, tsc_khz);
         if (threaded)
             pthread_join(job.thread, NULL);
@@ -281,12 +285,30 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
     return 0;
 }
 
-int vm_start(struct vm *vm)
+/* KVM_SET_CLOCK comes last, right before the vCPUs run again: a guest that runs before its
+ * clock is set sees time jump (Hyper-V guests hang). */
+static int vm_apply_pending_clock(struct vm *vm)
+{
+    if (!vm->clock_pending)
+        return 0;
+    vm->clock_pending = false;
+    if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &vm->clock) < 0)
+        return err_sys(-errno, "KVM_SET_CLOCK");
+    return 0;
+}
+
+int vm_start(struct vm *vm, bool paused)
 {
     int rc = vcpu_signals_init();
-    for (unsigned i = 0; i < vm->cpu_count && !rc; i++)
+    if (!rc && !paused)
+        rc = vm_apply_pending_clock(vm);
+    for (unsigned i = 0; i < vm->cpu_count && !rc; i++) {
+        if (paused)
+            vcpu_pause_request(vm->vcpus[i]);
         rc = vcpu_start(vm->vcpus[i]);
+    }
     vm->started = true;
+    vm->paused = paused;
     return rc;
 }
 
@@ -302,6 +324,8 @@ void vm_pause(struct vm *vm)
 
 void vm_resume(struct vm *vm)
 {
+    if (vm_apply_pending_clock(vm))
+        err_warn("%s", err_msg());
     vm->paused = false;
     for (unsigned i = 0; i < vm->cpu_count; i++)
         vcpu_resume(vm->vcpus[i]);
@@ -361,4 +385,37 @@ unsigned vm_cpu_count(const struct vm *vm)
 int vm_vcpu_fd(const struct vm *vm, unsigned index)
 {
     return index < vm->cpu_count && vm->vcpus[index] ? vcpu_fd(vm->vcpus[index]) : -1;
+}
+
+int vm_fd(const struct vm *vm)
+{
+    return vm->vm_fd;
+}
+
+int vm_kvm_fd(const struct vm *vm)
+{
+    return vm->kvm_fd;
+}
+
+struct mem *vm_mem(const struct vm *vm)
+{
+    return vm->mem;
+}
+
+struct dev_serial *vm_serial(const struct vm *vm)
+{
+    return vm->serial;
+}
+
+void vm_set_clock_on_resume(struct vm *vm, const struct kvm_clock_data *clock)
+{
+    vm->clock = *clock;
+    vm->clock_pending = true;
+}
+
+bool vm_pending_clock(const struct vm *vm, struct kvm_clock_data *out)
+{
+    if (vm->clock_pending)
+        *out = vm->clock;
+    return vm->clock_pending;
 }

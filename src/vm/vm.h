@@ -19,7 +19,7 @@
 struct vm_config {
     uint64_t mem_size;
     unsigned cpu_count;
-    const char *kernel_path;
+    const char *kernel_path; /* NULL: an empty VM whose state a restore will supply */
     const char *cmdline;
     int serial_out_fd; /* -1: output discarded */
     int serial_in_fd;  /* -1: no input */
@@ -43,7 +43,8 @@ typedef void (*vm_end_fn)(struct vm *vm, void *opaque);
 
 int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, void *opaque,
               struct vm **out);
-int vm_start(struct vm *vm);
+/* Starts the vCPU threads; with paused, they wait for vm_resume(). */
+int vm_start(struct vm *vm, bool paused);
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 bool vm_is_paused(const struct vm *vm);
@@ -54,9 +55,19 @@ void vm_close(struct vm *vm);
 
 struct vm_end vm_end_state(struct vm *vm);
 
-/* For tests and state capture: the vCPU fds (valid while paused) and the vCPU count. */
+/* For state capture and restore (while paused or before start) and for tests. */
 unsigned vm_cpu_count(const struct vm *vm);
 int vm_vcpu_fd(const struct vm *vm, unsigned index);
+int vm_fd(const struct vm *vm);
+int vm_kvm_fd(const struct vm *vm);
+struct mem *vm_mem(const struct vm *vm);
+struct dev_serial *vm_serial(const struct vm *vm);
+
+/* A restored VM's clock is set right before its vCPUs first run (see mig_state.c). */
+struct kvm_clock_data;
+void vm_set_clock_on_resume(struct vm *vm, const struct kvm_clock_data *clock);
+/* The clock still waiting to be set, if any: a restored VM that never ran. */
+bool vm_pending_clock(const struct vm *vm, struct kvm_clock_data *out);
 
 /* The host's RAM in bytes, the ceiling for --mem. */
 uint64_t vm_host_ram_bytes(void);

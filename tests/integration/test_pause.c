@@ -82,7 +82,7 @@ Test(pause, memstamp_survives_1000_pause_resume_cycles, .init = harness_require_
     uv_idle_init(&loop, &c.idle);
     c.idle.data = &c;
     uv_idle_start(&c.idle, on_idle);
-    cr_assert_eq(vm_start(c.vm), 0, "%s", err_msg());
+    cr_assert_eq(vm_start(c.vm, false), 0, "%s", err_msg());
     uv_run(&loop, UV_RUN_DEFAULT);
 
     struct vm_end end = vm_end_state(c.vm);

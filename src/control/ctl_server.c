@@ -1,0 +1,289 @@
+#include "control/ctl_server.h"
+
+#include "err/err.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void ctl_listener_closed(uv_handle_t *h);
+
+struct ctl_conn {
+    uv_pipe_t pipe;
+    struct ctl_server *srv;
+    struct ctl_conn *next;
+    char *line;
+    size_t len;
+    bool discarding; /* the current line overflowed: drop it up to its newline */
+};
+
+struct ctl_server {
+    uv_pipe_t listener;
+    char *path;
+    ctl_handler_fn handler;
+    void *opaque;
+    struct ctl_conn *conns;
+};
+
+static void ctl_on_write(uv_write_t *req, int status)
+{
+    (void)status;
+    free(req->data);
+    free(req);
+}
+
+static void ctl_send(struct ctl_conn *c, json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    char *line = realloc(text, n + 2);
+    if (!line) {
+        free(text);
+        return;
+    }
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    uv_write_t *req = malloc(sizeof(*req));
+    if (!req) {
+        free(line);
+        return;
+    }
+    req->data = line;
+    uv_buf_t buf = uv_buf_init(line, (unsigned)(n + 1));
+    if (uv_write(req, (uv_stream_t *)&c->pipe, &buf, 1, ctl_on_write) != 0) {
+        free(line);
+        free(req);
+    }
+}
+
+static void ctl_send_error(struct ctl_conn *c, const char *message)
+{
+    ctl_send(c, json_pack("{s:{s:s}}", "error", "message", message));
+}
+
+static void ctl_handle_line(struct ctl_conn *c, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, 0, &jerr);
+    if (!req) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "bad JSON: %s (column %d)", jerr.text, jerr.column);
+        ctl_send_error(c, msg);
+        return;
+    }
+    const char *command = json_string_value(json_object_get(req, "command"));
+    if (!json_is_object(req) || !command) {
+        ctl_send_error(c, "a request is a JSON object with a string \"command\"");
+        json_decref(req);
+        return;
+    }
+    char err[512] = "";
+    json_t *ret = c->srv->handler(c->srv->opaque, command, req, err, sizeof(err));
+    json_decref(req);
+    if (ret)
+        ctl_send(c, json_pack("{s:o}", "return", ret));
+    else
+        ctl_send_error(c, err[0] ? err : "command failed");
+}
+
+static void ctl_conn_closed(uv_handle_t *h)
+{
+    struct ctl_conn *c = h->data;
+    free(c->line);
+    free(c);
+}
+
+static void ctl_conn_close(struct ctl_conn *c)
+{
+    struct ctl_conn **pp = &c->srv->conns;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = c->next;
+    uv_close((uv_handle_t *)&c->pipe, ctl_conn_closed);
+}
+
+static void ctl_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)h;
+    (void)hint;
+    static char chunk[16384];
+    *buf = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void ctl_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
+{
+    struct ctl_conn *c = stream->data;
+    if (n < 0) {
+        ctl_conn_close(c);
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        char ch = buf->base[i];
+        if (ch == '\n') {
+            if (c->discarding) {
+                c->discarding = false;
+            } else if (c->len) {
+                ctl_handle_line(c, c->line, c->len);
+            }
+            c->len = 0;
+            continue;
+        }
+        if (c->discarding)
+            continue;
+        if (c->len == CTL_MAX_LINE) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "request line exceeds %d bytes; ignored", CTL_MAX_LINE);
+            ctl_send_error(c, msg);
+            c->discarding = true;
+            c->len = 0;
+            continue;
+        }
+        c->line[c->len++] = ch;
+    }
+}
+
+static void ctl_on_connection(uv_stream_t *listener, int status)
+{
+    struct ctl_server *srv = listener->data;
+    if (status < 0)
+        return;
+    struct ctl_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->line = malloc(CTL_MAX_LINE);
+    c->srv = srv;
+    uv_pipe_init(listener->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    c->next = srv->conns;
+    srv->conns = c;
+    if (!c->line || uv_accept(listener, (uv_stream_t *)&c->pipe) != 0 ||
+        uv_read_start((uv_stream_t *)&c->pipe, ctl_alloc, ctl_on_read) != 0)
+        ctl_conn_close(c);
+}
+
+int ctl_server_start(uv_loop_t *loop, const char *path, ctl_handler_fn handler, void *opaque,
+                     struct ctl_server **out)
+{
+    struct sockaddr_un sa;
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return err_set(-ENAMETOOLONG, "--api-socket %s: path longer than %zu bytes", path,
+                       sizeof(sa.sun_path) - 1);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return err_set(-EEXIST, "--api-socket %s: exists and is not a socket", path);
+        /* A socket nobody listens on is left over from a process that died: reuse the name. */
+        if (ctl_request(path, NULL, NULL) == 0)
+            return err_set(-EADDRINUSE, "--api-socket %s: another tern is serving it", path);
+        unlink(path);
+    }
+    struct ctl_server *srv = calloc(1, sizeof(*srv));
+    if (!srv || !(srv->path = strdup(path))) {
+        free(srv);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    srv->handler = handler;
+    srv->opaque = opaque;
+    uv_pipe_init(loop, &srv->listener, 0);
+    srv->listener.data = srv;
+    /* Created 0600 from the start: the socket controls the VM. */
+    mode_t old = umask(0177);
+    int rc = uv_pipe_bind(&srv->listener, path);
+    umask(old);
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&srv->listener, 8, ctl_on_connection);
+    if (rc) {
+        rc = err_set(rc, "--api-socket %s: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&srv->listener, ctl_listener_closed);
+        return rc;
+    }
+    *out = srv;
+    return 0;
+}
+
+static void ctl_listener_closed(uv_handle_t *h)
+{
+    struct ctl_server *srv = h->data;
+    free(srv->path);
+    free(srv);
+}
+
+void ctl_server_close(struct ctl_server *srv)
+{
+    if (!srv)
+        return;
+    while (srv->conns)
+        ctl_conn_close(srv->conns);
+    if (srv->path)
+        unlink(srv->path);
+    uv_close((uv_handle_t *)&srv->listener, ctl_listener_closed);
+}
+
+/* Blocking client: one request, one reply line. With request NULL it only tests connecting. */
+int ctl_request(const char *path, json_t *request, json_t **reply)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return err_set(-ENAMETOOLONG, "--api-socket %s: path too long", path);
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return err_sys(-errno, "socket");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int rc = err_sys(-errno, "--api-socket %s: cannot connect", path);
+        close(fd);
+        return rc;
+    }
+    if (!request) {
+        close(fd);
+        return 0;
+    }
+    char *text = json_dumps(request, JSON_COMPACT);
+    int rc = 0;
+    if (!text) {
+        close(fd);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps leaves room for the NUL we replace */
+    if (write(fd, text, n + 1) != (ssize_t)(n + 1))
+        rc = err_sys(-errno, "--api-socket %s: write failed", path);
+    free(text);
+    size_t cap = CTL_MAX_LINE, len = 0;
+    char *buf = malloc(cap);
+    while (!rc) {
+        if (!buf || len == cap) {
+            rc = err_set(-E2BIG, "--api-socket %s: reply too long", path);
+            break;
+        }
+        ssize_t got = read(fd, buf + len, cap - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            rc = err_set(-EPIPE, "--api-socket %s: connection closed before a reply", path);
+            break;
+        }
+        len += (size_t)got;
+        if (memchr(buf, '\n', len))
+            break;
+    }
+    close(fd);
+    if (!rc) {
+        json_error_t jerr;
+        *reply = json_loadb(buf, (size_t)((char *)memchr(buf, '\n', len) - buf), 0, &jerr);
+        if (!*reply)
+            rc = err_set(-EPROTO, "--api-socket %s: bad reply: %s", path, jerr.text);
+    }
+    free(buf);
+    return rc;
+}

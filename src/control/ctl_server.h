@@ -1,0 +1,30 @@
+/* ctl_server: the JSON control socket (a Unix socket, mode 0600) on the libuv loop.
+ *
+ * Requests and replies are one JSON object per line. A request is {"command": NAME, ...}; the
+ * reply is {"return": {...}} or {"error": {"message": "..."}}. Bad JSON, a missing command or a
+ * line over CTL_MAX_LINE bytes gets an error reply and the connection keeps being served. The
+ * handler runs on the loop thread.
+ */
+#ifndef TERN_CTL_SERVER_H
+#define TERN_CTL_SERVER_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#define CTL_MAX_LINE 65536
+
+/* Returns the "return" object (a new reference), or NULL with a message written to err. */
+typedef json_t *(*ctl_handler_fn)(void *opaque, const char *command, json_t *request, char *err,
+                                  size_t err_size);
+
+struct ctl_server;
+
+int ctl_server_start(uv_loop_t *loop, const char *path, ctl_handler_fn handler, void *opaque,
+                     struct ctl_server **out);
+/* Closes the listener and every connection, and removes the socket file. */
+void ctl_server_close(struct ctl_server *srv);
+
+/* Client side: sends one request on a new connection and returns the parsed reply. */
+int ctl_request(const char *path, json_t *request, json_t **reply);
+
+#endif

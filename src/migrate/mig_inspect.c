@@ -1,0 +1,280 @@
+#include "migrate/mig_inspect.h"
+
+#include "err/err.h"
+#include "migrate/mig_state.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define EFER_LMA 0x400ull
+#define CR0_PE 0x1ull
+
+static const char *cpu_mode(uint64_t cr0, uint64_t efer, const struct kvm_segment *cs)
+{
+    if (!(cr0 & CR0_PE))
+        return "real";
+    if (efer & EFER_LMA)
+        return cs->l ? "64-bit" : "compatibility";
+    return cs->db ? "protected 32-bit" : "protected 16-bit";
+}
+
+static json_t *hex(uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
+    return json_string(buf);
+}
+
+static json_t *vcpu_entry(json_t *vcpus, uint32_t index)
+{
+    char key[16];
+    snprintf(key, sizeof(key), "%u", index);
+    json_t *v = json_object_get(vcpus, key);
+    if (!v) {
+        v = json_pack("{s:i}", "index", (int)index);
+        json_object_set_new(vcpus, key, v);
+    }
+    return v;
+}
+
+static void add_count(json_t *obj, const char *key, json_int_t n)
+{
+    json_t *old = json_object_get(obj, key);
+    json_object_set_new(obj, key, json_integer(json_integer_value(old) + n));
+}
+
+/* Adds the record to the listing: RAM records folded into one line per type. */
+static void list_record(json_t *records, json_t *ram_lines, const struct mig_record *rec)
+{
+    const char *name = mig_record_name(rec->type);
+    bool ram = rec->type >= MIG_REC_RAM_ZERO && rec->type <= MIG_REC_RAM_ZLIB;
+    if (ram) {
+        json_t *line = json_object_get(ram_lines, name);
+        if (!line) {
+            line = json_pack("{s:s,s:i,s:i}", "type", name, "count", 0, "size", 0);
+            json_object_set_new(ram_lines, name, line);
+            json_array_append(records, line);
+        }
+        add_count(line, "count", 1);
+        add_count(line, "size", rec->length);
+        return;
+    }
+    json_t *line = json_pack("{s:s,s:i}", "type", name, "size", (int)rec->length);
+    if (rec->type >= MIG_REC_MP_STATE && rec->type <= MIG_REC_TSC_KHZ)
+        json_object_set_new(line, "vcpu", json_integer(rec->index));
+    json_array_append_new(records, line);
+}
+
+static int inspect_ram(const struct mig_record *rec, json_t *ram, uint8_t *scratch, uint64_t *pages)
+{
+    struct mig_ram_header h;
+    memcpy(&h, rec->payload, sizeof(h));
+    *pages += h.pages;
+    if (rec->type == MIG_REC_RAM_ZERO) {
+        add_count(ram, "zero_pages", h.pages);
+    } else if (rec->type == MIG_REC_RAM_RAW) {
+        add_count(ram, "raw_pages", h.pages);
+        add_count(ram, "raw_bytes", rec->length - sizeof(h));
+    } else {
+        uLongf out = (uLongf)h.pages * 4096;
+        int z = uncompress(scratch, &out, rec->payload + sizeof(h), rec->length - sizeof(h));
+        if (z != Z_OK || out != (uLongf)h.pages * 4096) {
+            char what[96];
+            mig_record_describe(rec, what, sizeof(what));
+            return err_set(-EPROTO, "%s: zlib data does not decode to %u pages", what, h.pages);
+        }
+        add_count(ram, "zlib_pages", h.pages);
+        add_count(ram, "zlib_bytes", rec->length - sizeof(h));
+    }
+    return 0;
+}
+
+static void inspect_vcpu(const struct mig_record *rec, json_t *vcpus)
+{
+    json_t *v = vcpu_entry(vcpus, rec->index);
+    switch (rec->type) {
+    case MIG_REC_REGS: {
+        struct kvm_regs r;
+        memcpy(&r, rec->payload, sizeof(r));
+        json_object_set_new(v, "rip", hex(r.rip));
+        json_object_set_new(v, "rsp", hex(r.rsp));
+        json_object_set_new(v, "rflags", hex(r.rflags));
+        break;
+    }
+    case MIG_REC_SREGS2:
+    case MIG_REC_SREGS: {
+        struct kvm_sregs2 s2;
+        struct kvm_sregs s;
+        uint64_t cr0, cr3, cr4, efer;
+        const struct kvm_segment *cs;
+        if (rec->type == MIG_REC_SREGS2) {
+            memcpy(&s2, rec->payload, sizeof(s2));
+            cr0 = s2.cr0, cr3 = s2.cr3, cr4 = s2.cr4, efer = s2.efer, cs = &s2.cs;
+        } else {
+            memcpy(&s, rec->payload, sizeof(s));
+            cr0 = s.cr0, cr3 = s.cr3, cr4 = s.cr4, efer = s.efer, cs = &s.cs;
+        }
+        json_object_set_new(v, "cr0", hex(cr0));
+        json_object_set_new(v, "cr3", hex(cr3));
+        json_object_set_new(v, "cr4", hex(cr4));
+        json_object_set_new(v, "efer", hex(efer));
+        json_object_set_new(v, "mode", json_string(cpu_mode(cr0, efer, cs)));
+        break;
+    }
+    case MIG_REC_VCPU_EVENTS: {
+        struct kvm_vcpu_events e;
+        memcpy(&e, rec->payload, sizeof(e));
+        json_object_set_new(v, "events",
+                            json_pack("{s:b,s:b,s:b,s:b}", "exception", e.exception.pending,
+                                      "interrupt", e.interrupt.injected, "nmi",
+                                      e.nmi.pending || e.nmi.injected, "smi", e.smi.pending));
+        break;
+    }
+    case MIG_REC_MSRS:
+        json_object_set_new(v, "msrs", json_integer(rec->length / sizeof(struct kvm_msr_entry)));
+        break;
+    case MIG_REC_MP_STATE: {
+        struct kvm_mp_state mp;
+        memcpy(&mp, rec->payload, sizeof(mp));
+        json_object_set_new(v, "mp_state", json_integer(mp.mp_state));
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+int mig_inspect(struct mig_reader *r, json_t **summary)
+{
+    struct mig_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    json_t *s = json_object();
+    json_t *records = json_array();
+    json_t *ram_lines = json_object();
+    json_t *vcpus = json_object();
+    json_t *ram = json_pack("{s:i,s:i,s:i,s:i,s:i}", "zero_pages", 0, "raw_pages", 0, "zlib_pages",
+                            0, "raw_bytes", 0, "zlib_bytes", 0);
+    uint8_t *scratch = malloc(MIG_RAM_MAX_PAGES_PER_RECORD * 4096);
+    uint64_t pages = 0;
+    *summary = s;
+    int rc = scratch ? mig_read_config(r, &cfg) : err_set(-ENOMEM, "out of memory");
+    if (!rc) {
+        char version[16];
+        snprintf(version, sizeof(version), "%u.%u", r->major, r->minor);
+        json_object_set_new(s, "version", json_string(version));
+        json_array_append_new(
+            records, json_pack("{s:s,s:I}", "type", "CONFIG", "size",
+                               (json_int_t)(r->offset - MIG_HEADER_SIZE - MIG_RECORD_HEADER_SIZE)));
+        json_t *cpuid = json_array();
+        for (unsigned i = 0; i < cfg.cpu_count; i++)
+            json_array_append_new(cpuid, json_integer(cfg.cpuid[i]->nent));
+        json_object_set_new(s, "config",
+                            json_pack("{s:I,s:i,s:o}", "mem", (json_int_t)cfg.mem_size, "cpus",
+                                      (int)cfg.cpu_count, "cpuid_entries", cpuid));
+    }
+    bool ended = false;
+    while (!rc && !ended) {
+        struct mig_record rec;
+        if ((rc = mig_read_record(r, &rec)))
+            break;
+        list_record(records, ram_lines, &rec);
+        char what[96];
+        mig_record_describe(&rec, what, sizeof(what));
+        if (rec.type >= MIG_REC_RAM_ZERO && rec.type <= MIG_REC_RAM_ZLIB) {
+            rc = inspect_ram(&rec, ram, scratch, &pages);
+        } else if (rec.type >= MIG_REC_MP_STATE && rec.type <= MIG_REC_TSC_KHZ) {
+            if (rec.index >= cfg.cpu_count)
+                rc = err_set(-EPROTO, "%s: the VM has only %u vCPUs", what, cfg.cpu_count);
+            else
+                inspect_vcpu(&rec, vcpus);
+        } else if (rec.type == MIG_REC_CONFIG) {
+            rc = err_set(-EPROTO, "%s: a second CONFIG record", what);
+        } else if (rec.type == MIG_REC_END) {
+            struct mig_end end;
+            memcpy(&end, rec.payload, sizeof(end));
+            if (end.records != r->records || end.vcpus != cfg.cpu_count || end.ram_pages != pages)
+                rc = err_set(-EPROTO, "%s: counts do not match what the stream holds", what);
+            ended = true;
+        }
+    }
+    json_t *vlist = json_array();
+    for (unsigned i = 0; i < cfg.cpu_count; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "%u", i);
+        json_t *v = json_object_get(vcpus, key);
+        if (v)
+            json_array_append(vlist, v);
+    }
+    json_object_set_new(s, "records", records);
+    json_object_set_new(s, "vcpus", vlist);
+    json_object_set_new(s, "ram", ram);
+    json_object_set_new(s, "skipped_optional_records", json_integer(r->skipped));
+    json_decref(ram_lines);
+    json_decref(vcpus);
+    free(scratch);
+    mig_config_free(&cfg);
+    return rc;
+}
+
+static json_int_t geti(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+static const char *gets(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "?";
+}
+
+void mig_inspect_print(json_t *s, FILE *out)
+{
+    json_t *cfg = json_object_get(s, "config");
+    fprintf(out, "tern state stream, format %s\n", gets(s, "version"));
+    fprintf(out, "config: %lld MiB RAM, %lld vCPU(s)\n", (long long)(geti(cfg, "mem") >> 20),
+            (long long)geti(cfg, "cpus"));
+    fprintf(out, "records:\n");
+    size_t i;
+    json_t *rec;
+    json_array_foreach(json_object_get(s, "records"), i, rec)
+    {
+        if (json_object_get(rec, "count"))
+            fprintf(out, "  %-12s x%-7lld %lld bytes\n", gets(rec, "type"),
+                    (long long)geti(rec, "count"), (long long)geti(rec, "size"));
+        else if (json_object_get(rec, "vcpu"))
+            fprintf(out, "  %-12s vCPU %-3lld %lld bytes\n", gets(rec, "type"),
+                    (long long)geti(rec, "vcpu"), (long long)geti(rec, "size"));
+        else
+            fprintf(out, "  %-12s          %lld bytes\n", gets(rec, "type"),
+                    (long long)geti(rec, "size"));
+    }
+    json_t *v;
+    json_array_foreach(json_object_get(s, "vcpus"), i, v)
+    {
+        json_t *ev = json_object_get(v, "events");
+        char pending[64] = "";
+        static const char *const kinds[] = {"exception", "interrupt", "nmi", "smi"};
+        for (size_t k = 0; k < 4; k++)
+            if (json_is_true(json_object_get(ev, kinds[k])))
+                snprintf(pending + strlen(pending), sizeof(pending) - strlen(pending), " %s",
+                         kinds[k]);
+        fprintf(out,
+                "vCPU %lld: RIP %s RSP %s CR0 %s CR3 %s CR4 %s EFER %s, %s mode, %lld MSRs, "
+                "pending events:%s\n",
+                (long long)geti(v, "index"), gets(v, "rip"), gets(v, "rsp"), gets(v, "cr0"),
+                gets(v, "cr3"), gets(v, "cr4"), gets(v, "efer"), gets(v, "mode"),
+                (long long)geti(v, "msrs"), pending[0] ? pending : " none");
+    }
+    json_t *ram = json_object_get(s, "ram");
+    fprintf(out,
+            "RAM: %lld zero pages; %lld raw pages (%lld bytes); %lld zlib pages (%lld bytes)\n",
+            (long long)geti(ram, "zero_pages"), (long long)geti(ram, "raw_pages"),
+            (long long)geti(ram, "raw_bytes"), (long long)geti(ram, "zlib_pages"),
+            (long long)geti(ram, "zlib_bytes"));
+    if (geti(s, "skipped_optional_records"))
+        fprintf(out, "skipped %lld unknown optional record(s)\n",
+                (long long)geti(s, "skipped_optional_records"));
+}

@@ -1,0 +1,45 @@
+/* mig_state: the whole VM state as stream records, and the order it is captured and restored in.
+ *
+ * Capture runs while the VM is paused (vm_pause: every vCPU out of KVM_RUN with pending I/O
+ * completed). Restore reads the CONFIG record first (mig_read_config), so the caller can build an
+ * empty VM of that shape (vm_create with no kernel), then mig_restore() reads every other record
+ * up to END, checks END's counts, and applies the state in KVM's required order. The clock is
+ * left for vm_start/vm_resume to set right before the vCPUs run.
+ */
+#ifndef TERN_MIG_STATE_H
+#define TERN_MIG_STATE_H
+
+#include <linux/kvm.h>
+
+#include "migrate/mig_stream.h"
+#include "vm/vm.h"
+
+struct mig_config {
+    uint64_t mem_size;
+    uint32_t cpu_count;
+    uint32_t features;
+    struct kvm_cpuid2 *cpuid[VM_MAX_CPUS]; /* each vCPU's CPUID table */
+};
+
+/* compress_level: -1 for raw pages, 0..9 for zlib. */
+struct mig_capture_options {
+    int compress_level;
+};
+
+struct mig_stats {
+    uint64_t zero_pages, raw_pages, zlib_pages;
+    uint64_t raw_bytes, zlib_bytes; /* payload bytes written for RAW / ZLIB records */
+};
+
+int mig_capture(struct vm *vm, struct mig_writer *w, const struct mig_capture_options *opt,
+                struct mig_stats *stats);
+
+/* Pure: decodes and checks a CONFIG payload. */
+int mig_config_parse(const uint8_t *payload, size_t len, struct mig_config *cfg);
+void mig_config_free(struct mig_config *cfg);
+/* Reads the stream header and the CONFIG record that must follow it. */
+int mig_read_config(struct mig_reader *r, struct mig_config *cfg);
+
+int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg);
+
+#endif

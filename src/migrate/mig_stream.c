@@ -1,0 +1,383 @@
+#include "migrate/mig_stream.h"
+
+#include "err/err.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define MIG_MAX_CPUID_ENTRIES 256u
+#define MIG_MAX_MSRS 4096u
+#define MIG_MAX_XSAVE (1u << 20)
+#define MIG_MAX_SERIAL 8192u
+
+struct mig_type_info {
+    uint16_t type;
+    const char *name;
+    uint32_t exact;    /* exact payload length, or 0 */
+    uint32_t min, max; /* bounds when exact is 0 */
+};
+
+static const struct mig_type_info mig_types[] = {
+    {MIG_REC_CONFIG, "CONFIG", 0, 24, 24 + 64 * (4 + MIG_MAX_CPUID_ENTRIES * 40)},
+    {MIG_REC_RAM_ZERO, "RAM_ZERO", sizeof(struct mig_ram_header), 0, 0},
+    {MIG_REC_RAM_RAW, "RAM_RAW", 0, sizeof(struct mig_ram_header) + 4096,
+     sizeof(struct mig_ram_header) + MIG_RAM_MAX_PAGES_PER_RECORD * 4096},
+    {MIG_REC_RAM_ZLIB, "RAM_ZLIB", 0, sizeof(struct mig_ram_header) + 1,
+     sizeof(struct mig_ram_header) + MIG_RAM_MAX_PAGES_PER_RECORD * 4096 + 4096},
+    {MIG_REC_SERIAL, "SERIAL", 0, 16, 16 + MIG_MAX_SERIAL},
+    {MIG_REC_IRQCHIP, "IRQCHIP", sizeof(struct kvm_irqchip), 0, 0},
+    {MIG_REC_PIT2, "PIT2", sizeof(struct kvm_pit_state2), 0, 0},
+    {MIG_REC_CLOCK, "CLOCK", sizeof(struct kvm_clock_data), 0, 0},
+    {MIG_REC_MP_STATE, "MP_STATE", sizeof(struct kvm_mp_state), 0, 0},
+    {MIG_REC_VCPU_EVENTS, "VCPU_EVENTS", sizeof(struct kvm_vcpu_events), 0, 0},
+    {MIG_REC_REGS, "REGS", sizeof(struct kvm_regs), 0, 0},
+    {MIG_REC_XSAVE, "XSAVE", 0, 4096, MIG_MAX_XSAVE},
+    {MIG_REC_XCRS, "XCRS", sizeof(struct kvm_xcrs), 0, 0},
+    {MIG_REC_SREGS2, "SREGS2", sizeof(struct kvm_sregs2), 0, 0},
+    {MIG_REC_SREGS, "SREGS", sizeof(struct kvm_sregs), 0, 0},
+    {MIG_REC_MSRS, "MSRS", 0, 0, MIG_MAX_MSRS * sizeof(struct kvm_msr_entry)},
+    {MIG_REC_LAPIC, "LAPIC", sizeof(struct kvm_lapic_state), 0, 0},
+    {MIG_REC_DEBUGREGS, "DEBUGREGS", sizeof(struct kvm_debugregs), 0, 0},
+    {MIG_REC_TSC_KHZ, "TSC_KHZ", 4, 0, 0},
+    {MIG_REC_END, "END", sizeof(struct mig_end), 0, 0},
+};
+
+static const struct mig_type_info *mig_type(uint16_t type)
+{
+    for (size_t i = 0; i < sizeof(mig_types) / sizeof(mig_types[0]); i++)
+        if (mig_types[i].type == type)
+            return &mig_types[i];
+    return NULL;
+}
+
+const char *mig_record_name(uint16_t type)
+{
+    const struct mig_type_info *t = mig_type(type);
+    return t ? t->name : NULL;
+}
+
+uint16_t mig_record_default_flags(uint16_t type)
+{
+    (void)type;
+    return MIG_REC_MANDATORY;
+}
+
+static bool mig_type_is_per_vcpu(uint16_t type)
+{
+    return type >= MIG_REC_MP_STATE && type <= MIG_REC_TSC_KHZ;
+}
+
+void mig_record_describe(const struct mig_record *rec, char *buf, size_t size)
+{
+    const char *name = mig_record_name(rec->type);
+    char type[32];
+    if (name)
+        snprintf(type, sizeof(type), "%s", name);
+    else
+        snprintf(type, sizeof(type), "type 0x%04x", rec->type);
+    if (mig_type_is_per_vcpu(rec->type))
+        snprintf(buf, size, "record %s (vCPU %u) at offset %llu", type, rec->index,
+                 (unsigned long long)rec->offset);
+    else if (rec->type == MIG_REC_IRQCHIP)
+        snprintf(buf, size, "record %s (chip %u) at offset %llu", type, rec->index,
+                 (unsigned long long)rec->offset);
+    else
+        snprintf(buf, size, "record %s at offset %llu", type, (unsigned long long)rec->offset);
+}
+
+static int mig_length_error(const struct mig_record *rec, const char *why)
+{
+    char what[96];
+    mig_record_describe(rec, what, sizeof(what));
+    return err_set(-EPROTO, "%s: length %u %s", what, rec->length, why);
+}
+
+static int mig_check_length(const struct mig_record *rec, const struct mig_type_info *t)
+{
+    if (t->exact && rec->length != t->exact) {
+        char why[64];
+        snprintf(why, sizeof(why), "is not the expected %u", t->exact);
+        return mig_length_error(rec, why);
+    }
+    if (!t->exact && (rec->length < t->min || rec->length > t->max)) {
+        char why[64];
+        snprintf(why, sizeof(why), "is outside %u..%u", t->min, t->max);
+        return mig_length_error(rec, why);
+    }
+    return 0;
+}
+
+int mig_record_check(const struct mig_record *rec)
+{
+    const struct mig_type_info *t = mig_type(rec->type);
+    if (!t)
+        return 0;
+    int rc = mig_check_length(rec, t);
+    if (rc)
+        return rc;
+    char what[96];
+    mig_record_describe(rec, what, sizeof(what));
+    switch (rec->type) {
+    case MIG_REC_RAM_ZERO:
+    case MIG_REC_RAM_RAW:
+    case MIG_REC_RAM_ZLIB: {
+        struct mig_ram_header h;
+        memcpy(&h, rec->payload, sizeof(h));
+        if (h.gpa % 4096)
+            return err_set(-EPROTO, "%s: gpa 0x%llx is not page-aligned", what,
+                           (unsigned long long)h.gpa);
+        if (h.pages == 0)
+            return err_set(-EPROTO, "%s: zero pages", what);
+        if (rec->type != MIG_REC_RAM_ZERO && h.pages > MIG_RAM_MAX_PAGES_PER_RECORD)
+            return err_set(-EPROTO, "%s: %u pages exceeds %u per record", what, h.pages,
+                           MIG_RAM_MAX_PAGES_PER_RECORD);
+        if (rec->type == MIG_REC_RAM_RAW && rec->length != sizeof(h) + (uint64_t)h.pages * 4096)
+            return err_set(-EPROTO, "%s: length %u does not hold %u pages", what, rec->length,
+                           h.pages);
+        if (h.gpa + (uint64_t)h.pages * 4096 < h.gpa)
+            return err_set(-EPROTO, "%s: page range wraps around", what);
+        break;
+    }
+    case MIG_REC_MSRS:
+        if (rec->length % sizeof(struct kvm_msr_entry))
+            return err_set(-EPROTO, "%s: length %u is not a whole number of MSR entries", what,
+                           rec->length);
+        break;
+    case MIG_REC_IRQCHIP:
+        if (rec->index > 2)
+            return err_set(-EPROTO, "%s: no irqchip %u (0: PIC master, 1: slave, 2: IOAPIC)", what,
+                           rec->index);
+        break;
+    default:
+        break;
+    }
+    if (mig_type_is_per_vcpu(rec->type) && rec->index >= 64)
+        return err_set(-EPROTO, "%s: vCPU index %u is out of range", what, rec->index);
+    return 0;
+}
+
+void mig_writer_init(struct mig_writer *w, mig_sink_fn sink, void *opaque)
+{
+    memset(w, 0, sizeof(*w));
+    w->sink = sink;
+    w->opaque = opaque;
+}
+
+static int mig_emit(struct mig_writer *w, const void *buf, size_t len)
+{
+    int rc = w->sink(w->opaque, buf, len);
+    if (!rc)
+        w->offset += len;
+    return rc;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int mig_write_header(struct mig_writer *w)
+{
+    uint8_t h[MIG_HEADER_SIZE] = {0};
+    memcpy(h, MIG_MAGIC, 8);
+    put16(h + 8, MIG_VERSION_MAJOR);
+    put16(h + 10, MIG_VERSION_MINOR);
+    return mig_emit(w, h, sizeof(h));
+}
+
+int mig_write_record_v(struct mig_writer *w, uint16_t type, uint32_t index, const struct iovec *iov,
+                       int iovcnt)
+{
+    uint64_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    if (len > MIG_MAX_RECORD)
+        return err_set(-E2BIG, "record %s of %llu bytes exceeds the stream limit",
+                       mig_record_name(type), (unsigned long long)len);
+    uint8_t h[MIG_RECORD_HEADER_SIZE] = {0};
+    put16(h, type);
+    put16(h + 2, mig_record_default_flags(type));
+    put32(h + 4, index);
+    put32(h + 8, (uint32_t)len);
+    uLong crc = crc32(0L, h, 12);
+    for (int i = 0; i < iovcnt; i++)
+        crc = crc32(crc, iov[i].iov_base, (uInt)iov[i].iov_len);
+    put32(h + 12, (uint32_t)crc);
+    int rc = mig_emit(w, h, sizeof(h));
+    for (int i = 0; i < iovcnt && !rc; i++)
+        rc = mig_emit(w, iov[i].iov_base, iov[i].iov_len);
+    if (!rc)
+        w->records++;
+    return rc;
+}
+
+int mig_write_record(struct mig_writer *w, uint16_t type, uint32_t index, const void *payload,
+                     size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)payload, .iov_len = len};
+    return mig_write_record_v(w, type, index, &iov, 1);
+}
+
+void mig_reader_init(struct mig_reader *r, mig_source_fn source, void *opaque)
+{
+    memset(r, 0, sizeof(*r));
+    r->source = source;
+    r->opaque = opaque;
+}
+
+void mig_reader_free(struct mig_reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+}
+
+static int mig_pull(struct mig_reader *r, void *buf, size_t len)
+{
+    int rc = r->source(r->opaque, buf, len);
+    if (!rc)
+        r->offset += len;
+    return rc;
+}
+
+int mig_read_header(struct mig_reader *r)
+{
+    uint8_t h[MIG_HEADER_SIZE];
+    int rc = mig_pull(r, h, sizeof(h));
+    if (rc == -ENODATA)
+        return err_set(-EPROTO, "stream header: truncated (fewer than %u bytes)", MIG_HEADER_SIZE);
+    if (rc)
+        return err_context(rc, "stream header");
+    if (memcmp(h, MIG_MAGIC, 8))
+        return err_set(-EPROTO, "stream header: bad magic (not a tern state stream)");
+    r->major = get16(h + 8);
+    r->minor = get16(h + 10);
+    if (r->major != MIG_VERSION_MAJOR)
+        return err_set(-EPROTO,
+                       "stream header: format version %u.%u; this tern reads major version %u",
+                       r->major, r->minor, MIG_VERSION_MAJOR);
+    return 0;
+}
+
+int mig_read_record(struct mig_reader *r, struct mig_record *rec)
+{
+    for (;;) {
+        uint8_t h[MIG_RECORD_HEADER_SIZE];
+        memset(rec, 0, sizeof(*rec));
+        rec->offset = r->offset;
+        int rc = mig_pull(r, h, sizeof(h));
+        if (rc == -ENODATA)
+            return err_set(-EPROTO, "stream truncated at offset %llu: expected a record header",
+                           (unsigned long long)rec->offset);
+        if (rc)
+            return err_context(rc, "record header at offset %llu", (unsigned long long)rec->offset);
+        rec->type = get16(h);
+        rec->flags = get16(h + 2);
+        rec->index = get32(h + 4);
+        rec->length = get32(h + 8);
+        rec->crc = get32(h + 12);
+        char what[96];
+        mig_record_describe(rec, what, sizeof(what));
+
+        const struct mig_type_info *t = mig_type(rec->type);
+        if (!t && (rec->flags & MIG_REC_MANDATORY))
+            return err_set(-EPROTO, "%s: unknown mandatory record; this tern cannot load it", what);
+        if (rec->length > MIG_MAX_RECORD)
+            return err_set(-EPROTO, "%s: length %u exceeds the %u-byte record limit", what,
+                           rec->length, MIG_MAX_RECORD);
+        if (t && (rc = mig_check_length(rec, t)) != 0)
+            return rc;
+        if (rec->length > r->buf_size) {
+            uint8_t *nb = realloc(r->buf, rec->length);
+            if (!nb)
+                return err_set(-ENOMEM, "%s: out of memory", what);
+            r->buf = nb;
+            r->buf_size = rec->length;
+        }
+        rc = rec->length ? mig_pull(r, r->buf, rec->length) : 0;
+        if (rc == -ENODATA)
+            return err_set(-EPROTO, "%s: truncated payload (%u bytes expected)", what, rec->length);
+        if (rc)
+            return err_context(rc, "%s", what);
+        rec->payload = r->buf;
+        uLong crc = crc32(crc32(0L, h, 12), r->buf, rec->length);
+        if ((uint32_t)crc != rec->crc)
+            return err_set(-EPROTO, "%s: CRC mismatch (stored 0x%08x, computed 0x%08x)", what,
+                           rec->crc, (uint32_t)crc);
+        if (!t) {
+            r->skipped++; /* unknown optional record: skip it */
+            continue;
+        }
+        rc = mig_record_check(rec);
+        if (rc)
+            return rc;
+        if (rec->type != MIG_REC_END)
+            r->records++;
+        return 0;
+    }
+}
+
+int mig_mem_source(void *opaque, void *buf, size_t len)
+{
+    struct mig_mem_source *m = opaque;
+    if (m->len - m->pos < len)
+        return -ENODATA;
+    memcpy(buf, m->data + m->pos, len);
+    m->pos += len;
+    return 0;
+}
+
+int mig_fd_sink(void *opaque, const void *buf, size_t len)
+{
+    int fd = *(int *)opaque;
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return err_sys(-errno, "write failed");
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int mig_fd_source(void *opaque, void *buf, size_t len)
+{
+    int fd = *(int *)opaque;
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return err_sys(-errno, "read failed");
+        if (n == 0)
+            return -ENODATA;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
