@@ -166,3 +166,37 @@ int run_tern(struct proc *p, int timeout_ms, ...)
     proc_start(p, argv);
     return proc_wait(p, timeout_ms);
 }
+
+#include "control/ctl_server.h"
+#include "err/err.h"
+
+bool harness_wait_socket(const char *path, int timeout_ms)
+{
+    long deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        if (ctl_request(path, NULL, NULL) == 0)
+            return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+json_t *harness_ctl(const char *path, const char *command, json_t *extra)
+{
+    json_t *req = extra ? extra : json_object();
+    json_object_set_new(req, "command", json_string(command));
+    json_t *reply = NULL;
+    int rc = ctl_request(path, req, &reply);
+    json_decref(req);
+    cr_assert_eq(rc, 0, "%s: %s", command, err_msg());
+    return reply;
+}
+
+const char *harness_tmp(const char *suffix)
+{
+    static __thread char path[256];
+    static int counter;
+    snprintf(path, sizeof(path), "/tmp/tern-test-%d-%d-%s", (int)getpid(),
+             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED), suffix);
+    return path;
+}

@@ -34,3 +34,14 @@ void proc_free(struct proc *p);
 int run_tern(struct proc *p, int timeout_ms, ...);
 
 #endif
+
+#ifndef TERN_TEST_HARNESS_CTL
+#define TERN_TEST_HARNESS_CTL
+#include <jansson.h>
+/* Waits until a tern serves its control socket at path. */
+bool harness_wait_socket(const char *path, int timeout_ms);
+/* Sends {"command": command, ...extra} and returns the reply (asserts it arrived). */
+json_t *harness_ctl(const char *path, const char *command, json_t *extra);
+/* A fresh path under /tmp for a socket or file: /tmp/tern-test-<pid>-<n>-<suffix> */
+const char *harness_tmp(const char *suffix);
+#endif

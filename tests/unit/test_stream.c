@@ -1,0 +1,237 @@
+/* The stream codec on synthetic streams shaped like real ones (KVM structs as payloads). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "err/err.h"
+#include "migrate/mig_state.h"
+#include "migrate/mig_stream.h"
+
+struct membuf {
+    uint8_t *data;
+    size_t len, cap;
+};
+
+static int mem_sink(void *opaque, const void *buf, size_t len)
+{
+    struct membuf *m = opaque;
+    if (m->len + len > m->cap) {
+        m->cap = (m->len + len) * 2;
+        m->data = realloc(m->data, m->cap);
+    }
+    memcpy(m->data + m->len, buf, len);
+    m->len += len;
+    return 0;
+}
+
+static void write_sample(struct membuf *m)
+{
+    struct mig_writer w;
+    memset(m, 0, sizeof(*m));
+    mig_writer_init(&w, mem_sink, m);
+    cr_assert_eq(mig_write_header(&w), 0);
+    struct kvm_regs regs = {.rip = 0x200000, .rsp = 0x300000, .rflags = 2};
+    cr_assert_eq(mig_write_record(&w, MIG_REC_REGS, 1, &regs, sizeof(regs)), 0);
+    struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
+    cr_assert_eq(mig_write_record(&w, MIG_REC_MP_STATE, 1, &mp, sizeof(mp)), 0);
+}
+
+static int read_all(struct membuf *m, struct mig_record *last, unsigned *count)
+{
+    struct mig_mem_source src = {.data = m->data, .len = m->len};
+    struct mig_reader r;
+    mig_reader_init(&r, mig_mem_source, &src);
+    int rc = mig_read_header(&r);
+    *count = 0;
+    while (!rc && src.pos < src.len) {
+        rc = mig_read_record(&r, last);
+        if (!rc)
+            (*count)++;
+    }
+    mig_reader_free(&r);
+    return rc;
+}
+
+Test(stream, round_trip)
+{
+    struct membuf m;
+    write_sample(&m);
+    cr_assert_eq(m.len, MIG_HEADER_SIZE + 2 * MIG_RECORD_HEADER_SIZE + sizeof(struct kvm_regs) +
+                            sizeof(struct kvm_mp_state));
+    struct mig_mem_source src = {.data = m.data, .len = m.len};
+    struct mig_reader r;
+    mig_reader_init(&r, mig_mem_source, &src);
+    cr_assert_eq(mig_read_header(&r), 0, "%s", err_msg());
+    cr_assert_eq(r.major, MIG_VERSION_MAJOR);
+    struct mig_record rec;
+    cr_assert_eq(mig_read_record(&r, &rec), 0, "%s", err_msg());
+    cr_assert_eq(rec.type, MIG_REC_REGS);
+    cr_assert_eq(rec.index, 1);
+    cr_assert_eq(((struct kvm_regs *)rec.payload)->rip, 0x200000);
+    cr_assert_eq(mig_read_record(&r, &rec), 0, "%s", err_msg());
+    cr_assert_eq(rec.type, MIG_REC_MP_STATE);
+    cr_assert_lt(mig_read_record(&r, &rec), 0, "end of data");
+    cr_assert(strstr(err_msg(), "stream truncated"), "%s", err_msg());
+    mig_reader_free(&r);
+    free(m.data);
+}
+
+Test(stream, flipped_payload_byte_is_a_crc_error_naming_the_record)
+{
+    struct membuf m;
+    write_sample(&m);
+    m.data[MIG_HEADER_SIZE + MIG_RECORD_HEADER_SIZE + 8] ^= 0x40; /* inside REGS */
+    struct mig_record rec;
+    unsigned n;
+    cr_assert_lt(read_all(&m, &rec, &n), 0);
+    cr_assert(strstr(err_msg(), "record REGS (vCPU 1) at offset 16: CRC mismatch"), "%s",
+              err_msg());
+    free(m.data);
+}
+
+Test(stream, bad_magic_and_newer_major)
+{
+    struct membuf m;
+    struct mig_record rec;
+    unsigned n;
+    write_sample(&m);
+    m.data[0] = 'X';
+    cr_assert_lt(read_all(&m, &rec, &n), 0);
+    cr_assert(strstr(err_msg(), "bad magic"), "%s", err_msg());
+    free(m.data);
+    write_sample(&m);
+    m.data[8] = MIG_VERSION_MAJOR + 1;
+    cr_assert_lt(read_all(&m, &rec, &n), 0);
+    cr_assert(strstr(err_msg(), "format version 2.0; this tern reads major version 1"), "%s",
+              err_msg());
+    free(m.data);
+}
+
+/* Appends a record with any type and flags (the writer only writes known ones). */
+static void append_raw(struct membuf *m, uint16_t type, uint16_t flags, uint32_t len)
+{
+    uint8_t h[MIG_RECORD_HEADER_SIZE] = {0};
+    memcpy(h, &type, 2);
+    memcpy(h + 2, &flags, 2);
+    memcpy(h + 8, &len, 4);
+    uint8_t *payload = calloc(1, len ? len : 1);
+    memset(payload, 0x5a, len);
+    uint32_t crc = (uint32_t)crc32(crc32(0L, h, 12), payload, len);
+    memcpy(h + 12, &crc, 4);
+    mem_sink(m, h, sizeof(h));
+    mem_sink(m, payload, len);
+    free(payload);
+}
+
+Test(stream, unknown_optional_is_skipped_and_mandatory_is_an_error)
+{
+    struct membuf m;
+    struct mig_record rec;
+    unsigned n;
+    write_sample(&m);
+    append_raw(&m, 0x6123, 0, 100);
+    struct kvm_mp_state mp = {0};
+    struct mig_writer w;
+    mig_writer_init(&w, mem_sink, &m);
+    cr_assert_eq(mig_write_record(&w, MIG_REC_MP_STATE, 0, &mp, sizeof(mp)), 0);
+    cr_assert_eq(read_all(&m, &rec, &n), 0, "%s", err_msg());
+    cr_assert_eq(n, 3, "the optional record is skipped, the one after it read");
+    cr_assert_eq(rec.type, MIG_REC_MP_STATE);
+    free(m.data);
+
+    write_sample(&m);
+    append_raw(&m, 0x6123, MIG_REC_MANDATORY, 100);
+    cr_assert_lt(read_all(&m, &rec, &n), 0);
+    cr_assert(strstr(err_msg(), "record type 0x6123 at offset"), "%s", err_msg());
+    cr_assert(strstr(err_msg(), "unknown mandatory record"), "%s", err_msg());
+    free(m.data);
+}
+
+Test(stream, lengths_are_checked_before_allocation)
+{
+    struct membuf m;
+    struct mig_record rec;
+    unsigned n;
+    write_sample(&m);
+    append_raw(&m, 0x6123, 0, 0); /* placeholder: rewrite its length below */
+    uint32_t huge = 0xfffffff0u;
+    memcpy(m.data + m.len - MIG_RECORD_HEADER_SIZE + 8, &huge, 4);
+    cr_assert_lt(read_all(&m, &rec, &n), 0);
+    cr_assert(strstr(err_msg(), "exceeds the 16777216-byte record limit"), "%s", err_msg());
+    free(m.data);
+
+    write_sample(&m);
+    append_raw(&m, MIG_REC_REGS, MIG_REC_MANDATORY, 7);
+    cr_assert_lt(read_all(&m, &rec, &n), 0);
+    cr_assert(strstr(err_msg(), "record REGS (vCPU 0)"), "%s", err_msg());
+    cr_assert(strstr(err_msg(), "length 7 is not the expected"), "%s", err_msg());
+    free(m.data);
+}
+
+Test(stream, ram_record_rules)
+{
+    struct membuf m;
+    struct mig_record rec;
+    unsigned n;
+    write_sample(&m);
+    struct mig_writer w;
+    mig_writer_init(&w, mem_sink, &m);
+    struct mig_ram_header h = {.gpa = 0x1234, .pages = 1};
+    cr_assert_eq(mig_write_record(&w, MIG_REC_RAM_ZERO, 0, &h, sizeof(h)), 0);
+    cr_assert_lt(read_all(&m, &rec, &n), 0);
+    cr_assert(strstr(err_msg(), "record RAM_ZERO at offset"), "%s", err_msg());
+    cr_assert(strstr(err_msg(), "not page-aligned"), "%s", err_msg());
+    free(m.data);
+}
+
+/* CONFIG as tern writes it: fixed part, then each vCPU's CPUID. */
+static size_t make_config(uint8_t *buf, uint64_t mem, uint32_t cpus, uint32_t nent)
+{
+    memset(buf, 0, 24);
+    memcpy(buf, &mem, 8);
+    memcpy(buf + 8, &cpus, 4);
+    size_t pos = 24;
+    for (uint32_t i = 0; i < cpus; i++) {
+        memcpy(buf + pos, &nent, 4);
+        pos += 4;
+        for (uint32_t e = 0; e < nent; e++) {
+            struct kvm_cpuid_entry2 ent = {.function = e, .eax = i};
+            memcpy(buf + pos, &ent, sizeof(ent));
+            pos += sizeof(ent);
+        }
+    }
+    return pos;
+}
+
+Test(stream, config_parse)
+{
+    static uint8_t buf[65536];
+    struct mig_config cfg;
+    size_t len = make_config(buf, 64ull << 20, 2, 3);
+    cr_assert_eq(mig_config_parse(buf, len, &cfg), 0, "%s", err_msg());
+    cr_assert_eq(cfg.mem_size, 64ull << 20);
+    cr_assert_eq(cfg.cpu_count, 2);
+    cr_assert_eq(cfg.cpuid[1]->nent, 3);
+    cr_assert_eq(cfg.cpuid[1]->entries[2].function, 2);
+    cr_assert_eq(cfg.cpuid[1]->entries[2].eax, 1);
+    mig_config_free(&cfg);
+
+    cr_assert_lt(mig_config_parse(buf, len - 1, &cfg), 0);
+    cr_assert(strstr(err_msg(), "vCPU 1's CPUID is cut off"), "%s", err_msg());
+    mig_config_free(&cfg);
+    len = make_config(buf, 64ull << 20, 65, 1);
+    cr_assert_lt(mig_config_parse(buf, len, &cfg), 0);
+    cr_assert(strstr(err_msg(), "vCPU count 65"), "%s", err_msg());
+    mig_config_free(&cfg);
+    len = make_config(buf, 1000, 1, 1);
+    cr_assert_lt(mig_config_parse(buf, len, &cfg), 0);
+    cr_assert(strstr(err_msg(), "RAM size 1000"), "%s", err_msg());
+    mig_config_free(&cfg);
+    len = make_config(buf, 64ull << 20, 1, 300);
+    cr_assert_lt(mig_config_parse(buf, len, &cfg), 0);
+    cr_assert(strstr(err_msg(), "300 CPUID entries"), "%s", err_msg());
+    mig_config_free(&cfg);
+}
