@@ -27,7 +27,39 @@ run_suite() {
     fi
 }
 
+# The stream decoder under libFuzzer, seeded with real snapshots of a running guest.
+fuzz_stream() {
+    local seconds=${TERN_FUZZ_SECONDS:-60}
+    echo "== build-fuzz: libFuzzer on the stream decoder for ${seconds} s"
+    cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTERN_FUZZ=ON -DTERN_TESTS=OFF \
+        -DTERN_GUESTS=OFF >/dev/null
+    cmake --build build-fuzz -j "$jobs" --target fuzz_stream >/dev/null
+    local seeds=build-fuzz/seeds corpus=build-fuzz/corpus
+    rm -rf "$seeds" && mkdir -p "$seeds" "$corpus"
+    if [ "$kvm_usable" = yes ]; then
+        local sock=build-fuzz/seed.sock
+        build/tern run --cpus 2 --mem 8M --serial none --api-socket "$sock" \
+            --kernel build/tests/guest/memstamp.elf --cmdline "mib=1 passes=0 every=1000000" &
+        local pid=$!
+        for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+        build/tern snapshot --api-socket "$sock" --compress zlib "file:$seeds/memstamp-zlib" >/dev/null
+        build/tern snapshot --api-socket "$sock" "file:$seeds/memstamp-raw" >/dev/null
+        build/tern quit --api-socket "$sock" >/dev/null 2>&1
+        wait "$pid"
+    fi
+    local log=build-fuzz/fuzz.log
+    if build-fuzz/tests/fuzz/fuzz_stream -max_total_time="$seconds" -max_len=2000000 \
+        -artifact_prefix=build-fuzz/ "$corpus" "$seeds" >"$log" 2>&1; then
+        echo "fuzz: $(grep -o 'Done [0-9]* runs' "$log" | head -1), no crash"
+    else
+        tail -40 "$log"
+        echo "error: the stream fuzzer found a crash (build-fuzz/crash-*)" >&2
+        return 1
+    fi
+}
+
 start=$(date +%s)
 run_suite build -DTERN_SANITIZE=OFF
 run_suite build-asan -DTERN_SANITIZE=ON
+fuzz_stream
 echo "== all suites passed in $(( $(date +%s) - start )) s (/dev/kvm usable: $kvm_usable)"

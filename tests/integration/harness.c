@@ -194,9 +194,11 @@ json_t *harness_ctl(const char *path, const char *command, json_t *extra)
 
 const char *harness_tmp(const char *suffix)
 {
-    static __thread char path[256];
+    /* A ring of buffers: a test may hold several paths at once without copying them. */
+    static __thread char paths[64][256];
     static int counter;
-    snprintf(path, sizeof(path), "/tmp/tern-test-%d-%d-%s", (int)getpid(),
-             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED), suffix);
+    int n = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
+    char *path = paths[n % 64];
+    snprintf(path, sizeof(paths[0]), "/tmp/tern-test-%d-%d-%s", (int)getpid(), n, suffix);
     return path;
 }

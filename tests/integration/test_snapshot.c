@@ -44,7 +44,7 @@ static void snapshots_at_random_moments(const char *guest, const char *cpus, con
     enum { N = 20 };
     unsigned seed = (unsigned)getpid();
     srand(seed);
-    const char *sock = strdup(harness_tmp("sock"));
+    const char *sock = harness_tmp("sock");
     char *paths[N];
     struct proc src;
     start_with_socket(&src, sock, cpus, "64M", guest, cmdline);
@@ -85,8 +85,8 @@ Test(snapshot, smp_4_vcpus_restored_from_20_random_moments)
 
 Test(snapshot, restore_checks_mem_and_cpus_flags)
 {
-    const char *sock = strdup(harness_tmp("sock"));
-    const char *path = strdup(harness_tmp("snap"));
+    const char *sock = harness_tmp("sock");
+    const char *path = harness_tmp("snap");
     struct proc src;
     start_with_socket(&src, sock, "2", "32M", "memstamp", "mib=4 passes=0 every=100000000");
     snapshot_to(sock, path);
@@ -117,8 +117,8 @@ Test(snapshot, restore_checks_mem_and_cpus_flags)
 
 Test(snapshot, inspect_summarises_a_real_snapshot)
 {
-    const char *sock = strdup(harness_tmp("sock"));
-    const char *path = strdup(harness_tmp("snap"));
+    const char *sock = harness_tmp("sock");
+    const char *path = harness_tmp("snap");
     struct proc src;
     start_with_socket(&src, sock, "2", "64M", "memstamp", "mib=8 passes=0 every=100");
     cr_assert(proc_wait_output(&src, "pass 100 ok", 10000), "%s", src.out); /* all stamped */
@@ -191,7 +191,7 @@ static const char *error_message(json_t *reply)
 
 Test(control, bad_requests_get_errors_and_the_server_keeps_serving)
 {
-    const char *sock = strdup(harness_tmp("sock"));
+    const char *sock = harness_tmp("sock");
     struct proc src;
     harness_require_kvm();
     start_with_socket(&src, sock, "1", "32M", "memstamp", "mib=4 passes=0 every=100000000");

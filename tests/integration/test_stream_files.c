@@ -61,7 +61,7 @@ static void take_snapshot(const char *sock, const char *path)
 /* A small real snapshot of memstamp (2 vCPUs, 16 MiB) mid-run. */
 static void make_snapshot(const char *path)
 {
-    const char *sock = strdup(harness_tmp("sock"));
+    const char *sock = harness_tmp("sock");
     char *argv[] = {TERN_BINARY,
                     "run",
                     "--cpus",
@@ -133,11 +133,11 @@ static void expect_same_record(const struct file_records *a, const struct file_r
 
 Test(stream_files, capture_restore_capture_is_identical)
 {
-    const char *first = strdup(harness_tmp("a"));
-    const char *second = strdup(harness_tmp("b"));
+    const char *first = harness_tmp("a");
+    const char *second = harness_tmp("b");
     make_snapshot(first);
 
-    const char *sock = strdup(harness_tmp("sock"));
+    const char *sock = harness_tmp("sock");
     char uri[300];
     snprintf(uri, sizeof(uri), "file:%s", first);
     char *argv[] = {TERN_BINARY, "run",          "--incoming", uri,
@@ -194,8 +194,8 @@ static void rewrite_crc(uint8_t *rec_header, const uint8_t *payload, uint32_t le
 
 Test(stream_files, damaged_snapshots_are_rejected_with_the_record_named)
 {
-    const char *good = strdup(harness_tmp("good"));
-    const char *bad = strdup(harness_tmp("bad"));
+    const char *good = harness_tmp("good");
+    const char *bad = harness_tmp("bad");
     make_snapshot(good);
     static struct file_records f;
     load_records(good, &f);

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Snapshot benchmark: write and restore times for a 1 GiB guest whose RAM is all stamped
+# (memstamp over 1000 MiB), raw and zlib, each against the disk's own sequential write/read rate
+# for a file of the same size measured in the same run (dd, fsync'd / cache dropped where root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/lib/deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$(nproc)" >/dev/null
+
+dir=$(mktemp -d /tmp/tern-bench-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+sock=$dir/api.sock
+build/tern run --mem 1G --cpus 2 --serial none --api-socket "$sock" \
+    --kernel build/tests/guest/memstamp.elf --cmdline "mib=1000 passes=0 every=1000000" &
+pid=$!
+for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
+sleep 2 # let memstamp stamp every page at least once
+
+ms() { python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["ms"])'; }
+raw_ms=$(build/tern snapshot --api-socket "$sock" "file:$dir/raw" | ms)
+zlib_ms=$(build/tern snapshot --api-socket "$sock" --compress zlib "file:$dir/zlib" | ms)
+build/tern quit --api-socket "$sock" >/dev/null 2>&1 || true
+wait "$pid" || true
+raw_size=$(stat -c %s "$dir/raw")
+zlib_size=$(stat -c %s "$dir/zlib")
+
+restore_ms() {
+    sync
+    [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches
+    local s=$dir/restore.sock
+    local t0 t1
+    t0=$(date +%s%N)
+    build/tern run --incoming "file:$1" --paused --serial none --api-socket "$s" &
+    local p=$!
+    for _ in $(seq 2000); do [ -S "$s" ] && break; sleep 0.005; done
+    t1=$(date +%s%N)
+    build/tern quit --api-socket "$s" >/dev/null 2>&1
+    wait "$p" || true
+    echo $(((t1 - t0) / 1000000))
+}
+raw_restore=$(restore_ms "$dir/raw")
+zlib_restore=$(restore_ms "$dir/zlib")
+
+# The disk's own rates for a file of the same size.
+t0=$(date +%s%N)
+dd if=/dev/urandom of="$dir/dd" bs=1M count=$((raw_size >> 20)) conv=fsync status=none 2>/dev/null ||
+    dd if=/dev/zero of="$dir/dd" bs=1M count=$((raw_size >> 20)) conv=fsync status=none
+t1=$(date +%s%N)
+sync
+[ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches
+t2=$(date +%s%N)
+dd if="$dir/dd" of=/dev/null bs=1M status=none
+t3=$(date +%s%N)
+dd_write=$(((t1 - t0) / 1000000))
+dd_read=$(((t3 - t2) / 1000000))
+
+printf 'guest: 1 GiB RAM, 2 vCPUs, memstamp over 1000 MiB\n'
+printf 'snapshot raw : %5d ms write (%d MiB), %5d ms restore\n' "$raw_ms" $((raw_size >> 20)) "$raw_restore"
+printf 'snapshot zlib: %5d ms write (%d MiB), %5d ms restore\n' "$zlib_ms" $((zlib_size >> 20)) "$zlib_restore"
+printf 'disk (dd, same size): %d ms write+fsync, %d ms read\n' "$dd_write" "$dd_read"
+python3 -c "print('ratios: raw write/dd write %.2f, raw restore/dd read %.2f' % ($raw_ms/$dd_write, $raw_restore/max($dd_read,1)))"
