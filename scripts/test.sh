@@ -20,7 +20,7 @@ run_suite() {
     echo "== $dir: ctest"
     local ctest_rc=0
     (cd "$dir" && ctest --output-on-failure) || ctest_rc=$?
-    python3 scripts/lib/summarize.py "$dir"/results/*.json "${skip_rule[@]}"
+    python3 scripts/lib/summarize.py "$dir"/results/*.json "${skip_rule[@]}" | tee -a "$totals"
     if [ "$ctest_rc" -ne 0 ]; then
         echo "error: ctest failed in $dir (status $ctest_rc)" >&2
         return 1
@@ -58,8 +58,26 @@ fuzz_stream() {
     fi
 }
 
+# Nested tests run inside Bochs-emulated VT-x (scripts/nested-host), one boot for all of them.
+nested_host() {
+    echo "== nested host: Bochs with kvm_intel nested=1"
+    local out=build/nested-host.out
+    local rc=0
+    scripts/nested-host/run.sh 2>&1 | tee "$out" || rc=$?
+    grep '^nested: ' "$out" | sed 's/^nested:/tests:/' >>"$totals" || true
+    return "$rc"
+}
+
+totals=$(mktemp)
+trap 'rm -f "$totals"' EXIT
 start=$(date +%s)
 run_suite build -DTERN_SANITIZE=OFF
 run_suite build-asan -DTERN_SANITIZE=ON
 fuzz_stream
+if [ "${TERN_SKIP_NESTED:-0}" = 1 ]; then
+    echo "skipped: nested host stage (TERN_SKIP_NESTED=1)"
+else
+    nested_host
+fi
+awk '/^tests: /{p+=$2; f+=$4; s+=$6} END {printf "total: %d passed, %d failed, %d skipped\n", p, f, s}' "$totals"
 echo "== all suites passed in $(( $(date +%s) - start )) s (/dev/kvm usable: $kvm_usable)"

@@ -121,7 +121,9 @@ Test(snapshot, inspect_summarises_a_real_snapshot)
     const char *path = harness_tmp("snap");
     struct proc src;
     start_with_socket(&src, sock, "2", "64M", "memstamp", "mib=8 passes=0 every=100");
-    cr_assert(proc_wait_output(&src, "pass 100 ok", 10000), "%s", src.out); /* all stamped */
+    /* Both vCPUs have stamped their halves of the range. */
+    cr_assert(proc_wait_output(&src, "vCPU 0 pass 100 ok", 10000), "%s", src.out);
+    cr_assert(proc_wait_output(&src, "vCPU 1 pass 100 ok", 10000), "%s", src.out);
     char uri[300];
     snprintf(uri, sizeof(uri), "file:%s", path);
     json_t *reply =
