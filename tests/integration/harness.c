@@ -192,6 +192,16 @@ json_t *harness_ctl(const char *path, const char *command, json_t *extra)
     return reply;
 }
 
+void harness_snapshot(const char *sock, const char *path)
+{
+    char uri[300];
+    snprintf(uri, sizeof(uri), "file:%s", path);
+    json_t *reply = harness_ctl(sock, "snapshot", json_pack("{s:s}", "uri", uri));
+    cr_assert(json_object_get(reply, "return"), "snapshot: %s",
+              json_string_value(json_object_get(json_object_get(reply, "error"), "message")));
+    json_decref(reply);
+}
+
 const char *harness_tmp(const char *suffix)
 {
     /* A ring of buffers: a test may hold several paths at once without copying them. */

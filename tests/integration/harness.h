@@ -42,6 +42,8 @@ int run_tern(struct proc *p, int timeout_ms, ...);
 bool harness_wait_socket(const char *path, int timeout_ms);
 /* Sends {"command": command, ...extra} and returns the reply (asserts it arrived). */
 json_t *harness_ctl(const char *path, const char *command, json_t *extra);
+/* Asks the tern at sock for a snapshot to path; asserts it was written. */
+void harness_snapshot(const char *sock, const char *path);
 /* A fresh path under /tmp for a socket or file: /tmp/tern-test-<pid>-<n>-<suffix>; valid
  * until 64 more have been asked for. */
 const char *harness_tmp(const char *suffix);

@@ -26,16 +26,6 @@ static void start_with_socket(struct proc *p, const char *sock, const char *cpus
     cr_assert(harness_wait_socket(sock, 10000), "no control socket; stderr: %s", p->err);
 }
 
-static void snapshot_to(const char *sock, const char *path)
-{
-    char uri[300];
-    snprintf(uri, sizeof(uri), "file:%s", path);
-    json_t *reply = harness_ctl(sock, "snapshot", json_pack("{s:s}", "uri", uri));
-    cr_assert(json_object_get(reply, "return"), "snapshot failed: %s",
-              json_string_value(json_object_get(json_object_get(reply, "error"), "message")));
-    json_decref(reply);
-}
-
 /* Takes 20 snapshots at pseudo-random moments of a running guest, lets the guest finish, then
  * restores each in a new tern and expects the guest to finish correctly there too. */
 static void snapshots_at_random_moments(const char *guest, const char *cpus, const char *cmdline,
@@ -51,7 +41,7 @@ static void snapshots_at_random_moments(const char *guest, const char *cpus, con
     for (int i = 0; i < N; i++) {
         usleep(2000 + rand() % 20000);
         paths[i] = strdup(harness_tmp("snap"));
-        snapshot_to(sock, paths[i]);
+        harness_snapshot(sock, paths[i]);
     }
     int st = proc_wait(&src, 60000);
     cr_assert_eq(st, 0, "the source guest failed (seed %u): %s %s", seed, src.out, src.err);
@@ -89,7 +79,7 @@ Test(snapshot, restore_checks_mem_and_cpus_flags)
     const char *path = harness_tmp("snap");
     struct proc src;
     start_with_socket(&src, sock, "2", "32M", "memstamp", "mib=4 passes=0 every=100000000");
-    snapshot_to(sock, path);
+    harness_snapshot(sock, path);
     json_decref(harness_ctl(sock, "quit", NULL));
     cr_assert_eq(proc_wait(&src, 10000), 0);
     proc_free(&src);

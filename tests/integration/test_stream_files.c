@@ -48,16 +48,6 @@ static void load_records(const char *path, struct file_records *f)
     mig_reader_free(&r);
 }
 
-static void take_snapshot(const char *sock, const char *path)
-{
-    char uri[300];
-    snprintf(uri, sizeof(uri), "file:%s", path);
-    json_t *reply = harness_ctl(sock, "snapshot", json_pack("{s:s}", "uri", uri));
-    cr_assert(json_object_get(reply, "return"), "snapshot: %s",
-              json_string_value(json_object_get(json_object_get(reply, "error"), "message")));
-    json_decref(reply);
-}
-
 /* A small real snapshot of memstamp (2 vCPUs, 16 MiB) mid-run. */
 static void make_snapshot(const char *path)
 {
@@ -79,7 +69,7 @@ static void make_snapshot(const char *path)
     proc_start(&p, argv);
     cr_assert(harness_wait_socket(sock, 10000), "%s", p.err);
     cr_assert(proc_wait_output(&p, "pass 1000 ok", 10000), "%s", p.out);
-    take_snapshot(sock, path);
+    harness_snapshot(sock, path);
     json_decref(harness_ctl(sock, "quit", NULL));
     cr_assert_eq(proc_wait(&p, 10000), 0, "%s", p.err);
     proc_free(&p);
@@ -145,7 +135,7 @@ Test(stream_files, capture_restore_capture_is_identical)
     struct proc p;
     proc_start(&p, argv);
     cr_assert(harness_wait_socket(sock, 10000), "%s", p.err);
-    take_snapshot(sock, second);
+    harness_snapshot(sock, second);
     json_decref(harness_ctl(sock, "quit", NULL));
     cr_assert_eq(proc_wait(&p, 10000), 0, "%s", p.err);
     proc_free(&p);
