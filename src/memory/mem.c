@@ -51,12 +51,13 @@ int mem_create(uint64_t size, struct mem **out)
     return 0;
 }
 
-int mem_register(const struct mem *mem, int vm_fd)
+static int mem_register_flags(const struct mem *mem, int vm_fd, uint32_t flags)
 {
     for (unsigned i = 0; i < mem->region_count; i++) {
         const struct mem_region *r = &mem->regions[i];
         struct kvm_userspace_memory_region slot = {
             .slot = i,
+            .flags = flags,
             .guest_phys_addr = r->gpa,
             .memory_size = r->size,
             .userspace_addr = (uint64_t)(uintptr_t)(mem->host + r->offset),
@@ -68,10 +69,16 @@ int mem_register(const struct mem *mem, int vm_fd)
     return 0;
 }
 
+int mem_register(const struct mem *mem, int vm_fd)
+{
+    return mem_register_flags(mem, vm_fd, 0);
+}
+
 void mem_destroy(struct mem *mem)
 {
     if (!mem)
         return;
+    free(mem->dirty);
     if (mem->host)
         munmap(mem->host, mem->size);
     free(mem);
@@ -104,4 +111,114 @@ void mem_zero(void *p, uint64_t len)
     }
     memset(p, 0, start - (uintptr_t)p);
     memset((void *)end, 0, (uintptr_t)p + len - end);
+}
+
+static uint64_t mem_pages(const struct mem *mem)
+{
+    return mem->size / MEM_PAGE_SIZE;
+}
+
+int mem_dirty_start(struct mem *mem, int vm_fd, int kvm_fd)
+{
+    int caps = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    if (caps <= 0)
+        return err_set(-ENOTSUP, "host KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+    if (!mem->dirty) {
+        mem->dirty = calloc((mem_pages(mem) + 63) / 64, sizeof(uint64_t));
+        if (!mem->dirty)
+            return err_set(-ENOMEM, "out of memory for the dirty bitmap");
+    }
+    struct kvm_enable_cap cap = {
+        .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+        .args[0] =
+            (uint64_t)caps & (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET),
+    };
+    if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+        return err_sys(-errno, "KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)");
+    return mem_register_flags(mem, vm_fd, KVM_MEM_LOG_DIRTY_PAGES);
+}
+
+int mem_dirty_sync(struct mem *mem, int vm_fd, uint64_t *marked)
+{
+    if (!mem->dirty)
+        return err_set(-EINVAL, "dirty tracking is not on");
+    for (unsigned i = 0; i < mem->region_count; i++) {
+        const struct mem_region *r = &mem->regions[i];
+        uint64_t pages = r->size / MEM_PAGE_SIZE;
+        /* Region offsets are multiples of 3 GiB, so each region starts on a bitmap word. */
+        uint64_t *bits = &mem->dirty[r->offset / MEM_PAGE_SIZE / 64];
+        uint64_t words = (pages + 63) / 64;
+        uint64_t *got = calloc(words, sizeof(uint64_t));
+        if (!got)
+            return err_set(-ENOMEM, "out of memory for the dirty log");
+        struct kvm_dirty_log log = {.slot = i, .dirty_bitmap = got};
+        int rc = 0;
+        if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+            rc = err_sys(-errno, "KVM_GET_DIRTY_LOG (slot %u)", i);
+        struct kvm_clear_dirty_log clear = {
+            .slot = i, .num_pages = (uint32_t)pages, .first_page = 0, .dirty_bitmap = got};
+        if (!rc && ioctl(vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0)
+            rc = err_sys(-errno, "KVM_CLEAR_DIRTY_LOG (slot %u)", i);
+        for (uint64_t w = 0; w < words && !rc; w++)
+            __atomic_fetch_or(&bits[w], got[w], __ATOMIC_RELAXED);
+        free(got);
+        if (rc)
+            return rc;
+    }
+    uint64_t n = 0;
+    for (uint64_t w = 0; w < (mem_pages(mem) + 63) / 64; w++)
+        n += (uint64_t)__builtin_popcountll(__atomic_load_n(&mem->dirty[w], __ATOMIC_RELAXED));
+    if (marked)
+        *marked = n;
+    return 0;
+}
+
+void mem_dirty_mark(struct mem *mem, uint64_t gpa, uint64_t len)
+{
+    if (!mem->dirty || !len)
+        return;
+    for (unsigned i = 0; i < mem->region_count; i++) {
+        const struct mem_region *r = &mem->regions[i];
+        uint64_t lo = gpa > r->gpa ? gpa : r->gpa;
+        uint64_t hi = gpa + len < r->gpa + r->size ? gpa + len : r->gpa + r->size;
+        for (uint64_t a = lo & ~(MEM_PAGE_SIZE - 1); a < hi; a += MEM_PAGE_SIZE) {
+            uint64_t page = (r->offset + a - r->gpa) / MEM_PAGE_SIZE;
+            __atomic_fetch_or(&mem->dirty[page / 64], 1ull << (page % 64), __ATOMIC_RELAXED);
+        }
+    }
+}
+
+bool mem_dirty_next(struct mem *mem, uint64_t *page)
+{
+    uint64_t pages = mem_pages(mem);
+    for (uint64_t p = *page; p < pages;) {
+        uint64_t w = __atomic_load_n(&mem->dirty[p / 64], __ATOMIC_RELAXED) >> (p % 64);
+        if (!w) {
+            p = (p / 64 + 1) * 64;
+            continue;
+        }
+        p += (uint64_t)__builtin_ctzll(w);
+        if (p >= pages)
+            break;
+        __atomic_fetch_and(&mem->dirty[p / 64], ~(1ull << (p % 64)), __ATOMIC_RELAXED);
+        *page = p;
+        return true;
+    }
+    return false;
+}
+
+int mem_dirty_stop(struct mem *mem, int vm_fd)
+{
+    free(mem->dirty);
+    mem->dirty = NULL;
+    return mem_register_flags(mem, vm_fd, 0);
+}
+
+uint64_t mem_page_gpa(const struct mem *mem, uint64_t page)
+{
+    uint64_t off = page * MEM_PAGE_SIZE;
+    for (unsigned i = 0; i < mem->region_count; i++)
+        if (off >= mem->regions[i].offset && off < mem->regions[i].offset + mem->regions[i].size)
+            return mem->regions[i].gpa + (off - mem->regions[i].offset);
+    return UINT64_MAX;
 }

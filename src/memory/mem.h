@@ -25,6 +25,7 @@ struct mem {
     uint64_t size;
     unsigned region_count;
     struct mem_region regions[MEM_MAX_REGIONS];
+    uint64_t *dirty; /* while tracking: one bit per page, indexed by host offset / 4 KiB */
 };
 
 /* Pure: splits "size" bytes of RAM into regions around the hole. size must be a non-zero
@@ -37,6 +38,7 @@ int mem_create(uint64_t size, struct mem **out);
 /* Registers every region with KVM on vm_fd as a memslot. Each registration waits for KVM to
  * publish the new slots, a fixed few milliseconds, so callers may run it beside other setup. */
 int mem_register(const struct mem *mem, int vm_fd);
+
 void mem_destroy(struct mem *mem);
 
 /* Host pointer for [gpa, gpa+len), or NULL unless that range lies inside one region. */
@@ -45,6 +47,23 @@ void *mem_ptr(const struct mem *mem, uint64_t gpa, uint64_t len);
 /* Zeroes [p, p+len) of guest RAM. Whole pages are dropped (MADV_DONTNEED on private anonymous
  * memory reads back as zeros), which costs nothing for pages never touched. */
 void mem_zero(void *p, uint64_t len);
+
+/* Dirty-page tracking, for live migration.
+ *
+ * mem_dirty_start() turns on KVM's dirty log for every memslot with
+ * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (and INITIALLY_SET where offered: then every page starts dirty
+ * and KVM write-protects pages only as they are cleared, not all at once). mem_dirty_sync() moves
+ * KVM's bits into mem's own bitmap and re-arms them in KVM (GET then CLEAR: a write in between
+ * stays dirty in KVM), so a page written after a sync is seen by the next. mem_dirty_mark() adds
+ * pages tern itself wrote. Page indexes count 4 KiB pages from the start of the host mapping (see
+ * mem_page_gpa). */
+int mem_dirty_start(struct mem *mem, int vm_fd, int kvm_fd);
+int mem_dirty_sync(struct mem *mem, int vm_fd, uint64_t *marked);
+void mem_dirty_mark(struct mem *mem, uint64_t gpa, uint64_t len);
+/* Finds the next marked page at or after *page, clears its bit; false when there is none. */
+bool mem_dirty_next(struct mem *mem, uint64_t *page);
+int mem_dirty_stop(struct mem *mem, int vm_fd);
+uint64_t mem_page_gpa(const struct mem *mem, uint64_t page);
 
 /* One past the highest guest-physical RAM address. */
 uint64_t mem_top(const struct mem *mem);
