@@ -212,6 +212,11 @@ Test(control, bad_requests_get_errors_and_the_server_keeps_serving)
     r = harness_ctl(sock, "snapshot", json_pack("{s:s}", "uri", "tcp:1.2.3.4:5"));
     cr_expect(strstr(error_message(r), "is not a file:PATH URI"), "%s", error_message(r));
     json_decref(r);
+    r = harness_ctl(sock, "snapshot",
+                    json_pack("{s:s,s:s}", "uri", "file:/tmp/x", "compress", "lz4"));
+    cr_expect(strstr(error_message(r), "snapshot compress: 'lz4' is not none, zlib or zlib:LEVEL"),
+              "%s", error_message(r));
+    json_decref(r);
     r = harness_ctl(sock, "snapshot", json_pack("{s:s}", "uri", "file:/nonexistent/dir/snap"));
     cr_expect(strstr(error_message(r), "cannot create"), "%s", error_message(r));
     json_decref(r);
