@@ -7,7 +7,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #define EFER_LMA 0x400ull
 #define CR0_PE 0x1ull
@@ -50,8 +49,7 @@ static void add_count(json_t *obj, const char *key, json_int_t n)
 static void list_record(json_t *records, json_t *ram_lines, const struct mig_record *rec)
 {
     const char *name = mig_record_name(rec->type);
-    bool ram = rec->type >= MIG_REC_RAM_ZERO && rec->type <= MIG_REC_RAM_ZLIB;
-    if (ram) {
+    if (mig_record_is_ram(rec->type)) {
         json_t *line = json_object_get(ram_lines, name);
         if (!line) {
             line = json_pack("{s:s,s:i,s:i}", "type", name, "count", 0, "size", 0);
@@ -63,29 +61,24 @@ static void list_record(json_t *records, json_t *ram_lines, const struct mig_rec
         return;
     }
     json_t *line = json_pack("{s:s,s:i}", "type", name, "size", (int)rec->length);
-    if (rec->type >= MIG_REC_MP_STATE && rec->type <= MIG_REC_TSC_KHZ)
+    if (mig_record_is_per_vcpu(rec->type))
         json_object_set_new(line, "vcpu", json_integer(rec->index));
     json_array_append_new(records, line);
 }
 
-static int inspect_ram(const struct mig_record *rec, json_t *ram, uint8_t *scratch, uint64_t *pages)
+static int inspect_ram(const struct mig_record *rec, json_t *ram, uint8_t *scratch)
 {
     struct mig_ram_header h;
     memcpy(&h, rec->payload, sizeof(h));
-    *pages += h.pages;
     if (rec->type == MIG_REC_RAM_ZERO) {
         add_count(ram, "zero_pages", h.pages);
     } else if (rec->type == MIG_REC_RAM_RAW) {
         add_count(ram, "raw_pages", h.pages);
         add_count(ram, "raw_bytes", rec->length - sizeof(h));
     } else {
-        uLongf out = (uLongf)h.pages * 4096;
-        int z = uncompress(scratch, &out, rec->payload + sizeof(h), rec->length - sizeof(h));
-        if (z != Z_OK || out != (uLongf)h.pages * 4096) {
-            char what[96];
-            mig_record_describe(rec, what, sizeof(what));
-            return err_set(-EPROTO, "%s: zlib data does not decode to %u pages", what, h.pages);
-        }
+        int rc = mig_ram_decode(rec, scratch); /* as a restore would, into scratch */
+        if (rc)
+            return rc;
         add_count(ram, "zlib_pages", h.pages);
         add_count(ram, "zlib_bytes", rec->length - sizeof(h));
     }
@@ -181,24 +174,13 @@ int mig_inspect(struct mig_reader *r, json_t **summary)
         if ((rc = mig_read_record(r, &rec)))
             break;
         list_record(records, ram_lines, &rec);
-        char what[96];
-        mig_record_describe(&rec, what, sizeof(what));
-        if (rec.type >= MIG_REC_RAM_ZERO && rec.type <= MIG_REC_RAM_ZLIB) {
-            rc = inspect_ram(&rec, ram, scratch, &pages);
-        } else if (rec.type >= MIG_REC_MP_STATE && rec.type <= MIG_REC_TSC_KHZ) {
-            if (rec.index >= cfg.cpu_count)
-                rc = err_set(-EPROTO, "%s: the VM has only %u vCPUs", what, cfg.cpu_count);
-            else
-                inspect_vcpu(&rec, vcpus);
-        } else if (rec.type == MIG_REC_CONFIG) {
-            rc = err_set(-EPROTO, "%s: a second CONFIG record", what);
-        } else if (rec.type == MIG_REC_END) {
-            struct mig_end end;
-            memcpy(&end, rec.payload, sizeof(end));
-            if (end.records != r->records || end.vcpus != cfg.cpu_count || end.ram_pages != pages)
-                rc = err_set(-EPROTO, "%s: counts do not match what the stream holds", what);
-            ended = true;
-        }
+        if ((rc = mig_check_in_stream(&rec, r, &cfg, &pages)))
+            break;
+        if (mig_record_is_ram(rec.type))
+            rc = inspect_ram(&rec, ram, scratch);
+        else if (mig_record_is_per_vcpu(rec.type))
+            inspect_vcpu(&rec, vcpus);
+        ended = rec.type == MIG_REC_END;
     }
     json_t *vlist = json_array();
     for (unsigned i = 0; i < cfg.cpu_count; i++) {

@@ -197,17 +197,11 @@ static int mig_capture_ram(struct vm *vm, struct mig_writer *w,
     return rc;
 }
 
-static int mig_restore_ram(struct vm *vm, const struct mig_record *rec, uint64_t *pages)
+int mig_ram_decode(const struct mig_record *rec, uint8_t *dst)
 {
     struct mig_ram_header h;
     memcpy(&h, rec->payload, sizeof(h));
     uint64_t len = (uint64_t)h.pages * MEM_PAGE_SIZE;
-    uint8_t *dst = mem_ptr(vm_mem(vm), h.gpa, len);
-    char what[96];
-    mig_record_describe(rec, what, sizeof(what));
-    if (!dst)
-        return err_set(-EPROTO, "%s: pages [0x%llx, +%u) lie outside guest RAM", what,
-                       (unsigned long long)h.gpa, h.pages);
     const uint8_t *data = rec->payload + sizeof(h);
     if (rec->type == MIG_REC_RAM_ZERO) {
         mem_zero(dst, len);
@@ -216,11 +210,61 @@ static int mig_restore_ram(struct vm *vm, const struct mig_record *rec, uint64_t
     } else {
         uLongf out = len;
         int z = uncompress(dst, &out, data, rec->length - sizeof(h));
-        if (z != Z_OK || out != len)
+        if (z != Z_OK || out != len) {
+            char what[96];
+            mig_record_describe(rec, what, sizeof(what));
             return err_set(-EPROTO, "%s: zlib data does not decode to %u pages (%s)", what, h.pages,
                            z == Z_OK ? "short" : zError(z));
+        }
     }
-    *pages += h.pages;
+    return 0;
+}
+
+static int mig_restore_ram(struct vm *vm, const struct mig_record *rec)
+{
+    struct mig_ram_header h;
+    memcpy(&h, rec->payload, sizeof(h));
+    uint8_t *dst = mem_ptr(vm_mem(vm), h.gpa, (uint64_t)h.pages * MEM_PAGE_SIZE);
+    if (!dst) {
+        char what[96];
+        mig_record_describe(rec, what, sizeof(what));
+        return err_set(-EPROTO, "%s: pages [0x%llx, +%u) lie outside guest RAM", what,
+                       (unsigned long long)h.gpa, h.pages);
+    }
+    return mig_ram_decode(rec, dst);
+}
+
+int mig_check_in_stream(const struct mig_record *rec, const struct mig_reader *r,
+                        const struct mig_config *cfg, uint64_t *ram_pages)
+{
+    char what[96];
+    mig_record_describe(rec, what, sizeof(what));
+    if (rec->type == MIG_REC_CONFIG)
+        return err_set(-EPROTO, "%s: a second CONFIG record", what);
+    if (mig_record_is_per_vcpu(rec->type) && rec->index >= cfg->cpu_count)
+        return err_set(-EPROTO, "%s: the VM has only %u vCPUs", what, cfg->cpu_count);
+    if (rec->type == MIG_REC_IRQCHIP) {
+        struct kvm_irqchip chip;
+        memcpy(&chip, rec->payload, sizeof(chip));
+        if (chip.chip_id != rec->index)
+            return err_set(-EPROTO, "%s: holds chip %u", what, chip.chip_id);
+    }
+    if (mig_record_is_ram(rec->type)) {
+        struct mig_ram_header h;
+        memcpy(&h, rec->payload, sizeof(h));
+        *ram_pages += h.pages;
+    }
+    if (rec->type == MIG_REC_END) {
+        struct mig_end end;
+        memcpy(&end, rec->payload, sizeof(end));
+        /* r->records counts CONFIG too, as the writer did. */
+        if (end.records != r->records || end.vcpus != cfg->cpu_count || end.ram_pages != *ram_pages)
+            return err_set(-EPROTO,
+                           "%s: counts do not match: %u records, %u vCPUs, %llu pages "
+                           "announced; %u, %u, %llu received",
+                           what, end.records, end.vcpus, (unsigned long long)end.ram_pages,
+                           r->records, cfg->cpu_count, (unsigned long long)*ram_pages);
+    }
     return 0;
 }
 
@@ -677,44 +721,25 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
         struct mig_record rec;
         if ((rc = mig_read_record(r, &rec)))
             break;
-        char what[96];
-        mig_record_describe(&rec, what, sizeof(what));
-        if (rec.type == MIG_REC_END) {
-            struct mig_end end;
-            memcpy(&end, rec.payload, sizeof(end));
-            /* r->records counts CONFIG too, as the writer did. */
-            if (end.records != r->records || end.vcpus != cfg->cpu_count || end.ram_pages != pages)
-                rc = err_set(-EPROTO,
-                             "%s: counts do not match: %u records, %u vCPUs, %llu pages "
-                             "announced; %u, %u, %llu received",
-                             what, end.records, end.vcpus, (unsigned long long)end.ram_pages,
-                             r->records, cfg->cpu_count, (unsigned long long)pages);
+        if ((rc = mig_check_in_stream(&rec, r, cfg, &pages)) || rec.type == MIG_REC_END)
             break;
-        }
-        if (rec.type >= MIG_REC_MP_STATE && rec.type <= MIG_REC_TSC_KHZ &&
-            rec.index >= cfg->cpu_count) {
-            rc = err_set(-EPROTO, "%s: the VM has only %u vCPUs", what, cfg->cpu_count);
-            break;
-        }
         switch (rec.type) {
-        case MIG_REC_CONFIG:
-            rc = err_set(-EPROTO, "%s: a second CONFIG record", what);
-            break;
         case MIG_REC_RAM_ZERO:
         case MIG_REC_RAM_RAW:
         case MIG_REC_RAM_ZLIB:
-            rc = mig_restore_ram(vm, &rec, &pages);
+            rc = mig_restore_ram(vm, &rec);
             break;
         case MIG_REC_SERIAL:
             rc = dev_serial_load(vm_serial(vm), rec.payload, rec.length);
-            if (rc)
+            if (rc) {
+                char what[96];
+                mig_record_describe(&rec, what, sizeof(what));
                 err_context(rc, "%s", what);
+            }
             s->have_serial = true;
             break;
         case MIG_REC_IRQCHIP:
             take(&s->have_irqchip[rec.index], &s->irqchip[rec.index], &rec);
-            if (s->irqchip[rec.index].chip_id != rec.index)
-                rc = err_set(-EPROTO, "%s: holds chip %u", what, s->irqchip[rec.index].chip_id);
             break;
         case MIG_REC_PIT2:
             take(&s->have_pit, &s->pit, &rec);

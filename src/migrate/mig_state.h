@@ -42,4 +42,15 @@ int mig_read_config(struct mig_reader *r, struct mig_config *cfg);
 
 int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg);
 
+/* The rules every reader (restore, inspect) applies to a record at its place in the stream,
+ * beyond what mig_read_record checks alone: no second CONFIG, per-vCPU records within the VM's
+ * vCPUs, IRQCHIP holding the chip it claims, and END's counts matching what came before.
+ * ram_pages accumulates the pages of RAM records. */
+int mig_check_in_stream(const struct mig_record *rec, const struct mig_reader *r,
+                        const struct mig_config *cfg, uint64_t *ram_pages);
+
+/* Writes a RAM record's pages to dst (pages x 4 KiB): zeroed, copied or inflated, checking that
+ * zlib data inflates to exactly that. */
+int mig_ram_decode(const struct mig_record *rec, uint8_t *dst);
+
 #endif

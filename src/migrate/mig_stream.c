@@ -67,7 +67,12 @@ uint16_t mig_record_default_flags(uint16_t type)
     return MIG_REC_MANDATORY;
 }
 
-static bool mig_type_is_per_vcpu(uint16_t type)
+bool mig_record_is_ram(uint16_t type)
+{
+    return type >= MIG_REC_RAM_ZERO && type <= MIG_REC_RAM_ZLIB;
+}
+
+bool mig_record_is_per_vcpu(uint16_t type)
 {
     return type >= MIG_REC_MP_STATE && type <= MIG_REC_TSC_KHZ;
 }
@@ -80,7 +85,7 @@ void mig_record_describe(const struct mig_record *rec, char *buf, size_t size)
         snprintf(type, sizeof(type), "%s", name);
     else
         snprintf(type, sizeof(type), "type 0x%04x", rec->type);
-    if (mig_type_is_per_vcpu(rec->type))
+    if (mig_record_is_per_vcpu(rec->type))
         snprintf(buf, size, "record %s (vCPU %u) at offset %llu", type, rec->index,
                  (unsigned long long)rec->offset);
     else if (rec->type == MIG_REC_IRQCHIP)
@@ -156,7 +161,7 @@ int mig_record_check(const struct mig_record *rec)
     default:
         break;
     }
-    if (mig_type_is_per_vcpu(rec->type) && rec->index >= 64)
+    if (mig_record_is_per_vcpu(rec->type) && rec->index >= 64)
         return err_set(-EPROTO, "%s: vCPU index %u is out of range", what, rec->index);
     return 0;
 }

@@ -73,6 +73,9 @@ struct mig_record {
 
 /* Name of a record type ("REGS"), or NULL when unknown. */
 const char *mig_record_name(uint16_t type);
+/* Record classes: RAM_ZERO/RAW/ZLIB, and the per-vCPU state records (index = vCPU). */
+bool mig_record_is_ram(uint16_t type);
+bool mig_record_is_per_vcpu(uint16_t type);
 /* Checks a known record's payload length (and fixed fields) for its type. */
 int mig_record_check(const struct mig_record *rec);
 /* "record REGS (vCPU 1) at offset N" — for error messages. */
