@@ -167,11 +167,21 @@ static int vm_create_devices(struct vm *vm, const struct vm_config *cfg)
     return rc;
 }
 
-static int vm_create_vcpus(struct vm *vm, bool restore, uint32_t *tsc_khz)
+static int vm_create_vcpus(struct vm *vm)
 {
     int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (run_size < (int)sizeof(struct kvm_run))
         return err_sys(-errno, "KVM_GET_VCPU_MMAP_SIZE");
+    vm->vcpu_events = (struct vcpu_events){.opaque = vm, .on_fault = vm_vcpu_fault};
+    int rc = 0;
+    for (unsigned i = 0; i < vm->cpu_count && !rc; i++)
+        rc = vcpu_create(vm->vm_fd, i, (size_t)run_size, vm->bus, &vm->vcpu_events, &vm->vcpus[i]);
+    return rc;
+}
+
+/* A fresh boot's CPUID, built from what KVM supports (a restore sets the stream's instead). */
+static int vm_set_boot_cpuid(struct vm *vm)
+{
     struct kvm_cpuid2 *supported;
     int rc = vcpu_cpuid_supported(vm->kvm_fd, &supported);
     if (rc)
@@ -183,33 +193,28 @@ static int vm_create_vcpus(struct vm *vm, bool restore, uint32_t *tsc_khz)
         return err_set(-ENOMEM, "out of memory");
     }
     cpuid->nent = supported->nent;
-    vm->vcpu_events = (struct vcpu_events){.opaque = vm, .on_fault = vm_vcpu_fault};
     for (unsigned i = 0; i < vm->cpu_count && !rc; i++) {
-        rc = vcpu_create(vm->vm_fd, i, (size_t)run_size, vm->bus, &vm->vcpu_events, &vm->vcpus[i]);
-        if (rc)
-            break;
-        if (restore) /* a restore sets the stream's CPUID instead */
-            continue;
         vcpu_cpuid_build(supported->entries, supported->nent, i, vm->cpu_count, cpuid->entries);
         rc = vcpu_set_cpuid(vm->vcpus[i], cpuid);
     }
     free(cpuid);
     free(supported);
-    if (!rc) {
-        int khz = ioctl(vcpu_fd(vm->vcpus[0]), KVM_GET_TSC_KHZ, 0);
-        *tsc_khz = khz > 0 ? (uint32_t)khz : 0;
-    }
     return rc;
 }
 
-static int vm_boot(struct vm *vm, const struct vm_config *cfg, uint32_t tsc_khz)
+static int vm_boot(struct vm *vm, const struct vm_config *cfg)
 {
     uint64_t entry;
-    int rc = boot_load_payload(cfg->kernel_path, vm->mem, &entry);
+    int rc = vm_set_boot_cpuid(vm);
+    if (!rc)
+        rc = boot_load_payload(cfg->kernel_path, vm->mem, &entry);
     if (rc)
         return rc;
-    struct boot_direct_params params = {
-        .cpu_count = vm->cpu_count, .cmdline = cfg->cmdline, .tsc_khz = tsc_khz, .entry = entry};
+    int khz = ioctl(vcpu_fd(vm->vcpus[0]), KVM_GET_TSC_KHZ, 0);
+    struct boot_direct_params params = {.cpu_count = vm->cpu_count,
+                                        .cmdline = cfg->cmdline,
+                                        .tsc_khz = khz > 0 ? (uint32_t)khz : 0,
+                                        .entry = entry};
     struct boot_entry be;
     rc = boot_direct_setup(vm->mem, &params, &be);
     for (unsigned i = 0; i < vm->cpu_count && !rc; i++)
@@ -254,7 +259,6 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
     }
     vm->end_async.data = vm;
 
-    uint32_t tsc_khz = 0;
     rc = vm_create_kvm(vm);
     if (!rc)
         rc = mem_create(cfg->mem_size, &vm->mem);
@@ -269,9 +273,9 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
         if (!rc)
             rc = vm_create_devices(vm, cfg);
         if (!rc)
-            rc = vm_create_vcpus(vm, cfg->kernel_path == NULL, &tsc_khz);
+            rc = vm_create_vcpus(vm);
         if (!rc && cfg->kernel_path)
-            rc = vm_boot(vm, cfg, tsc_khz);
+            rc = vm_boot(vm, cfg);
         if (threaded)
             pthread_join(job.thread, NULL);
         if (!rc && job.rc)
