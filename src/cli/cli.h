@@ -14,11 +14,15 @@ int cli_run(int argc, char **argv);
 /* status, pause, resume, quit, snapshot: clients of the control socket. */
 int cli_client(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
+int cli_migrate(int argc, char **argv);
 
 /* Parses "64M", "1G", "512K", "4096" (K/M/G/T, binary, case-insensitive, optional "iB"/"B").
  * Rejects zero, garbage, overflow and sizes that are not a multiple of 4 KiB; the error names
  * flag. */
 int cli_parse_size(const char *flag, const char *text, uint64_t *out);
+
+/* Parses a rate in bytes per second, with the same suffixes; no 4 KiB rule. */
+int cli_parse_rate(const char *flag, const char *text, uint64_t *out);
 
 /* Parses a decimal integer within [min, max]; the error names flag. */
 int cli_parse_uint(const char *flag, const char *text, unsigned long min, unsigned long max,

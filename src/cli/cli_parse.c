@@ -8,11 +8,11 @@
 #include <string.h>
 #include <strings.h>
 
-int cli_parse_size(const char *flag, const char *text, uint64_t *out)
+/* A byte count with an optional binary suffix; checks zero and overflow. */
+static int cli_parse_bytes(const char *flag, const char *text, const char *what, uint64_t *out)
 {
     if (!text || !isdigit((unsigned char)text[0]))
-        return err_set(-EINVAL, "%s: '%s' is not a size (try 64M, 1G, 512K or bytes)", flag,
-                       text ? text : "");
+        return err_set(-EINVAL, "%s: '%s' is not %s", flag, text ? text : "", what);
     errno = 0;
     char *end;
     unsigned long long value = strtoull(text, &end, 10);
@@ -41,16 +41,31 @@ int cli_parse_size(const char *flag, const char *text, uint64_t *out)
             end += strlen(end);
     }
     if (*end)
-        return err_set(-EINVAL, "%s: '%s' is not a size (try 64M, 1G, 512K or bytes)", flag, text);
+        return err_set(-EINVAL, "%s: '%s' is not %s", flag, text, what);
     if (value == 0)
-        return err_set(-EINVAL, "%s: size must not be zero", flag);
+        return err_set(-EINVAL, "%s: must not be zero", flag);
     if (shift && value > (UINT64_MAX >> shift))
         return err_set(-ERANGE, "%s: '%s' is too large", flag, text);
-    value <<= shift;
+    *out = value << shift;
+    return 0;
+}
+
+int cli_parse_size(const char *flag, const char *text, uint64_t *out)
+{
+    uint64_t value;
+    int rc = cli_parse_bytes(flag, text, "a size (try 64M, 1G, 512K or bytes)", &value);
+    if (rc)
+        return rc;
     if (value % 4096)
-        return err_set(-EINVAL, "%s: %llu bytes is not a multiple of 4 KiB", flag, value);
+        return err_set(-EINVAL, "%s: %llu bytes is not a multiple of 4 KiB", flag,
+                       (unsigned long long)value);
     *out = value;
     return 0;
+}
+
+int cli_parse_rate(const char *flag, const char *text, uint64_t *out)
+{
+    return cli_parse_bytes(flag, text, "a rate in bytes/s (try 100M, 1G or bytes)", out);
 }
 
 int cli_parse_uint(const char *flag, const char *text, unsigned long min, unsigned long max,

@@ -6,7 +6,9 @@
 #include "control/ctl_server.h"
 #include "err/err.h"
 #include "memory/mem.h"
+#include "migrate/mig_dest.h"
 #include "migrate/mig_file.h"
+#include "migrate/mig_source.h"
 #include "vm/vm.h"
 
 #include <errno.h>
@@ -23,13 +25,18 @@
 
 static const char run_usage[] =
     "Usage: tern run --kernel FILE [OPTIONS]\n"
-    "       tern run --incoming file:PATH [OPTIONS]\n"
+    "       tern run --incoming file:PATH|tcp:ADDR:PORT [OPTIONS]\n"
     "Run a guest on /dev/kvm until it ends.\n"
     "\n"
     "  -k, --kernel FILE      ELF64 payload to boot directly (see README: boot protocol)\n"
-    "  -i, --incoming URI     restore the VM from a snapshot (file:PATH); the stream gives\n"
+    "  -i, --incoming URI     restore the VM from a snapshot (file:PATH), or listen on\n"
+    "                         tcp:ADDR:PORT for one live migration and run it once it\n"
+    "                         arrives (port 0: any free port, printed); the stream gives\n"
     "                         RAM size and vCPUs (--mem/--cpus, if given, must match)\n"
-    "  -p, --paused           with --incoming, stay paused until a resume command\n"
+    "      --incoming-idle-timeout SECONDS\n"
+    "                         give up a migration whose source sends nothing for this long\n"
+    "                         (default 30)\n"
+    "  -p, --paused           with --incoming file:, stay paused until a resume command\n"
     "  -A, --api-socket PATH  serve the JSON control socket at PATH (mode 0600)\n"
     "  -m, --mem SIZE         guest RAM: 64M, 1G, 512K or bytes (default 256M)\n"
     "  -c, --cpus N           vCPUs, 1-64 (default 1)\n"
@@ -43,19 +50,45 @@ static const char run_usage[] =
 struct run_state {
     uv_loop_t loop;
     struct vm *vm;
+    struct vm_config *cfg;
     struct ctl_server *ctl;
+    const char *api_socket;
     uv_signal_t sigint, sigterm;
     uv_timer_t quit_timer;
     int exit_status;
     bool ending;
+
+    /* Outgoing live migration. */
+    struct mig_source *migration;
+    uv_timer_t progress_timer;
+    struct mig_progress last_migration; /* the last one's final progress */
+    bool have_last_migration;
+    bool end_after_migration; /* the guest ended or a signal came while migrating */
+
+    /* Incoming live migration. */
+    struct mig_dest *incoming;
+    const char *incoming_uri;
 };
 
 static void run_finish(struct run_state *st)
 {
     if (st->ending)
         return;
+    if (st->migration) {
+        /* The migration thread uses the VM: let it end first (on_done comes back here). */
+        st->end_after_migration = true;
+        mig_source_cancel(st->migration);
+        return;
+    }
+    if (st->incoming) {
+        st->end_after_migration = true;
+        mig_dest_cancel(st->incoming);
+        return;
+    }
     st->ending = true;
-    vm_stop(st->vm);
+    uv_timer_stop(&st->progress_timer);
+    if (st->vm)
+        vm_stop(st->vm);
     ctl_server_close(st->ctl);
     st->ctl = NULL;
     uv_signal_stop(&st->sigint);
@@ -155,6 +188,129 @@ static json_t *run_snapshot(struct run_state *st, json_t *req, char *err, size_t
                      (json_int_t)stats.raw_pages, "zlib_pages", (json_int_t)stats.zlib_pages);
 }
 
+/* ---- outgoing live migration ---------------------------------------------------------- */
+
+static void run_broadcast_progress(struct run_state *st, const char *event,
+                                   const struct mig_progress *p)
+{
+    ctl_server_broadcast(st->ctl,
+                         json_pack("{s:s,s:o}", "event", event, "data", mig_progress_to_json(p)));
+}
+
+static void run_on_progress_timer(uv_timer_t *t)
+{
+    struct run_state *st = t->data;
+    if (!st->migration)
+        return;
+    struct mig_progress p;
+    mig_source_progress(st->migration, &p);
+    run_broadcast_progress(st, "progress", &p);
+}
+
+static void run_after_migrated(void *opaque)
+{
+    run_finish(opaque);
+}
+
+static void run_on_migration_done(struct mig_source *src, void *opaque)
+{
+    struct run_state *st = opaque;
+    struct mig_progress p;
+    mig_source_progress(src, &p);
+    mig_source_free(src);
+    st->migration = NULL;
+    uv_timer_stop(&st->progress_timer);
+    st->last_migration = p;
+    st->have_last_migration = true;
+    run_broadcast_progress(st, mig_phase_name(p.phase), &p);
+    if (p.phase == MIG_PHASE_COMPLETED) {
+        fprintf(stderr, "tern: migrated to %s (downtime %.1f ms, %.0f ms in all)\n", p.uri,
+                p.downtime_ms, p.total_ms);
+        st->exit_status = 0;
+        /* The VM runs on the destination now; this process ends once the final event is out. */
+        ctl_server_when_drained(st->ctl, run_after_migrated, st);
+        return;
+    }
+    fprintf(stderr, "tern: migration to %s %s: %s\n", p.uri,
+            p.phase == MIG_PHASE_CANCELLED ? "cancelled" : "failed", p.message);
+    if (st->end_after_migration)
+        run_finish(st);
+}
+
+static int run_get_uint(json_t *req, const char *key, uint64_t max, uint64_t *out, char *err,
+                        size_t err_size)
+{
+    json_t *v = json_object_get(req, key);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
+        snprintf(err, err_size, "migrate: \"%s\" must be an integer from 0 to %llu", key,
+                 (unsigned long long)max);
+        return -EINVAL;
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static json_t *run_migrate(struct run_state *st, json_t *req, char *err, size_t err_size)
+{
+    if (st->migration) {
+        snprintf(err, err_size, "a migration is already under way");
+        return NULL;
+    }
+    struct mig_source_params params = {.downtime_ms = MIG_DEFAULT_DOWNTIME_MS};
+    const char *uri = json_string_value(json_object_get(req, "uri"));
+    const char *compress = json_string_value(json_object_get(req, "compress"));
+    uint64_t downtime = params.downtime_ms, bandwidth = 0, timeout = 0, idle = 0;
+    if (mig_parse_tcp_uri("migrate uri", uri, params.host, sizeof(params.host), params.port,
+                          sizeof(params.port)) ||
+        mig_parse_compress("migrate compress", compress, &params.compress_level)) {
+        snprintf(err, err_size, "%s", err_msg());
+        return NULL;
+    }
+    if (run_get_uint(req, "downtime_ms", 3600000, &downtime, err, err_size) ||
+        run_get_uint(req, "bandwidth", UINT64_MAX >> 1, &bandwidth, err, err_size) ||
+        run_get_uint(req, "timeout", 86400 * 365, &timeout, err, err_size) ||
+        run_get_uint(req, "idle_timeout_ms", 86400000, &idle, err, err_size))
+        return NULL;
+    if (!strcmp(params.port, "0")) {
+        snprintf(err, err_size, "migrate uri: port 0 names no destination");
+        return NULL;
+    }
+    if (vm_is_paused(st->vm)) {
+        /* Live migration of a paused VM would work, but its rules (resume on failure) would not
+         * fit: keep it simple and honest. */
+        snprintf(err, err_size, "the VM is paused; resume it first, or take a snapshot");
+        return NULL;
+    }
+    params.downtime_ms = (unsigned)downtime;
+    params.bandwidth = bandwidth;
+    params.timeout_s = (unsigned)timeout;
+    params.idle_ms = (unsigned)idle;
+    if (mig_source_start(&st->loop, st->vm, &params, run_on_migration_done, st, &st->migration)) {
+        snprintf(err, err_size, "%s", err_msg());
+        return NULL;
+    }
+    if (json_is_true(json_object_get(req, "events")))
+        ctl_server_subscribe_current(st->ctl);
+    uv_timer_start(&st->progress_timer, run_on_progress_timer, 250, 250);
+    struct mig_progress p;
+    mig_source_progress(st->migration, &p);
+    return json_pack("{s:s}", "uri", p.uri);
+}
+
+static json_t *run_migrate_status(struct run_state *st)
+{
+    struct mig_progress p;
+    if (st->migration)
+        mig_source_progress(st->migration, &p);
+    else if (st->have_last_migration)
+        p = st->last_migration;
+    else
+        return json_pack("{s:s}", "phase", "none");
+    return mig_progress_to_json(&p);
+}
+
 static void run_on_quit_timer(uv_timer_t *t)
 {
     run_finish(t->data);
@@ -170,9 +326,26 @@ static json_t *run_on_command(void *opaque, const char *command, json_t *req, ch
         return NULL;
     }
     if (!strcmp(command, "status"))
-        return json_pack("{s:s,s:i,s:I}", "state", vm_is_paused(st->vm) ? "paused" : "running",
-                         "cpus", (int)vm_cpu_count(st->vm), "mem",
-                         (json_int_t)vm_mem(st->vm)->size);
+        return json_pack("{s:s,s:i,s:I,s:b}", "state", vm_is_paused(st->vm) ? "paused" : "running",
+                         "cpus", (int)vm_cpu_count(st->vm), "mem", (json_int_t)vm_mem(st->vm)->size,
+                         "migrating", st->migration != NULL);
+    if (!strcmp(command, "migrate"))
+        return run_migrate(st, req, err, err_size);
+    if (!strcmp(command, "migrate-status"))
+        return run_migrate_status(st);
+    if (!strcmp(command, "migrate-cancel")) {
+        if (!st->migration) {
+            snprintf(err, err_size, "no migration is under way");
+            return NULL;
+        }
+        mig_source_cancel(st->migration);
+        return json_object();
+    }
+    if (st->migration) {
+        snprintf(err, err_size,
+                 "a migration is under way: '%s' must wait for it (or migrate-cancel)", command);
+        return NULL;
+    }
     if (!strcmp(command, "pause")) {
         if (!vm_is_paused(st->vm))
             vm_pause(st->vm);
@@ -192,7 +365,9 @@ static json_t *run_on_command(void *opaque, const char *command, json_t *req, ch
         uv_timer_start(&st->quit_timer, run_on_quit_timer, 0, 0);
         return json_object();
     }
-    snprintf(err, err_size, "unknown command '%s' (status, pause, resume, snapshot, quit)",
+    snprintf(err, err_size,
+             "unknown command '%s' (status, pause, resume, snapshot, quit, migrate, "
+             "migrate-status, migrate-cancel)",
              command);
     return NULL;
 }
@@ -223,7 +398,7 @@ static int run_restore(struct run_state *st, struct vm_config *cfg, const char *
         rc = vm_create(&st->loop, cfg, run_on_vm_end, st, &st->vm);
     }
     if (!rc) {
-        rc = mig_restore(st->vm, &fr.reader, &mc);
+        rc = mig_restore(st->vm, &fr.reader, &mc, NULL);
         if (rc) {
             vm_close(st->vm);
             st->vm = NULL;
@@ -232,6 +407,77 @@ static int run_restore(struct run_state *st, struct vm_config *cfg, const char *
     mig_config_free(&mc);
     mig_file_close(&fr);
     return rc ? err_context(rc, "--incoming %s", uri) : 0;
+}
+
+/* ---- incoming live migration ---------------------------------------------------------- */
+
+static int run_incoming_create_vm(void *opaque, const struct mig_config *mc, struct vm **out)
+{
+    struct run_state *st = opaque;
+    struct vm_config cfg = *st->cfg;
+    cfg.mem_size = mc->mem_size;
+    cfg.cpu_count = mc->cpu_count;
+    int rc = vm_create(&st->loop, &cfg, run_on_vm_end, st, &st->vm);
+    *out = st->vm;
+    return rc;
+}
+
+static int run_incoming_start_vm(void *opaque)
+{
+    struct run_state *st = opaque;
+    return vm_start(st->vm, false);
+}
+
+static void run_incoming_done(void *opaque, bool ok, const char *message)
+{
+    struct run_state *st = opaque;
+    struct mig_dest_result r;
+    mig_dest_result(st->incoming, &r);
+    mig_dest_free(st->incoming);
+    st->incoming = NULL;
+    if (!ok) {
+        fprintf(stderr, "tern: incoming migration failed: %s\n", message);
+        if (st->vm) {
+            /* Built but never run: the source still has the guest. */
+            vm_close(st->vm);
+            st->vm = NULL;
+        }
+        if (!st->end_after_migration)
+            st->exit_status = CLI_EXIT_ERROR;
+        run_finish(st);
+        return;
+    }
+    fprintf(stderr,
+            "tern: migration received: %.1f MiB in %.0f ms; downtime on this side %.1f ms\n",
+            r.bytes / 1048576.0, r.total_ms, r.downtime_ms);
+    if (st->end_after_migration) {
+        run_finish(st);
+        return;
+    }
+    /* The guest runs here now, and nowhere else: a control socket that cannot start is
+     * reported, not a reason to stop it. */
+    if (st->api_socket && ctl_server_start(&st->loop, st->api_socket, run_on_command, st, &st->ctl))
+        err_warn("%s", err_msg());
+}
+
+static int run_listen(struct run_state *st, const char *uri, uint64_t mem_given,
+                      unsigned cpus_given, unsigned idle_s)
+{
+    struct mig_dest_params p = {.mem_given = mem_given,
+                                .cpus_given = cpus_given,
+                                .idle_ms = idle_s * 1000,
+                                .opaque = st,
+                                .create_vm = run_incoming_create_vm,
+                                .start_vm = run_incoming_start_vm,
+                                .on_done = run_incoming_done};
+    int rc = mig_parse_tcp_uri("--incoming", uri, p.host, sizeof(p.host), p.port, sizeof(p.port));
+    unsigned port;
+    if (!rc)
+        rc = mig_dest_listen(&st->loop, &p, &st->incoming, &port);
+    if (rc)
+        return rc;
+    fprintf(stderr, "tern: waiting for a migration on %s:%u\n", p.host, port);
+    return 0;
 }
 
 static void run_close_walk(uv_handle_t *h, void *arg)
@@ -244,17 +490,23 @@ static void run_close_walk(uv_handle_t *h, void *arg)
 int cli_run(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"kernel", required_argument, NULL, 'k'},     {"mem", required_argument, NULL, 'm'},
-        {"cpus", required_argument, NULL, 'c'},       {"cmdline", required_argument, NULL, 'a'},
-        {"serial", required_argument, NULL, 's'},     {"help", no_argument, NULL, 'h'},
-        {"incoming", required_argument, NULL, 'i'},   {"paused", no_argument, NULL, 'p'},
-        {"api-socket", required_argument, NULL, 'A'}, {NULL, 0, NULL, 0},
+        {"kernel", required_argument, NULL, 'k'},
+        {"mem", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'c'},
+        {"cmdline", required_argument, NULL, 'a'},
+        {"serial", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {"incoming", required_argument, NULL, 'i'},
+        {"paused", no_argument, NULL, 'p'},
+        {"api-socket", required_argument, NULL, 'A'},
+        {"incoming-idle-timeout", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
     };
     struct vm_config cfg = {.mem_size = RUN_DEFAULT_MEM, .cpu_count = 1};
     const char *serial = "stdio";
     const char *incoming = NULL, *api_socket = NULL;
     bool paused = false, mem_given = false, cpus_given = false;
-    unsigned long cpus;
+    unsigned long cpus, idle_s = MIG_DEFAULT_IDLE_MS / 1000;
     int opt, rc = 0;
 
     optind = 1;
@@ -281,6 +533,9 @@ int cli_run(int argc, char **argv)
             break;
         case 'A':
             api_socket = optarg;
+            break;
+        case 'T':
+            rc = cli_parse_uint("--incoming-idle-timeout", optarg, 1, 86400, &idle_s);
             break;
         case 'a':
             cfg.cmdline = optarg;
@@ -313,8 +568,9 @@ int cli_run(int argc, char **argv)
         rc = err_set(-EINVAL, "--kernel FILE is required (see tern run --help)");
         goto fail;
     }
-    if (paused && !incoming) {
-        rc = err_set(-EINVAL, "--paused needs --incoming");
+    bool listen = incoming && !strncmp(incoming, "tcp:", 4);
+    if (paused && (!incoming || listen)) {
+        rc = err_set(-EINVAL, "--paused needs --incoming file:PATH");
         goto fail;
     }
     uint64_t host_ram = vm_host_ram_bytes();
@@ -334,15 +590,20 @@ int cli_run(int argc, char **argv)
         goto fail;
 
     signal(SIGPIPE, SIG_IGN);
-    struct run_state st = {.exit_status = 0};
+    struct run_state st = {.exit_status = 0, .cfg = &cfg, .api_socket = api_socket};
     uv_loop_init(&st.loop);
     uv_timer_init(&st.loop, &st.quit_timer);
     st.quit_timer.data = &st;
-    if (incoming)
+    uv_timer_init(&st.loop, &st.progress_timer);
+    st.progress_timer.data = &st;
+    if (listen)
+        rc = run_listen(&st, incoming, mem_given ? cfg.mem_size : 0, cpus_given ? cfg.cpu_count : 0,
+                        (unsigned)idle_s);
+    else if (incoming)
         rc = run_restore(&st, &cfg, incoming, mem_given, cpus_given);
     else
         rc = vm_create(&st.loop, &cfg, run_on_vm_end, &st, &st.vm);
-    if (!rc && api_socket) {
+    if (!rc && api_socket && !listen) {
         rc = ctl_server_start(&st.loop, api_socket, run_on_command, &st, &st.ctl);
         if (rc) {
             vm_close(st.vm);
@@ -355,7 +616,7 @@ int cli_run(int argc, char **argv)
         st.sigint.data = st.sigterm.data = &st;
         uv_signal_start(&st.sigint, run_on_signal, SIGINT);
         uv_signal_start(&st.sigterm, run_on_signal, SIGTERM);
-        rc = vm_start(st.vm, paused);
+        rc = listen ? 0 : vm_start(st.vm, paused);
         if (!rc)
             uv_run(&st.loop, UV_RUN_DEFAULT);
         else

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,6 +22,7 @@ struct ctl_conn {
     char *line;
     size_t len;
     bool discarding; /* the current line overflowed: drop it up to its newline */
+    bool subscribed; /* gets every event the server broadcasts */
 };
 
 struct ctl_server {
@@ -29,13 +31,29 @@ struct ctl_server {
     ctl_handler_fn handler;
     void *opaque;
     struct ctl_conn *conns;
+    struct ctl_conn *current; /* the connection whose request the handler is serving */
+    unsigned pending_writes;
+    void (*drained)(void *opaque);
+    void *drained_opaque;
 };
+
+static void ctl_check_drained(struct ctl_server *srv)
+{
+    if (srv->drained && !srv->pending_writes) {
+        void (*cb)(void *) = srv->drained;
+        srv->drained = NULL;
+        cb(srv->drained_opaque);
+    }
+}
 
 static void ctl_on_write(uv_write_t *req, int status)
 {
     (void)status;
+    struct ctl_server *srv = ((struct ctl_conn *)req->handle->data)->srv;
+    srv->pending_writes--;
     free(req->data);
     free(req);
+    ctl_check_drained(srv);
 }
 
 static void ctl_send(struct ctl_conn *c, json_t *msg)
@@ -62,7 +80,9 @@ static void ctl_send(struct ctl_conn *c, json_t *msg)
     if (uv_write(req, (uv_stream_t *)&c->pipe, &buf, 1, ctl_on_write) != 0) {
         free(line);
         free(req);
+        return;
     }
+    c->srv->pending_writes++;
 }
 
 static void ctl_send_error(struct ctl_conn *c, const char *message)
@@ -87,7 +107,9 @@ static void ctl_handle_line(struct ctl_conn *c, const char *line, size_t len)
         return;
     }
     char err[512] = "";
+    c->srv->current = c;
     json_t *ret = c->srv->handler(c->srv->opaque, command, req, err, sizeof(err));
+    c->srv->current = NULL;
     json_decref(req);
     if (ret)
         ctl_send(c, json_pack("{s:o}", "return", ret));
@@ -104,6 +126,8 @@ static void ctl_conn_closed(uv_handle_t *h)
 
 static void ctl_conn_close(struct ctl_conn *c)
 {
+    if (c->srv->current == c)
+        c->srv->current = NULL;
     struct ctl_conn **pp = &c->srv->conns;
     while (*pp && *pp != c)
         pp = &(*pp)->next;
@@ -211,6 +235,35 @@ int ctl_server_start(uv_loop_t *loop, const char *path, ctl_handler_fn handler, 
     return 0;
 }
 
+void ctl_server_subscribe_current(struct ctl_server *srv)
+{
+    if (srv->current)
+        srv->current->subscribed = true;
+}
+
+void ctl_server_broadcast(struct ctl_server *srv, json_t *event)
+{
+    if (!srv) {
+        json_decref(event);
+        return;
+    }
+    for (struct ctl_conn *c = srv->conns; c; c = c->next)
+        if (c->subscribed)
+            ctl_send(c, json_incref(event));
+    json_decref(event);
+}
+
+void ctl_server_when_drained(struct ctl_server *srv, void (*cb)(void *opaque), void *opaque)
+{
+    if (!srv) {
+        cb(opaque);
+        return;
+    }
+    srv->drained = cb;
+    srv->drained_opaque = opaque;
+    ctl_check_drained(srv);
+}
+
 static void ctl_listener_closed(uv_handle_t *h)
 {
     struct ctl_server *srv = h->data;
@@ -229,8 +282,24 @@ void ctl_server_close(struct ctl_server *srv)
     uv_close((uv_handle_t *)&srv->listener, ctl_listener_closed);
 }
 
-/* Blocking client: one request, one reply line. With request NULL it only tests connecting. */
-int ctl_request(const char *path, json_t *request, json_t **reply)
+struct ctl_client {
+    int fd;
+    char *path;
+    char *buf;
+    size_t len;
+};
+
+void ctl_client_close(struct ctl_client *c)
+{
+    if (!c)
+        return;
+    close(c->fd);
+    free(c->path);
+    free(c->buf);
+    free(c);
+}
+
+static int ctl_connect(const char *path, int *fd_out)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
@@ -244,46 +313,94 @@ int ctl_request(const char *path, json_t *request, json_t **reply)
         close(fd);
         return rc;
     }
-    if (!request) {
-        close(fd);
-        return 0;
+    *fd_out = fd;
+    return 0;
+}
+
+int ctl_open(const char *path, json_t *request, struct ctl_client **out)
+{
+    struct ctl_client *c = calloc(1, sizeof(*c));
+    if (!c || !(c->path = strdup(path)) || !(c->buf = malloc(CTL_MAX_LINE))) {
+        if (c)
+            free(c->path);
+        free(c);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    int rc = ctl_connect(path, &c->fd);
+    if (rc) {
+        free(c->path);
+        free(c->buf);
+        free(c);
+        return rc;
     }
     char *text = json_dumps(request, JSON_COMPACT);
-    int rc = 0;
     if (!text) {
-        close(fd);
+        ctl_client_close(c);
         return err_set(-ENOMEM, "out of memory");
     }
     size_t n = strlen(text);
     text[n] = '\n'; /* json_dumps leaves room for the NUL we replace */
-    if (write(fd, text, n + 1) != (ssize_t)(n + 1))
+    if (write(c->fd, text, n + 1) != (ssize_t)(n + 1))
         rc = err_sys(-errno, "--api-socket %s: write failed", path);
     free(text);
-    size_t cap = CTL_MAX_LINE, len = 0;
-    char *buf = malloc(cap);
-    while (!rc) {
-        if (!buf || len == cap) {
-            rc = err_set(-E2BIG, "--api-socket %s: reply too long", path);
-            break;
+    if (rc) {
+        ctl_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int ctl_read_message(struct ctl_client *c, int timeout_ms, json_t **msg)
+{
+    for (;;) {
+        char *nl = memchr(c->buf, '\n', c->len);
+        if (nl) {
+            json_error_t jerr;
+            *msg = json_loadb(c->buf, (size_t)(nl - c->buf), 0, &jerr);
+            size_t used = (size_t)(nl - c->buf) + 1;
+            memmove(c->buf, nl + 1, c->len - used);
+            c->len -= used;
+            if (!*msg || !json_is_object(*msg)) {
+                json_decref(*msg);
+                return err_set(-EPROTO, "--api-socket %s: bad reply: %s", c->path, jerr.text);
+            }
+            return 0;
         }
-        ssize_t got = read(fd, buf + len, cap - len);
+        if (c->len == CTL_MAX_LINE)
+            return err_set(-E2BIG, "--api-socket %s: reply too long", c->path);
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int n = poll(&p, 1, timeout_ms);
+        if (n < 0)
+            return errno == EINTR ? -EINTR : err_sys(-errno, "poll");
+        if (n == 0)
+            return -ETIMEDOUT;
+        ssize_t got = read(c->fd, c->buf + c->len, CTL_MAX_LINE - c->len);
         if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            rc = err_set(-EPIPE, "--api-socket %s: connection closed before a reply", path);
-            break;
-        }
-        len += (size_t)got;
-        if (memchr(buf, '\n', len))
-            break;
+            return -EINTR;
+        if (got <= 0)
+            return err_set(-EPIPE, "--api-socket %s: connection closed before a reply", c->path);
+        c->len += (size_t)got;
     }
-    close(fd);
-    if (!rc) {
-        json_error_t jerr;
-        *reply = json_loadb(buf, (size_t)((char *)memchr(buf, '\n', len) - buf), 0, &jerr);
-        if (!*reply)
-            rc = err_set(-EPROTO, "--api-socket %s: bad reply: %s", path, jerr.text);
+}
+
+/* Blocking client: one request, one reply line. With request NULL it only tests connecting. */
+int ctl_request(const char *path, json_t *request, json_t **reply)
+{
+    if (!request) {
+        int fd;
+        int rc = ctl_connect(path, &fd);
+        if (!rc)
+            close(fd);
+        return rc;
     }
-    free(buf);
+    struct ctl_client *c;
+    int rc = ctl_open(path, request, &c);
+    if (rc)
+        return rc;
+    do
+        rc = ctl_read_message(c, -1, reply);
+    while (rc == -EINTR);
+    ctl_client_close(c);
     return rc;
 }

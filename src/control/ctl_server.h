@@ -24,7 +24,23 @@ int ctl_server_start(uv_loop_t *loop, const char *path, ctl_handler_fn handler, 
 /* Closes the listener and every connection, and removes the socket file. */
 void ctl_server_close(struct ctl_server *srv);
 
+/* Called from a handler: the connection being served also gets every later broadcast, as
+ * {"event": ...} lines, until it closes. */
+void ctl_server_subscribe_current(struct ctl_server *srv);
+/* Sends event (a reference taken) to every subscribed connection. */
+void ctl_server_broadcast(struct ctl_server *srv, json_t *event);
+/* Calls cb once everything written so far has gone out (at once when nothing is pending). */
+void ctl_server_when_drained(struct ctl_server *srv, void (*cb)(void *opaque), void *opaque);
+
 /* Client side: sends one request on a new connection and returns the parsed reply. */
 int ctl_request(const char *path, json_t *request, json_t **reply);
+
+/* Client side, for commands that stream events: connect and send a request, then read lines
+ * (each a JSON object) until the caller is done. timeout_ms < 0 waits for ever; -ETIMEDOUT when
+ * it passes, -EINTR when a signal arrived. */
+struct ctl_client;
+int ctl_open(const char *path, json_t *request, struct ctl_client **out);
+int ctl_read_message(struct ctl_client *c, int timeout_ms, json_t **msg);
+void ctl_client_close(struct ctl_client *c);
 
 #endif

@@ -207,6 +207,12 @@ bool mem_dirty_next(struct mem *mem, uint64_t *page)
     return false;
 }
 
+bool mem_dirty_take(struct mem *mem, uint64_t page)
+{
+    uint64_t bit = 1ull << (page % 64);
+    return __atomic_fetch_and(&mem->dirty[page / 64], ~bit, __ATOMIC_RELAXED) & bit;
+}
+
 int mem_dirty_stop(struct mem *mem, int vm_fd)
 {
     free(mem->dirty);

@@ -62,6 +62,8 @@ int mem_dirty_sync(struct mem *mem, int vm_fd, uint64_t *marked);
 void mem_dirty_mark(struct mem *mem, uint64_t gpa, uint64_t len);
 /* Finds the next marked page at or after *page, clears its bit; false when there is none. */
 bool mem_dirty_next(struct mem *mem, uint64_t *page);
+/* Clears page's mark; true if it was marked. */
+bool mem_dirty_take(struct mem *mem, uint64_t page);
 int mem_dirty_stop(struct mem *mem, int vm_fd);
 uint64_t mem_page_gpa(const struct mem *mem, uint64_t page);
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <zlib.h>
 
 #define MSR_IA32_TSC 0x10u
@@ -135,7 +136,7 @@ static bool page_is_zero(const uint8_t *p)
 
 static int mig_send_pages(struct mig_writer *w, uint64_t gpa, const uint8_t *host, uint32_t pages,
                           const struct mig_capture_options *opt, uint8_t *zbuf, size_t zcap,
-                          struct mig_stats *st)
+                          uint8_t *copy, struct mig_stats *st)
 {
     struct mig_ram_header h = {.gpa = gpa, .pages = pages};
     size_t len = (size_t)pages * MEM_PAGE_SIZE;
@@ -148,52 +149,92 @@ static int mig_send_pages(struct mig_writer *w, uint64_t gpa, const uint8_t *hos
             return mig_write_record_v(w, MIG_REC_RAM_ZLIB, 0, iov, 2);
         }
     }
+    if (copy) {
+        /* The guest runs on: the CRC must cover exactly the bytes that go out. */
+        memcpy(copy, host, len);
+        host = copy;
+    }
     struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)host, len}};
     st->raw_pages += pages;
     st->raw_bytes += len;
     return mig_write_record_v(w, MIG_REC_RAM_RAW, 0, iov, 2);
 }
 
-static int mig_capture_ram(struct vm *vm, struct mig_writer *w,
-                           const struct mig_capture_options *opt, struct mig_stats *st,
-                           uint64_t *pages_sent)
+static bool mig_zero_run(const uint8_t *base, uint64_t npages, uint64_t i, uint64_t *j)
 {
-    const struct mem *mem = vm_mem(vm);
-    size_t zcap = compressBound(MIG_RAM_MAX_PAGES_PER_RECORD * MEM_PAGE_SIZE);
-    uint8_t *zbuf = opt->compress_level >= 0 ? malloc(zcap) : NULL;
-    if (opt->compress_level >= 0 && !zbuf)
-        return err_set(-ENOMEM, "out of memory");
+    if (!page_is_zero(base + i * MEM_PAGE_SIZE))
+        return false;
+    uint64_t k = i + 1;
+    while (k < npages && page_is_zero(base + k * MEM_PAGE_SIZE))
+        k++;
+    *j = k;
+    return true;
+}
+
+/* Sends pages [i, j) of one region: runs of zero pages as one record each, others in records of
+ * up to MIG_RAM_MAX_PAGES_PER_RECORD pages. */
+static int mig_send_range(struct mig_capture *c, const struct mem_region *reg, uint64_t i,
+                          uint64_t end)
+{
+    const uint8_t *base = vm_mem(c->vm)->host + reg->offset;
     int rc = 0;
-    for (unsigned r = 0; r < mem->region_count && !rc; r++) {
-        const struct mem_region *reg = &mem->regions[r];
-        const uint8_t *base = mem->host + reg->offset;
-        uint64_t npages = reg->size / MEM_PAGE_SIZE;
-        uint64_t i = 0;
-        while (i < npages && !rc) {
-            uint64_t j = i;
-            if (page_is_zero(base + i * MEM_PAGE_SIZE)) {
-                while (j < npages && page_is_zero(base + j * MEM_PAGE_SIZE))
-                    j++;
-                /* A run of zero pages is one record, however long. */
-                for (uint64_t k = i; k < j && !rc; k += UINT32_MAX) {
-                    uint64_t n = j - k < UINT32_MAX ? j - k : UINT32_MAX;
-                    struct mig_ram_header h = {.gpa = reg->gpa + k * MEM_PAGE_SIZE,
-                                               .pages = (uint32_t)n};
-                    rc = mig_write_record(w, MIG_REC_RAM_ZERO, 0, &h, sizeof(h));
-                }
-                st->zero_pages += j - i;
-            } else {
-                while (j < npages && j - i < MIG_RAM_MAX_PAGES_PER_RECORD &&
-                       !page_is_zero(base + j * MEM_PAGE_SIZE))
-                    j++;
-                rc = mig_send_pages(w, reg->gpa + i * MEM_PAGE_SIZE, base + i * MEM_PAGE_SIZE,
-                                    (uint32_t)(j - i), opt, zbuf, zcap, st);
+    while (i < end && !rc) {
+        uint64_t j;
+        if (mig_zero_run(base, end, i, &j)) {
+            /* A run of zero pages is one record, however long. */
+            for (uint64_t k = i; k < j && !rc; k += UINT32_MAX) {
+                uint64_t n = j - k < UINT32_MAX ? j - k : UINT32_MAX;
+                struct mig_ram_header h = {.gpa = reg->gpa + k * MEM_PAGE_SIZE,
+                                           .pages = (uint32_t)n};
+                rc = mig_write_record(c->w, MIG_REC_RAM_ZERO, 0, &h, sizeof(h));
             }
-            *pages_sent += j - i;
-            i = j;
+            c->stats.zero_pages += j - i;
+        } else {
+            j = i + 1;
+            while (j < end && j - i < MIG_RAM_MAX_PAGES_PER_RECORD &&
+                   !page_is_zero(base + j * MEM_PAGE_SIZE))
+                j++;
+            rc = mig_send_pages(c->w, reg->gpa + i * MEM_PAGE_SIZE, base + i * MEM_PAGE_SIZE,
+                                (uint32_t)(j - i), &c->opt, c->zbuf, c->zcap, c->copy, &c->stats);
         }
+        c->pages += j - i;
+        i = j;
     }
-    free(zbuf);
+    return rc;
+}
+
+int mig_capture_ram_all(struct mig_capture *c)
+{
+    const struct mem *mem = vm_mem(c->vm);
+    int rc = 0;
+    for (unsigned r = 0; r < mem->region_count && !rc; r++)
+        rc = mig_send_range(c, &mem->regions[r], 0, mem->regions[r].size / MEM_PAGE_SIZE);
+    return rc;
+}
+
+int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent)
+{
+    struct mem *mem = vm_mem(c->vm);
+    uint64_t page = 0, count = 0;
+    int rc = 0;
+    /* Contiguous marked pages within one region go out as one range. */
+    while (!rc && mem_dirty_next(mem, &page)) {
+        const struct mem_region *reg = &mem->regions[0];
+        for (unsigned r = 1; r < mem->region_count; r++)
+            if (page * MEM_PAGE_SIZE >= mem->regions[r].offset)
+                reg = &mem->regions[r];
+        uint64_t base = reg->offset / MEM_PAGE_SIZE;
+        uint64_t limit = base + reg->size / MEM_PAGE_SIZE;
+        uint64_t last = page + 1;
+        while (last < limit && last - page < MIG_RAM_MAX_PAGES_PER_RECORD &&
+               mem_dirty_take(mem, last))
+            last++;
+        rc = mig_send_range(c, reg, page - base, last - base);
+        count += last - page;
+        page = last;
+    }
+    if (sent)
+        *sent = count;
     return rc;
 }
 
@@ -408,28 +449,48 @@ static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w)
 
 /* ---- capture --------------------------------------------------------------------------- */
 
-int mig_capture(struct vm *vm, struct mig_writer *w, const struct mig_capture_options *opt,
-                struct mig_stats *stats)
+int mig_capture_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
+                      const struct mig_capture_options *opt)
 {
-    struct mig_stats st = {0};
-    uint64_t pages = 0;
-    uint32_t records_before = w->records;
+    memset(c, 0, sizeof(*c));
+    c->vm = vm;
+    c->w = w;
+    c->opt = *opt;
+    c->records_before = w->records;
+    if (opt->compress_level >= 0) {
+        c->zcap = compressBound(MIG_RAM_MAX_PAGES_PER_RECORD * MEM_PAGE_SIZE);
+        c->zbuf = malloc(c->zcap);
+        if (!c->zbuf)
+            return err_set(-ENOMEM, "out of memory");
+    }
+    if (opt->live && !(c->copy = malloc(MIG_RAM_MAX_PAGES_PER_RECORD * MEM_PAGE_SIZE)))
+        return err_set(-ENOMEM, "out of memory");
     int rc = mig_write_header(w);
     if (!rc)
         rc = mig_capture_config(vm, w);
-    if (!rc)
-        rc = mig_capture_ram(vm, w, opt, &st, &pages);
-    if (!rc) {
-        uint8_t serial[DEV_SERIAL_STATE_MAX];
-        size_t n = dev_serial_save(vm_serial(vm), serial);
-        rc = mig_write_record(w, MIG_REC_SERIAL, 0, serial, n);
-    }
+    return rc;
+}
+
+void mig_capture_end(struct mig_capture *c)
+{
+    free(c->zbuf);
+    free(c->copy);
+    c->zbuf = c->copy = NULL;
+}
+
+int mig_capture_state(struct mig_capture *c)
+{
+    struct vm *vm = c->vm;
+    struct mig_writer *w = c->w;
+    uint8_t serial[DEV_SERIAL_STATE_MAX];
+    size_t n = dev_serial_save(vm_serial(vm), serial);
+    int rc = mig_write_record(w, MIG_REC_SERIAL, 0, serial, n);
     for (uint32_t chip = 0; chip < 3 && !rc; chip++) {
-        struct kvm_irqchip c = {.chip_id = chip};
-        if (ioctl(vm_fd(vm), KVM_GET_IRQCHIP, &c) < 0)
+        struct kvm_irqchip ic = {.chip_id = chip};
+        if (ioctl(vm_fd(vm), KVM_GET_IRQCHIP, &ic) < 0)
             rc = err_sys(-errno, "KVM_GET_IRQCHIP %u", chip);
         else
-            rc = mig_write_record(w, MIG_REC_IRQCHIP, chip, &c, sizeof(c));
+            rc = mig_write_record(w, MIG_REC_IRQCHIP, chip, &ic, sizeof(ic));
     }
     if (!rc) {
         struct kvm_pit_state2 pit;
@@ -453,12 +514,26 @@ int mig_capture(struct vm *vm, struct mig_writer *w, const struct mig_capture_op
             rc = mig_write_record(w, MIG_REC_CLOCK, 0, &clock, sizeof(clock));
     }
     if (!rc) {
-        struct mig_end end = {
-            .records = w->records - records_before, .vcpus = vm_cpu_count(vm), .ram_pages = pages};
+        struct mig_end end = {.records = w->records - c->records_before,
+                              .vcpus = vm_cpu_count(vm),
+                              .ram_pages = c->pages};
         rc = mig_write_record(w, MIG_REC_END, 0, &end, sizeof(end));
     }
+    return rc;
+}
+
+int mig_capture(struct vm *vm, struct mig_writer *w, const struct mig_capture_options *opt,
+                struct mig_stats *stats)
+{
+    struct mig_capture c;
+    int rc = mig_capture_begin(&c, vm, w, opt);
+    if (!rc)
+        rc = mig_capture_ram_all(&c);
+    if (!rc)
+        rc = mig_capture_state(&c);
     if (stats)
-        *stats = st;
+        *stats = c.stats;
+    mig_capture_end(&c);
     return rc;
 }
 
@@ -710,8 +785,13 @@ static int mig_apply(struct vm *vm, struct mig_vm_state *s, const struct mig_con
     return rc;
 }
 
-int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg)
+int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
+                struct mig_restore_info *info)
 {
+    struct mig_restore_info local = {0};
+    if (!info)
+        info = &local;
+    memset(info, 0, sizeof(*info));
     struct mig_vm_state *s = calloc(1, sizeof(*s));
     if (!s)
         return err_set(-ENOMEM, "out of memory");
@@ -728,7 +808,14 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
         case MIG_REC_RAM_RAW:
         case MIG_REC_RAM_ZLIB:
             rc = mig_restore_ram(vm, &rec);
+            info->ram_records++;
             break;
+        case MIG_REC_SWITCHOVER: {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            info->switchover_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+            break;
+        }
         case MIG_REC_SERIAL:
             rc = dev_serial_load(vm_serial(vm), rec.payload, rec.length);
             if (rc) {

@@ -21,9 +21,11 @@ struct mig_config {
     struct kvm_cpuid2 *cpuid[VM_MAX_CPUS]; /* each vCPU's CPUID table */
 };
 
-/* compress_level: -1 for raw pages, 0..9 for zlib. */
+/* compress_level: -1 for raw pages, 0..9 for zlib. live: the VM runs while RAM is sent, so
+ * raw pages are copied before their CRC is taken. */
 struct mig_capture_options {
     int compress_level;
+    bool live;
 };
 
 struct mig_stats {
@@ -31,8 +33,31 @@ struct mig_stats {
     uint64_t raw_bytes, zlib_bytes; /* payload bytes written for RAW / ZLIB records */
 };
 
+/* A whole stream in one go (snapshots). */
 int mig_capture(struct vm *vm, struct mig_writer *w, const struct mig_capture_options *opt,
                 struct mig_stats *stats);
+
+/* The same stream in steps, for live migration: begin (header, CONFIG), RAM passes while the VM
+ * runs, then the state while it is paused. The context counts what END must announce. */
+struct mig_capture {
+    struct vm *vm;
+    struct mig_writer *w;
+    struct mig_capture_options opt;
+    struct mig_stats stats;
+    uint64_t pages;          /* pages covered by RAM records so far */
+    uint32_t records_before; /* writer's count before the header */
+    uint8_t *zbuf, *copy;
+    size_t zcap;
+};
+int mig_capture_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
+                      const struct mig_capture_options *opt);
+/* Every page of guest RAM. */
+int mig_capture_ram_all(struct mig_capture *c);
+/* Every page marked in the memory's dirty bitmap (clearing the marks); *sent counts pages. */
+int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent);
+/* Devices, vCPUs, clock and END. The VM must be paused. */
+int mig_capture_state(struct mig_capture *c);
+void mig_capture_end(struct mig_capture *c);
 
 /* Pure: decodes and checks a CONFIG payload. */
 int mig_config_parse(const uint8_t *payload, size_t len, struct mig_config *cfg);
@@ -40,7 +65,13 @@ void mig_config_free(struct mig_config *cfg);
 /* Reads the stream header and the CONFIG record that must follow it. */
 int mig_read_config(struct mig_reader *r, struct mig_config *cfg);
 
-int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg);
+/* What a restore saw on the way; switchover_ns is 0 unless a SWITCHOVER record came. */
+struct mig_restore_info {
+    uint64_t switchover_ns; /* CLOCK_MONOTONIC when it was read */
+    uint64_t ram_records;
+};
+int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
+                struct mig_restore_info *info);
 
 /* The rules every reader (restore, inspect) applies to a record at its place in the stream,
  * beyond what mig_read_record checks alone: no second CONFIG, per-vCPU records within the VM's

@@ -44,6 +44,7 @@ static const struct mig_type_info mig_types[] = {
     {MIG_REC_LAPIC, "LAPIC", sizeof(struct kvm_lapic_state), 0, 0},
     {MIG_REC_DEBUGREGS, "DEBUGREGS", sizeof(struct kvm_debugregs), 0, 0},
     {MIG_REC_TSC_KHZ, "TSC_KHZ", 4, 0, 0},
+    {MIG_REC_SWITCHOVER, "SWITCHOVER", sizeof(struct mig_switchover), 0, 0},
     {MIG_REC_END, "END", sizeof(struct mig_end), 0, 0},
 };
 
@@ -63,8 +64,7 @@ const char *mig_record_name(uint16_t type)
 
 uint16_t mig_record_default_flags(uint16_t type)
 {
-    (void)type;
-    return MIG_REC_MANDATORY;
+    return type == MIG_REC_SWITCHOVER ? 0 : MIG_REC_MANDATORY;
 }
 
 bool mig_record_is_ram(uint16_t type)

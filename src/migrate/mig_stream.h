@@ -43,6 +43,7 @@ enum mig_record_type {
     MIG_REC_LAPIC = 0x0048,
     MIG_REC_DEBUGREGS = 0x0049,
     MIG_REC_TSC_KHZ = 0x004a,
+    MIG_REC_SWITCHOVER = 0x0100, /* optional: live migration's source paused here */
     MIG_REC_END = 0x7fff,
 };
 
@@ -53,6 +54,11 @@ struct mig_ram_header {
     uint32_t reserved;
 };
 #define MIG_RAM_MAX_PAGES_PER_RECORD 256u
+
+/* SWITCHOVER: the source paused the VM; what follows is the final pass and the state. */
+struct mig_switchover {
+    uint64_t dirty_pages; /* pages the final pass sends */
+};
 
 /* END: counts the reader checks against what it received. */
 struct mig_end {
@@ -96,7 +102,8 @@ int mig_write_record(struct mig_writer *w, uint16_t type, uint32_t index, const 
                      size_t len);
 int mig_write_record_v(struct mig_writer *w, uint16_t type, uint32_t index, const struct iovec *iov,
                        int iovcnt);
-/* The default flags of a type: mandatory for everything tern writes today. */
+/* The default flags of a type: mandatory for all but SWITCHOVER, which a reader that does not
+ * know it may skip. */
 uint16_t mig_record_default_flags(uint16_t type);
 
 /* Readers pull bytes from a source that returns 0, or -errno (-ENODATA at a clean end). */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Kicks a vCPU thread out of KVM_RUN. The handler does nothing; what matters is that it is
@@ -34,8 +35,9 @@ struct vcpu {
     enum vcpu_state state;
     bool pause_requested;
     bool stop_requested;
-    bool parked;     /* parked by the guest or after a fatal exit: never runs again */
-    bool io_pending; /* last exit was IO/MMIO: KVM completes it on the next KVM_RUN */
+    bool parked;          /* parked by the guest or after a fatal exit: never runs again */
+    bool io_pending;      /* last exit was IO/MMIO: KVM completes it on the next KVM_RUN */
+    uint64_t throttle_ns; /* sleep this long before running on (auto-converge) */
 };
 
 static void vcpu_kick_handler(int sig)
@@ -65,7 +67,11 @@ int vcpu_create(int vm_fd, unsigned index, size_t run_size, struct dev_bus *bus,
     v->events = events;
     v->run_size = run_size;
     pthread_mutex_init(&v->lock, NULL);
-    pthread_cond_init(&v->cond, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&v->cond, &attr);
+    pthread_condattr_destroy(&attr);
     v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
     if (v->fd < 0) {
         int rc = -errno;
@@ -240,6 +246,21 @@ static void vcpu_complete_io(struct vcpu *v)
     v->io_pending = false;
 }
 
+/* Sleeps out a throttle request, waking early for a pause or stop. The vCPU counts as running:
+ * a pause request simply ends the sleep. */
+static void vcpu_throttle_sleep_locked(struct vcpu *v)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + v->throttle_ns;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    v->throttle_ns = 0;
+    while (!v->stop_requested && !v->pause_requested)
+        if (pthread_cond_timedwait(&v->cond, &v->lock, &ts) == ETIMEDOUT)
+            break;
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -264,6 +285,10 @@ static void *vcpu_thread(void *arg)
         }
         if (v->stop_requested)
             break;
+        if (v->throttle_ns) {
+            vcpu_throttle_sleep_locked(v);
+            continue; /* a pause or stop may have come meanwhile */
+        }
         v->state = VCPU_RUNNING;
         /* Cleared under the lock: a pause request made after this point sets it again (and
          * kicks), so KVM_RUN returns at once instead of missing the request. */
@@ -325,6 +350,15 @@ void vcpu_pause_wait(struct vcpu *v)
     pthread_mutex_lock(&v->lock);
     while (v->started && v->state == VCPU_RUNNING)
         pthread_cond_wait(&v->cond, &v->lock);
+    pthread_mutex_unlock(&v->lock);
+}
+
+void vcpu_throttle(struct vcpu *v, uint64_t sleep_ns)
+{
+    pthread_mutex_lock(&v->lock);
+    v->throttle_ns = sleep_ns;
+    if (sleep_ns)
+        vcpu_kick_locked(v);
     pthread_mutex_unlock(&v->lock);
 }
 

@@ -44,6 +44,8 @@ int vcpu_start(struct vcpu *v);
 void vcpu_pause_request(struct vcpu *v);
 void vcpu_pause_wait(struct vcpu *v);
 void vcpu_resume(struct vcpu *v);
+/* Makes the vCPU leave KVM_RUN and sleep for sleep_ns before it runs on (auto-converge). */
+void vcpu_throttle(struct vcpu *v, uint64_t sleep_ns);
 /* Stops the thread for good and joins it. Safe on a vCPU never started. */
 void vcpu_stop(struct vcpu *v);
 

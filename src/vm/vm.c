@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 /* KVM needs three pages for the real-mode TSS and one for the identity-map table on Intel; both
@@ -46,6 +47,13 @@ struct vm {
     vm_end_fn on_end;
     void *on_end_opaque;
     bool end_reported;
+
+    /* Auto-converge: a thread that makes every vCPU sleep a share of each time slice. */
+    pthread_mutex_t throttle_lock;
+    pthread_cond_t throttle_cond;
+    pthread_t throttle_thread;
+    bool throttle_running;
+    unsigned throttle_pct;
 };
 
 uint64_t vm_host_ram_bytes(void)
@@ -252,6 +260,12 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
     vm->on_end = on_end;
     vm->on_end_opaque = opaque;
     pthread_mutex_init(&vm->end_lock, NULL);
+    pthread_mutex_init(&vm->throttle_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&vm->throttle_cond, &attr);
+    pthread_condattr_destroy(&attr);
     int rc = uv_async_init(loop, &vm->end_async, vm_on_end_async);
     if (rc) {
         free(vm);
@@ -340,8 +354,68 @@ bool vm_is_paused(const struct vm *vm)
     return vm->paused;
 }
 
+/* Each vCPU runs VM_THROTTLE_SLICE_NS, then sleeps pct/(100-pct) of that, so it gets
+ * (100-pct)% of its time. Short slices keep the guest responsive while it is slowed. */
+#define VM_THROTTLE_SLICE_NS 10000000ull
+
+static void *vm_throttle_thread(void *arg)
+{
+    struct vm *vm = arg;
+    pthread_setname_np(pthread_self(), "throttle");
+    pthread_mutex_lock(&vm->throttle_lock);
+    while (vm->throttle_pct) {
+        uint64_t sleep_ns = VM_THROTTLE_SLICE_NS * vm->throttle_pct / (100 - vm->throttle_pct);
+        for (unsigned i = 0; i < vm->cpu_count; i++)
+            vcpu_throttle(vm->vcpus[i], sleep_ns);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + sleep_ns + VM_THROTTLE_SLICE_NS;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&vm->throttle_cond, &vm->throttle_lock, &ts);
+    }
+    pthread_mutex_unlock(&vm->throttle_lock);
+    return NULL;
+}
+
+int vm_set_throttle(struct vm *vm, unsigned pct)
+{
+    if (pct > 99)
+        pct = 99;
+    pthread_mutex_lock(&vm->throttle_lock);
+    vm->throttle_pct = pct;
+    pthread_cond_broadcast(&vm->throttle_cond);
+    bool join = !pct && vm->throttle_running;
+    int rc = 0;
+    if (pct && !vm->throttle_running) {
+        rc = pthread_create(&vm->throttle_thread, NULL, vm_throttle_thread, vm);
+        if (rc)
+            rc = err_sys(-rc, "cannot start the throttle thread");
+        else
+            vm->throttle_running = true;
+    }
+    if (join)
+        vm->throttle_running = false;
+    pthread_mutex_unlock(&vm->throttle_lock);
+    if (join) {
+        pthread_join(vm->throttle_thread, NULL);
+        for (unsigned i = 0; i < vm->cpu_count; i++)
+            vcpu_throttle(vm->vcpus[i], 0);
+    }
+    return rc;
+}
+
+unsigned vm_throttle(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->throttle_lock);
+    unsigned pct = vm->throttle_pct;
+    pthread_mutex_unlock(&vm->throttle_lock);
+    return pct;
+}
+
 void vm_stop(struct vm *vm)
 {
+    vm_set_throttle(vm, 0);
     for (unsigned i = 0; i < vm->cpu_count; i++)
         if (vm->vcpus[i])
             vcpu_stop(vm->vcpus[i]);
@@ -353,6 +427,8 @@ static void vm_on_closed(uv_handle_t *h)
 {
     struct vm *vm = h->data;
     pthread_mutex_destroy(&vm->end_lock);
+    pthread_mutex_destroy(&vm->throttle_lock);
+    pthread_cond_destroy(&vm->throttle_cond);
     free(vm);
 }
 

@@ -48,6 +48,9 @@ int vm_start(struct vm *vm, bool paused);
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 bool vm_is_paused(const struct vm *vm);
+/* Auto-converge: each vCPU gets only (100 - pct)% of its time (pct 0..99; 0 lifts it). */
+int vm_set_throttle(struct vm *vm, unsigned pct);
+unsigned vm_throttle(struct vm *vm);
 /* Stops every vCPU thread for good and writes out pending serial output. */
 void vm_stop(struct vm *vm);
 /* Releases everything; the loop must run once more to finish closing handles. */

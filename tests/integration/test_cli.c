@@ -63,7 +63,7 @@ Test(cli, bad_sizes)
     int st = run_tern(&p, 5000, "run", "--mem", "12Q", "--kernel", harness_guest("hello"), NULL);
     expect_error("--mem: '12Q' is not a size", &p, st);
     st = run_tern(&p, 5000, "run", "--mem", "0", "--kernel", harness_guest("hello"), NULL);
-    expect_error("--mem: size must not be zero", &p, st);
+    expect_error("--mem: must not be zero", &p, st);
     st = run_tern(&p, 5000, "run", "--mem", "5000", "--kernel", harness_guest("hello"), NULL);
     expect_error("--mem: 5000 bytes is not a multiple of 4 KiB", &p, st);
     st = run_tern(&p, 5000, "run", "--mem", "64T", "--kernel", harness_guest("hello"), NULL);

@@ -1,0 +1,50 @@
+/* mig_dest: the receiving side of a live migration (tern run --incoming tcp:ADDR:PORT).
+ *
+ * Listens on the loop and takes one migration: the first connection gets a worker thread that
+ * answers the handshake with this host's capabilities, reads the stream into a VM the caller
+ * builds (create_vm runs on the loop once CONFIG is known), says "ready" once the whole state is
+ * restored, and on the source's "go" has the caller start the VM (start_vm, on the loop) and
+ * answers "resumed". Any other connection meanwhile is told it is refused and closed. on_done
+ * runs once on the loop when the migration is over, with the listener and connection closed:
+ * ok says whether the VM now runs here; otherwise message says why, and the caller owns any VM
+ * create_vm made (never started) and must discard it.
+ */
+#ifndef TERN_MIG_DEST_H
+#define TERN_MIG_DEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "migrate/mig_state.h"
+
+struct mig_dest_params {
+    char host[256];
+    char port[16];
+    unsigned idle_ms;   /* 0: MIG_DEFAULT_IDLE_MS */
+    uint64_t mem_given; /* --mem the destination was started with, or 0 */
+    unsigned cpus_given;
+    void *opaque;
+    int (*create_vm)(void *opaque, const struct mig_config *cfg, struct vm **out);
+    int (*start_vm)(void *opaque);
+    void (*on_done)(void *opaque, bool ok, const char *message);
+};
+
+struct mig_dest_result {
+    double downtime_ms; /* SWITCHOVER record -> VM running */
+    double total_ms;    /* connection -> VM running */
+    uint64_t bytes;
+};
+
+struct mig_dest;
+
+/* Binds and listens; prints nothing. *port_out gets the bound port (useful with port 0). On
+ * failure nothing is left for the caller (what was made goes on the loop's next turn). */
+int mig_dest_listen(uv_loop_t *loop, const struct mig_dest_params *params, struct mig_dest **out,
+                    unsigned *port_out);
+void mig_dest_result(const struct mig_dest *d, struct mig_dest_result *out);
+/* Stops waiting (e.g. on SIGTERM): on_done follows with ok false. */
+void mig_dest_cancel(struct mig_dest *d);
+void mig_dest_free(struct mig_dest *d);
+
+#endif

@@ -1,0 +1,209 @@
+#include "migrate/mig_handshake.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+const struct mig_hs_feature_reg mig_hs_feature_regs[MIG_HS_FEATURE_REGS] = {
+    {1, 0, 2, "1.ECX"},
+    {1, 0, 3, "1.EDX"},
+    {7, 0, 1, "7.0.EBX"},
+    {7, 0, 2, "7.0.ECX"},
+    {7, 0, 3, "7.0.EDX"},
+    {0xd, 1, 0, "0xD.1.EAX"},
+    {0x80000001, 0, 2, "0x80000001.ECX"},
+    {0x80000001, 0, 3, "0x80000001.EDX"},
+};
+
+/* Bits that are not features of the host but state of the guest, which KVM reflects into the
+ * vCPU's CPUID at run time: OSXSAVE (CR4.OSXSAVE), HTT (tern sets it for SMP guests), APIC
+ * (cleared while the guest has its APIC disabled) and OSPKE (CR4.PKE). */
+static const uint32_t mig_hs_dynamic[MIG_HS_FEATURE_REGS] = {
+    1u << 27, (1u << 28) | (1u << 9), 0, 1u << 4, 0, 0, 0, 0,
+};
+
+static uint32_t cpuid_reg(const struct kvm_cpuid_entry2 *e, uint8_t reg)
+{
+    switch (reg) {
+    case 0:
+        return e->eax;
+    case 1:
+        return e->ebx;
+    case 2:
+        return e->ecx;
+    default:
+        return e->edx;
+    }
+}
+
+void mig_hs_features(const struct kvm_cpuid2 *cpuid, uint32_t out[MIG_HS_FEATURE_REGS])
+{
+    for (unsigned k = 0; k < MIG_HS_FEATURE_REGS; k++) {
+        const struct mig_hs_feature_reg *f = &mig_hs_feature_regs[k];
+        out[k] = 0;
+        for (uint32_t i = 0; i < cpuid->nent; i++) {
+            const struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+            bool indexed = e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+            if (e->function == f->leaf && (!indexed || e->index == f->subleaf))
+                out[k] = cpuid_reg(e, f->reg) & ~mig_hs_dynamic[k];
+        }
+    }
+}
+
+static json_t *features_to_json(const uint32_t f[MIG_HS_FEATURE_REGS])
+{
+    json_t *o = json_object();
+    for (unsigned k = 0; k < MIG_HS_FEATURE_REGS; k++)
+        json_object_set_new(o, mig_hs_feature_regs[k].name, json_integer(f[k]));
+    return o;
+}
+
+/* Reads an integer member within [0, max]; a missing or wrong one is an error naming it. */
+static int get_uint(json_t *obj, const char *key, uint64_t max, uint64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
+        return -EPROTO;
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int features_from_json(json_t *obj, uint32_t f[MIG_HS_FEATURE_REGS])
+{
+    json_t *o = json_object_get(obj, "cpuid");
+    if (!json_is_object(o))
+        return -EPROTO;
+    for (unsigned k = 0; k < MIG_HS_FEATURE_REGS; k++) {
+        uint64_t v;
+        if (get_uint(o, mig_hs_feature_regs[k].name, UINT32_MAX, &v))
+            return -EPROTO;
+        f[k] = (uint32_t)v;
+    }
+    return 0;
+}
+
+json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
+{
+    return json_pack("{s:i,s:i,s:i,s:I,s:i,s:i,s:i,s:b,s:o}", "protocol", MIG_HS_PROTOCOL,
+                     "stream_major", (int)n->stream_major, "stream_minor", (int)n->stream_minor,
+                     "mem", (json_int_t)n->mem_size, "cpus", (int)n->cpus, "xsave_size",
+                     (int)n->xsave_size, "nested_size", (int)n->nested_size, "evmcs", n->evmcs,
+                     "cpuid", features_to_json(n->features));
+}
+
+int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
+{
+    uint64_t proto, major, minor, mem, cpus, xsave, nested;
+    memset(n, 0, sizeof(*n));
+    if (!json_is_object(obj) || get_uint(obj, "protocol", UINT32_MAX, &proto) ||
+        proto != MIG_HS_PROTOCOL || get_uint(obj, "stream_major", 65535, &major) ||
+        get_uint(obj, "stream_minor", 65535, &minor) || get_uint(obj, "mem", INT64_MAX, &mem) ||
+        get_uint(obj, "cpus", 1u << 16, &cpus) || get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
+        get_uint(obj, "nested_size", 1u << 24, &nested) ||
+        !json_is_boolean(json_object_get(obj, "evmcs")) || features_from_json(obj, n->features))
+        return -EPROTO;
+    n->stream_major = (unsigned)major;
+    n->stream_minor = (unsigned)minor;
+    n->mem_size = mem;
+    n->cpus = (unsigned)cpus;
+    n->xsave_size = (uint32_t)xsave;
+    n->nested_size = (uint32_t)nested;
+    n->evmcs = json_is_true(json_object_get(obj, "evmcs"));
+    return 0;
+}
+
+json_t *mig_hs_caps_to_json(const struct mig_hs_caps *c)
+{
+    return json_pack("{s:i,s:i,s:I,s:b,s:i,s:b,s:i,s:i,s:b,s:o}", "stream_major",
+                     (int)c->stream_major, "stream_minor", (int)c->stream_minor, "mem_limit",
+                     (json_int_t)c->mem_limit, "mem_exact", c->mem_exact, "max_cpus",
+                     (int)c->max_cpus, "cpus_exact", c->cpus_exact, "xsave_size",
+                     (int)c->xsave_size, "nested_max", (int)c->nested_max, "evmcs", c->evmcs,
+                     "cpuid", features_to_json(c->features));
+}
+
+int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
+{
+    uint64_t major, minor, mem, cpus, xsave, nested;
+    memset(c, 0, sizeof(*c));
+    if (!json_is_object(obj) || get_uint(obj, "stream_major", 65535, &major) ||
+        get_uint(obj, "stream_minor", 65535, &minor) ||
+        get_uint(obj, "mem_limit", INT64_MAX, &mem) ||
+        !json_is_boolean(json_object_get(obj, "mem_exact")) ||
+        get_uint(obj, "max_cpus", 1u << 16, &cpus) ||
+        !json_is_boolean(json_object_get(obj, "cpus_exact")) ||
+        get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
+        get_uint(obj, "nested_max", 1u << 24, &nested) ||
+        !json_is_boolean(json_object_get(obj, "evmcs")) || features_from_json(obj, c->features))
+        return -EPROTO;
+    c->stream_major = (unsigned)major;
+    c->stream_minor = (unsigned)minor;
+    c->mem_limit = mem;
+    c->mem_exact = json_is_true(json_object_get(obj, "mem_exact"));
+    c->max_cpus = (unsigned)cpus;
+    c->cpus_exact = json_is_true(json_object_get(obj, "cpus_exact"));
+    c->xsave_size = (uint32_t)xsave;
+    c->nested_max = (uint32_t)nested;
+    c->evmcs = json_is_true(json_object_get(obj, "evmcs"));
+    return 0;
+}
+
+int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char *why,
+                 size_t why_size)
+{
+    if (n->stream_major != c->stream_major) {
+        snprintf(why, why_size,
+                 "stream format %u.%u cannot be read by a destination of format %u.x",
+                 n->stream_major, n->stream_minor, c->stream_major);
+        return -EPROTO;
+    }
+    if (c->mem_exact && n->mem_size != c->mem_limit) {
+        snprintf(why, why_size,
+                 "the VM has %llu MiB of RAM; the destination was started with --mem %llu MiB",
+                 (unsigned long long)(n->mem_size >> 20), (unsigned long long)(c->mem_limit >> 20));
+        return -EINVAL;
+    }
+    if (n->mem_size > c->mem_limit) {
+        snprintf(why, why_size,
+                 "the VM has %llu MiB of RAM; the destination host has only %llu MiB",
+                 (unsigned long long)(n->mem_size >> 20), (unsigned long long)(c->mem_limit >> 20));
+        return -ENOMEM;
+    }
+    if (c->cpus_exact ? n->cpus != c->max_cpus : n->cpus > c->max_cpus) {
+        snprintf(why, why_size, "the VM has %u vCPUs; the destination %s %u", n->cpus,
+                 c->cpus_exact ? "was started with --cpus" : "takes at most", c->max_cpus);
+        return -EINVAL;
+    }
+    if (n->xsave_size > c->xsave_size) {
+        snprintf(
+            why, why_size,
+            "the VM's XSAVE state is %u bytes; the destination's KVM takes %u (KVM_CAP_XSAVE2)",
+            n->xsave_size, c->xsave_size);
+        return -ENOTSUP;
+    }
+    if (n->nested_size > c->nested_max) {
+        snprintf(why, why_size,
+                 c->nested_max ? "the VM carries %u bytes of nested state; the destination's "
+                                 "KVM_CAP_NESTED_STATE is %u"
+                               : "the VM carries %u bytes of nested state; the destination has no "
+                                 "nested VMX (KVM_CAP_NESTED_STATE %u)",
+                 n->nested_size, c->nested_max);
+        return -ENOTSUP;
+    }
+    if (n->evmcs && !c->evmcs) {
+        snprintf(why, why_size,
+                 "the VM has an active enlightened VMCS; the destination lacks "
+                 "KVM_CAP_HYPERV_ENLIGHTENED_VMCS");
+        return -ENOTSUP;
+    }
+    for (unsigned k = 0; k < MIG_HS_FEATURE_REGS; k++) {
+        uint32_t missing = n->features[k] & ~c->features[k];
+        if (missing) {
+            snprintf(why, why_size,
+                     "the destination CPU lacks CPUID %s bit %d, which the guest was given",
+                     mig_hs_feature_regs[k].name, __builtin_ctz(missing));
+            return -ENOTSUP;
+        }
+    }
+    return 0;
+}

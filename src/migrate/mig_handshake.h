@@ -1,0 +1,63 @@
+/* mig_handshake: what a live migration's two sides tell each other before any RAM moves.
+ *
+ * The source sends a hello line (JSON): the stream format it writes and what the VM needs of
+ * the destination — RAM, vCPUs, XSAVE size, nested-state size and eVMCS, and the CPUID feature
+ * bits the guest was given. The destination answers with its own capabilities and a verdict;
+ * a refusal carries a reason naming the missing capability. Both sides check: the destination
+ * before it allocates anything, the source again on the answer. All functions here are pure.
+ */
+#ifndef TERN_MIG_HANDSHAKE_H
+#define TERN_MIG_HANDSHAKE_H
+
+#include <jansson.h>
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MIG_HS_PROTOCOL 1
+#define MIG_HS_FEATURE_REGS 8
+
+/* One CPUID feature register: leaf, subleaf, register (0 eax .. 3 edx). */
+struct mig_hs_feature_reg {
+    uint32_t leaf, subleaf;
+    uint8_t reg;
+    const char *name; /* "1.ECX" */
+};
+extern const struct mig_hs_feature_reg mig_hs_feature_regs[MIG_HS_FEATURE_REGS];
+
+struct mig_hs_need {
+    unsigned stream_major, stream_minor;
+    uint64_t mem_size;
+    unsigned cpus;
+    uint32_t xsave_size;
+    uint32_t nested_size; /* bytes of nested state the largest vCPU carries; 0: none */
+    bool evmcs;           /* an enlightened VMCS is active */
+    uint32_t features[MIG_HS_FEATURE_REGS];
+};
+
+struct mig_hs_caps {
+    unsigned stream_major, stream_minor;
+    uint64_t mem_limit; /* host RAM, or the --mem the destination was given */
+    bool mem_exact;     /* mem_limit came from --mem: the stream must match it */
+    unsigned max_cpus;  /* or the --cpus given */
+    bool cpus_exact;
+    uint32_t xsave_size;                    /* KVM_CAP_XSAVE2, or 4096 */
+    uint32_t nested_max;                    /* KVM_CAP_NESTED_STATE; 0: no nested support */
+    bool evmcs;                             /* KVM_CAP_HYPERV_ENLIGHTENED_VMCS */
+    uint32_t features[MIG_HS_FEATURE_REGS]; /* KVM_GET_SUPPORTED_CPUID */
+};
+
+/* The feature registers of a CPUID table (absent leaves read as 0). */
+void mig_hs_features(const struct kvm_cpuid2 *cpuid, uint32_t out[MIG_HS_FEATURE_REGS]);
+
+json_t *mig_hs_need_to_json(const struct mig_hs_need *need);
+int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *need);
+json_t *mig_hs_caps_to_json(const struct mig_hs_caps *caps);
+int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *caps);
+
+/* 0 when caps can take a VM that needs need; else -errno and a reason in why. */
+int mig_hs_check(const struct mig_hs_need *need, const struct mig_hs_caps *caps, char *why,
+                 size_t why_size);
+
+#endif

@@ -1,0 +1,646 @@
+#include "migrate/mig_source.h"
+
+#include "err/err.h"
+#include "memory/mem.h"
+#include "migrate/mig_chan.h"
+#include "migrate/mig_fault.h"
+#include "migrate/mig_handshake.h"
+#include "migrate/mig_state.h"
+#include "migrate/mig_stream.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+
+#define MIG_FIRST_THROTTLE 20u
+#define MIG_THROTTLE_STEP 10u
+#define MIG_MAX_THROTTLE 99u
+/* Passes smaller than this say little about the link's speed. */
+#define MIG_MIN_BANDWIDTH_SAMPLE (256u << 10)
+
+struct mig_source {
+    uv_loop_t *loop;
+    struct vm *vm;
+    struct mig_source_params params;
+    mig_source_done_fn on_done;
+    void *opaque;
+
+    uv_getaddrinfo_t resolve;
+    uv_connect_t connect;
+    uv_tcp_t *tcp;
+    uv_timer_t timeout_timer;
+    uv_async_t done_async;
+    struct mig_chan *ch;
+    pthread_t worker;
+    bool worker_started;
+    bool cancel_requested, timed_out;
+
+    pthread_mutex_t lock; /* guards progress */
+    struct mig_progress progress;
+    double start_ms;
+
+    /* Worker only. */
+    struct mig_writer writer;
+    bool pacing;
+    uint64_t pace_bytes;
+    double pace_start_ms;
+    bool pass_fault_armed;
+    uint64_t pass_start_offset;
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+const char *mig_phase_name(enum mig_phase phase)
+{
+    static const char *const names[] = {"connecting", "handshake", "first-pass",
+                                        "dirty-pass", "state",     "ack",
+                                        "completed",  "failed",    "cancelled"};
+    return phase <= MIG_PHASE_CANCELLED ? names[phase] : "?";
+}
+
+int mig_parse_tcp_uri(const char *what, const char *uri, char *host, size_t host_size, char *port,
+                      size_t port_size)
+{
+    if (!uri || strncmp(uri, "tcp:", 4))
+        return err_set(-EINVAL, "%s: '%s' is not a tcp:HOST:PORT URI", what, uri ? uri : "");
+    const char *h = uri + 4, *colon;
+    size_t hlen;
+    if (*h == '[') {
+        const char *end = strchr(h, ']');
+        if (!end || end[1] != ':')
+            return err_set(-EINVAL, "%s: '%s': an IPv6 host is written [ADDR]:PORT", what, uri);
+        h++;
+        hlen = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(h, ':');
+        if (!colon)
+            return err_set(-EINVAL, "%s: '%s' has no :PORT", what, uri);
+        hlen = (size_t)(colon - h);
+    }
+    const char *p = colon + 1;
+    char *endp;
+    unsigned long pn = strtoul(p, &endp, 10);
+    if (!*p || *endp || pn > 65535)
+        return err_set(-EINVAL, "%s: '%s': port '%s' is not 0-65535", what, uri, p);
+    if (hlen == 0 || hlen >= host_size)
+        return err_set(-EINVAL, "%s: '%s': missing or overlong host", what, uri);
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    snprintf(port, port_size, "%lu", pn);
+    return 0;
+}
+
+json_t *mig_progress_to_json(const struct mig_progress *p)
+{
+    json_t *o = json_pack(
+        "{s:s,s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:f}", "phase",
+        mig_phase_name(p->phase), "uri", p->uri, "pass", (int)p->pass, "bytes_sent",
+        (json_int_t)p->bytes_sent, "pages_sent", (json_int_t)p->pages_sent, "remaining_pages",
+        (json_int_t)p->remaining_pages, "dirty_rate", (json_int_t)p->dirty_rate, "throughput",
+        (json_int_t)p->throughput, "eta_ms", (json_int_t)p->eta_ms, "throttle_pct",
+        (int)p->throttle_pct, "zero_pages", (json_int_t)p->zero_pages, "raw_pages",
+        (json_int_t)p->raw_pages, "zlib_pages", (json_int_t)p->zlib_pages, "total_ms", p->total_ms);
+    if (p->phase == MIG_PHASE_COMPLETED) {
+        json_object_set_new(o, "downtime_ms", json_real(p->downtime_ms));
+        json_object_set_new(o, "dest_downtime_ms", json_real(p->dest_downtime_ms));
+    }
+    if (p->phase == MIG_PHASE_FAILED || p->phase == MIG_PHASE_CANCELLED) {
+        json_object_set_new(o, "message", json_string(p->message));
+        json_object_set_new(o, "source_paused", json_boolean(p->source_paused));
+    }
+    return o;
+}
+
+/* ---- progress -------------------------------------------------------------------------- */
+
+static void src_set_phase(struct mig_source *s, enum mig_phase phase, unsigned pass)
+{
+    pthread_mutex_lock(&s->lock);
+    s->progress.phase = phase;
+    s->progress.pass = pass;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void mig_source_progress(struct mig_source *s, struct mig_progress *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->progress;
+    if (out->phase < MIG_PHASE_COMPLETED)
+        out->total_ms = now_ms() - s->start_ms;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- the stream sink: fault injection, bandwidth cap, channel --------------------------- */
+
+static int src_sink(void *opaque, const void *buf, size_t len)
+{
+    struct mig_source *s = opaque;
+    if (s->pass_fault_armed && s->writer.offset - s->pass_start_offset > (1u << 20)) {
+        s->pass_fault_armed = false;
+        mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut");
+    }
+    int rc = mig_chan_write(s->ch, buf, len);
+    if (rc || !s->pacing)
+        return rc;
+    /* --bandwidth: sleep until the bytes sent so far fit the rate, in short naps so that a
+     * cancel or timeout is seen promptly. */
+    s->pace_bytes += len;
+    double due = s->pace_start_ms + (double)s->pace_bytes * 1e3 / (double)s->params.bandwidth;
+    for (double now = now_ms(); now < due && !rc; now = now_ms()) {
+        double nap = due - now < 20 ? due - now : 20;
+        struct timespec ts = {0, (long)(nap * 1e6)};
+        nanosleep(&ts, NULL);
+        rc = mig_chan_error(s->ch);
+    }
+    return rc;
+}
+
+/* ---- handshake ------------------------------------------------------------------------- */
+
+static int src_write_json(struct mig_source *s, json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = mig_chan_write(s->ch, text, strlen(text));
+    if (!rc)
+        rc = mig_chan_write(s->ch, "\n", 1);
+    free(text);
+    if (!rc)
+        rc = mig_chan_flush(s->ch);
+    return rc;
+}
+
+static int src_read_json(struct mig_source *s, const char *what, json_t **out)
+{
+    char *line = malloc(MIG_CHAN_MAX_LINE);
+    if (!line)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = mig_chan_read_line(s->ch, line, MIG_CHAN_MAX_LINE);
+    if (rc) {
+        free(line);
+        return err_context(rc, "waiting for the destination's %s", what);
+    }
+    json_error_t jerr;
+    *out = json_loads(line, 0, &jerr);
+    free(line);
+    if (!*out || !json_is_object(*out)) {
+        json_decref(*out);
+        return err_set(-EPROTO, "the destination's %s is not a JSON object", what);
+    }
+    return 0;
+}
+
+static int src_need(struct mig_source *s, struct mig_hs_need *need)
+{
+    struct vm *vm = s->vm;
+    memset(need, 0, sizeof(*need));
+    need->stream_major = MIG_VERSION_MAJOR;
+    need->stream_minor = MIG_VERSION_MINOR;
+    need->mem_size = vm_mem(vm)->size;
+    need->cpus = vm_cpu_count(vm);
+    int xsize = ioctl(vm_kvm_fd(vm), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    need->xsave_size = xsize > 4096 ? (uint32_t)xsize : 4096;
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 256 * sizeof(struct kvm_cpuid_entry2));
+    if (!c)
+        return err_set(-ENOMEM, "out of memory");
+    c->nent = 256;
+    int rc = 0;
+    if (ioctl(vm_vcpu_fd(vm, 0), KVM_GET_CPUID2, c) < 0)
+        rc = err_sys(-errno, "KVM_GET_CPUID2 on vCPU 0");
+    else
+        mig_hs_features(c, need->features);
+    free(c);
+    return rc;
+}
+
+static int src_handshake(struct mig_source *s)
+{
+    struct mig_hs_need need;
+    int rc = src_need(s, &need);
+    if (rc)
+        return rc;
+    rc = src_write_json(s, json_pack("{s:o}", "hello", mig_hs_need_to_json(&need)));
+    if (rc)
+        return rc;
+    if (mig_fault_cut_at("handshake"))
+        mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at handshake");
+    json_t *reply;
+    if ((rc = src_read_json(s, "answer to the handshake", &reply)))
+        return rc;
+    const char *reason = json_string_value(json_object_get(reply, "reason"));
+    struct mig_hs_caps caps;
+    char why[512] = "";
+    if (!json_is_true(json_object_get(reply, "accept"))) {
+        rc = err_set(-ECONNREFUSED, "the destination refused the migration: %s",
+                     reason ? reason : "no reason given");
+    } else if (mig_hs_caps_from_json(json_object_get(reply, "caps"), &caps)) {
+        rc = err_set(-EPROTO, "the destination's capabilities are malformed");
+    } else if (mig_hs_check(&need, &caps, why, sizeof(why))) {
+        /* The destination accepted, but we know better: tell it why before closing. */
+        rc = err_set(-ENOTSUP, "the destination cannot take this VM: %s", why);
+        src_write_json(s, json_pack("{s:s}", "abort", why));
+    }
+    json_decref(reply);
+    if (rc)
+        return rc;
+    return src_write_json(s, json_pack("{s:b}", "start", 1));
+}
+
+/* ---- passes ---------------------------------------------------------------------------- */
+
+static void src_note_stats(struct mig_source *s, const struct mig_capture *cap)
+{
+    pthread_mutex_lock(&s->lock);
+    s->progress.bytes_sent = s->writer.offset;
+    s->progress.pages_sent = cap->pages;
+    s->progress.zero_pages = cap->stats.zero_pages;
+    s->progress.raw_pages = cap->stats.raw_pages;
+    s->progress.zlib_pages = cap->stats.zlib_pages;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Runs one pass over the marked pages; returns its bytes and duration. */
+static int src_pass(struct mig_source *s, struct mig_capture *cap, uint64_t *bytes, double *ms)
+{
+    double t0 = now_ms();
+    s->pass_start_offset = s->writer.offset;
+    int rc = mig_capture_ram_dirty(cap, NULL);
+    *bytes = s->writer.offset - s->pass_start_offset;
+    *ms = now_ms() - t0;
+    s->pass_fault_armed = false;
+    src_note_stats(s, cap);
+    return rc;
+}
+
+/* Pre-copy until the remaining dirty set fits the downtime limit. Returns with the VM running. */
+static int src_precopy(struct mig_source *s, struct mig_capture *cap)
+{
+    struct vm *vm = s->vm;
+    struct mem *mem = vm_mem(vm);
+    /* The first sync write-protects every page (KVM_DIRTY_LOG_INITIALLY_SET leaves them all
+     * dirty and unprotected until cleared); the first pass then sends them all. */
+    int rc = mem_dirty_sync(mem, vm_fd(vm), NULL);
+    if (rc)
+        return rc;
+    for (unsigned r = 0; r < mem->region_count; r++)
+        mem_dirty_mark(mem, mem->regions[r].gpa, mem->regions[r].size);
+
+    unsigned pass = 1, strikes = 0, throttle = 0;
+    src_set_phase(s, MIG_PHASE_FIRST_PASS, pass);
+    s->pass_fault_armed = mig_fault_cut_at("first-pass");
+    double bandwidth = 0; /* bytes per ms */
+    double last_sync = now_ms();
+    for (;;) {
+        uint64_t bytes;
+        double ms;
+        if ((rc = src_pass(s, cap, &bytes, &ms)))
+            return rc;
+        if (bytes >= MIG_MIN_BANDWIDTH_SAMPLE || bandwidth == 0)
+            bandwidth = (double)bytes / (ms > 0.01 ? ms : 0.01);
+        uint64_t dirty;
+        double t = now_ms();
+        if ((rc = mem_dirty_sync(mem, vm_fd(vm), &dirty)))
+            return rc;
+        double dirty_rate =
+            (double)dirty * MEM_PAGE_SIZE / (t - last_sync > 0.01 ? t - last_sync : 0.01);
+        last_sync = t;
+        double eta = (double)dirty * MEM_PAGE_SIZE / bandwidth;
+        pthread_mutex_lock(&s->lock);
+        s->progress.remaining_pages = dirty;
+        s->progress.dirty_rate = (uint64_t)(dirty_rate * 1e3);
+        s->progress.throughput = (uint64_t)(bandwidth * 1e3);
+        s->progress.eta_ms = (uint64_t)eta;
+        pthread_mutex_unlock(&s->lock);
+        if (eta <= s->params.downtime_ms)
+            return 0;
+        /* Auto-converge: the guest dirtied faster than the link carried, twice in a row. */
+        strikes = dirty_rate > bandwidth ? strikes + 1 : 0;
+        if (strikes >= 2) {
+            throttle = throttle ? throttle + MIG_THROTTLE_STEP : MIG_FIRST_THROTTLE;
+            if (throttle > MIG_MAX_THROTTLE)
+                throttle = MIG_MAX_THROTTLE;
+            if ((rc = vm_set_throttle(vm, throttle)))
+                return rc;
+            pthread_mutex_lock(&s->lock);
+            s->progress.throttle_pct = throttle;
+            pthread_mutex_unlock(&s->lock);
+            strikes = 0;
+        }
+        src_set_phase(s, MIG_PHASE_DIRTY_PASS, ++pass);
+        if (pass == 2 && mig_fault_cut_at("dirty-pass"))
+            mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut");
+    }
+}
+
+/* Paused: the final pass and the state, then the destination's ready / our go / its resumed. */
+static int src_switchover(struct mig_source *s, struct mig_capture *cap, double *paused_at,
+                          bool *go_sent)
+{
+    struct vm *vm = s->vm;
+    struct mem *mem = vm_mem(vm);
+    src_set_phase(s, MIG_PHASE_STATE, s->progress.pass + 1);
+    s->pacing = false; /* the cap shapes pre-copy; downtime is no place to save bandwidth */
+    vm_pause(vm);
+    *paused_at = now_ms();
+    vm_set_throttle(vm, 0);
+    uint64_t dirty;
+    int rc = mem_dirty_sync(mem, vm_fd(vm), &dirty);
+    if (rc)
+        return rc;
+    struct mig_switchover sw = {.dirty_pages = dirty};
+    if ((rc = mig_write_record(&s->writer, MIG_REC_SWITCHOVER, 0, &sw, sizeof(sw))))
+        return rc;
+    if (mig_fault_cut_at("state"))
+        mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at state");
+    if ((rc = mig_capture_ram_dirty(cap, NULL)) || (rc = mig_capture_state(cap)) ||
+        (rc = mig_chan_flush(s->ch)))
+        return rc;
+    src_note_stats(s, cap);
+    src_set_phase(s, MIG_PHASE_ACK, s->progress.pass);
+
+    json_t *msg;
+    if ((rc = src_read_json(s, "ready message", &msg)))
+        return rc;
+    bool ready = json_is_true(json_object_get(msg, "ready"));
+    const char *reason = json_string_value(json_object_get(msg, "reason"));
+    if (!ready)
+        rc = err_set(-EPROTO, "the destination could not restore the VM: %s",
+                     reason ? reason : "no reason given");
+    json_decref(msg);
+    if (rc)
+        return rc;
+    if (mig_fault_cut_at("ready"))
+        mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut before go");
+    /* From here on the destination may run the guest: never resume it here again. */
+    *go_sent = true;
+    if ((rc = src_write_json(s, json_pack("{s:b}", "go", 1))))
+        return rc;
+    if ((rc = src_read_json(s, "resumed message", &msg)))
+        return rc;
+    bool resumed = json_is_true(json_object_get(msg, "resumed"));
+    reason = json_string_value(json_object_get(msg, "reason"));
+    double dest_ms = json_number_value(json_object_get(msg, "downtime_ms"));
+    if (!resumed) {
+        /* It says it did not run the guest: the source may take it back. */
+        *go_sent = false;
+        rc = err_set(-EPROTO, "the destination could not resume the VM: %s",
+                     reason ? reason : "no reason given");
+    }
+    json_decref(msg);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    s->progress.downtime_ms = now_ms() - *paused_at;
+    s->progress.dest_downtime_ms = dest_ms;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
+{
+    struct vm *vm = s->vm;
+    src_set_phase(s, MIG_PHASE_HANDSHAKE, 0);
+    int rc = src_handshake(s);
+    if (rc)
+        return rc;
+    if ((rc = mem_dirty_start(vm_mem(vm), vm_fd(vm), vm_kvm_fd(vm))))
+        return rc;
+    mig_writer_init(&s->writer, src_sink, s);
+    s->pacing = s->params.bandwidth != 0;
+    s->pace_start_ms = now_ms();
+    struct mig_capture cap;
+    struct mig_capture_options opt = {.compress_level = s->params.compress_level, .live = true};
+    rc = mig_capture_begin(&cap, vm, &s->writer, &opt);
+    if (!rc)
+        rc = src_precopy(s, &cap);
+    double paused_at = 0;
+    if (!rc) {
+        rc = src_switchover(s, &cap, &paused_at, go_sent);
+        *paused = paused_at != 0;
+    }
+    mig_capture_end(&cap);
+    return rc;
+}
+
+static void *src_worker(void *arg)
+{
+    struct mig_source *s = arg;
+    pthread_setname_np(pthread_self(), "migrate");
+    bool paused = false, go_sent = false;
+    int rc = src_run(s, &paused, &go_sent);
+    struct vm *vm = s->vm;
+    vm_set_throttle(vm, 0);
+    if (rc) {
+        char message[400];
+        snprintf(message, sizeof(message), "%s", err_msg());
+        /* Pairs with the close below: the destination sees the connection end, not a hang. */
+        mig_chan_fail(s->ch, rc, message);
+        if (vm_mem(vm)->dirty)
+            mem_dirty_stop(vm_mem(vm), vm_fd(vm));
+        if (paused && !go_sent)
+            vm_resume(vm);
+        pthread_mutex_lock(&s->lock);
+        s->progress.phase =
+            s->cancel_requested && !s->timed_out ? MIG_PHASE_CANCELLED : MIG_PHASE_FAILED;
+        s->progress.source_paused = paused && go_sent;
+        if (paused && go_sent)
+            snprintf(s->progress.message, sizeof(s->progress.message),
+                     "%s; the destination may already run the guest, so the source stays paused",
+                     message);
+        else
+            snprintf(s->progress.message, sizeof(s->progress.message), "%s", message);
+    } else {
+        pthread_mutex_lock(&s->lock);
+        s->progress.phase = MIG_PHASE_COMPLETED;
+    }
+    s->progress.total_ms = now_ms() - s->start_ms;
+    pthread_mutex_unlock(&s->lock);
+    uv_async_send(&s->done_async);
+    return NULL;
+}
+
+/* ---- loop side ------------------------------------------------------------------------- */
+
+static void src_finish_closed(uv_handle_t *h)
+{
+    struct mig_source *s = h->data;
+    s->on_done(s, s->opaque);
+}
+
+static void src_chan_closed(void *opaque)
+{
+    struct mig_source *s = opaque;
+    s->ch = NULL;
+    uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
+}
+
+static void src_free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void src_free_self(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Ends on the loop: the worker (if any) has finished. */
+static void src_end(struct mig_source *s)
+{
+    if (s->worker_started) {
+        pthread_join(s->worker, NULL);
+        s->worker_started = false;
+    }
+    uv_timer_stop(&s->timeout_timer);
+    uv_close((uv_handle_t *)&s->timeout_timer, NULL);
+    if (s->ch)
+        mig_chan_close(s->ch, src_chan_closed, s);
+    else if (s->tcp) {
+        s->tcp->data = s;
+        uv_close((uv_handle_t *)s->tcp, src_free_handle);
+        s->tcp = NULL;
+        uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
+    } else {
+        uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
+    }
+}
+
+static void src_on_done_async(uv_async_t *a)
+{
+    src_end(a->data);
+}
+
+static void src_fail_early(struct mig_source *s, const char *message)
+{
+    pthread_mutex_lock(&s->lock);
+    s->progress.phase =
+        s->cancel_requested && !s->timed_out ? MIG_PHASE_CANCELLED : MIG_PHASE_FAILED;
+    snprintf(s->progress.message, sizeof(s->progress.message), "%s", message);
+    s->progress.total_ms = now_ms() - s->start_ms;
+    pthread_mutex_unlock(&s->lock);
+    src_end(s);
+}
+
+static void src_on_connect(uv_connect_t *req, int status)
+{
+    struct mig_source *s = req->data;
+    char msg[512];
+    if (status < 0 || s->cancel_requested) {
+        snprintf(msg, sizeof(msg), "%s",
+                 s->cancel_requested ? (s->timed_out ? "--timeout expired" : "migration cancelled")
+                                     : "");
+        if (status < 0)
+            snprintf(msg, sizeof(msg), "cannot connect to %s: %s", s->progress.uri,
+                     uv_strerror(status));
+        src_fail_early(s, msg);
+        return;
+    }
+    char peer[400];
+    snprintf(peer, sizeof(peer), "the destination %s", s->progress.uri);
+    struct uv_tcp_s *tcp = s->tcp;
+    s->tcp = NULL;
+    mig_chan_create(s->loop, tcp, peer, s->params.idle_ms, &s->ch);
+    int rc = pthread_create(&s->worker, NULL, src_worker, s);
+    if (rc) {
+        snprintf(msg, sizeof(msg), "cannot start the migration thread: %s", strerror(rc));
+        src_fail_early(s, msg);
+        return;
+    }
+    s->worker_started = true;
+}
+
+static void src_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct mig_source *s = req->data;
+    char msg[512];
+    if (status < 0 || s->cancel_requested) {
+        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", s->params.host,
+                 status < 0 ? uv_strerror(status) : "cancelled");
+        uv_freeaddrinfo(res);
+        src_fail_early(s, msg);
+        return;
+    }
+    s->tcp = malloc(sizeof(*s->tcp));
+    uv_tcp_init(s->loop, s->tcp);
+    s->connect.data = s;
+    int rc = uv_tcp_connect(&s->connect, s->tcp, res->ai_addr, src_on_connect);
+    uv_freeaddrinfo(res);
+    if (rc) {
+        snprintf(msg, sizeof(msg), "cannot connect to %s: %s", s->progress.uri, uv_strerror(rc));
+        src_fail_early(s, msg);
+    }
+}
+
+static void src_on_timeout(uv_timer_t *t)
+{
+    struct mig_source *s = t->data;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "--timeout %u s expired", s->params.timeout_s);
+    s->timed_out = true;
+    s->cancel_requested = true;
+    if (s->ch)
+        mig_chan_fail(s->ch, -ETIMEDOUT, msg);
+}
+
+int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_params *params,
+                     mig_source_done_fn on_done, void *opaque, struct mig_source **out)
+{
+    struct mig_source *s = calloc(1, sizeof(*s));
+    if (!s)
+        return err_set(-ENOMEM, "out of memory");
+    s->loop = loop;
+    s->vm = vm;
+    s->params = *params;
+    if (!s->params.idle_ms)
+        s->params.idle_ms = MIG_DEFAULT_IDLE_MS;
+    s->on_done = on_done;
+    s->opaque = opaque;
+    pthread_mutex_init(&s->lock, NULL);
+    s->start_ms = now_ms();
+    snprintf(s->progress.uri, sizeof(s->progress.uri),
+             strchr(params->host, ':') ? "tcp:[%s]:%s" : "tcp:%s:%s", params->host, params->port);
+    uv_async_init(loop, &s->done_async, src_on_done_async);
+    s->done_async.data = s;
+    uv_timer_init(loop, &s->timeout_timer);
+    s->timeout_timer.data = s;
+    if (params->timeout_s)
+        uv_timer_start(&s->timeout_timer, src_on_timeout, (uint64_t)params->timeout_s * 1000, 0);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    s->resolve.data = s;
+    int rc = uv_getaddrinfo(loop, &s->resolve, src_on_resolved, params->host, params->port, &hints);
+    if (rc) {
+        uv_close((uv_handle_t *)&s->timeout_timer, NULL);
+        uv_close((uv_handle_t *)&s->done_async, src_free_self);
+        return err_set(-EINVAL, "cannot resolve %s: %s", params->host, uv_strerror(rc));
+    }
+    *out = s;
+    return 0;
+}
+
+void mig_source_cancel(struct mig_source *s)
+{
+    s->cancel_requested = true;
+    if (s->ch)
+        mig_chan_fail(s->ch, -ECANCELED, "migration cancelled");
+}
+
+void mig_source_free(struct mig_source *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
