@@ -27,6 +27,8 @@
 /* Ports of tern's guest interface. */
 #define BOOT_PORT_EXIT 0x501 /* 32-bit write: the VM ends, tern exits with this code */
 #define BOOT_PORT_PARK 0x502 /* any write: this vCPU stops running until the VM ends */
+#define BOOT_PORT_IDLE 0x503 /* 32-bit write N: this vCPU sleeps N microseconds (at most 1000) */
+#define BOOT_IDLE_MAX_US 1000u
 
 struct boot_ram_region {
     uint64_t gpa;

@@ -2,6 +2,8 @@
 
 #include "boot/boot_protocol.h"
 
+#include <time.h>
+
 #define I8042_DATA 0x60
 #define I8042_COMMAND 0x64
 #define I8042_CMD_RESET 0xfe
@@ -12,6 +14,14 @@ static enum dev_action sysport_pio(void *opaque, uint16_t port, unsigned size, b
     const struct dev_host *host = opaque;
     if (!is_write) {
         *value = 0xffffffffu;
+        return DEV_CONTINUE;
+    }
+    if (port == BOOT_PORT_IDLE) {
+        /* Gives the host CPU away for a while: the only way a CPL3 test guest can wait
+         * without spinning. Capped so that a pause request is never held up for long. */
+        uint32_t us = *value < BOOT_IDLE_MAX_US ? *value : BOOT_IDLE_MAX_US;
+        struct timespec ts = {0, (long)us * 1000};
+        nanosleep(&ts, NULL);
         return DEV_CONTINUE;
     }
     if (port == BOOT_PORT_EXIT) {
@@ -43,7 +53,7 @@ static enum dev_action i8042_pio(void *opaque, uint16_t port, unsigned size, boo
 int dev_sysport_register(struct dev_bus *bus, const struct dev_host *host)
 {
     void *opaque = (void *)host;
-    int rc = dev_bus_add_pio(bus, BOOT_PORT_EXIT, 2, sysport_pio, opaque);
+    int rc = dev_bus_add_pio(bus, BOOT_PORT_EXIT, 3, sysport_pio, opaque);
     if (!rc)
         rc = dev_bus_add_pio(bus, I8042_DATA, 1, i8042_pio, opaque);
     if (!rc)

@@ -176,10 +176,14 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
 
 static int dst_handshake(struct mig_dest *d, struct mig_hs_need *need)
 {
-    json_t *hello;
-    int rc = dst_read_json(d, "handshake", &hello);
+    char *line = malloc(MIG_CHAN_MAX_LINE);
+    if (!line)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = mig_chan_read_line(d->ch, line, MIG_CHAN_MAX_LINE);
+    json_t *hello = rc ? NULL : json_loads(line, 0, NULL);
+    free(line);
     if (rc)
-        return rc;
+        return err_context(rc, "waiting for the source's handshake");
     struct mig_hs_caps caps;
     char why[512] = "";
     if (mig_hs_need_from_json(json_object_get(hello, "hello"), need)) {
@@ -243,9 +247,10 @@ static int dst_run(struct mig_dest *d)
     mig_reader_free(&r);
     if (rc)
         return rc;
+    mig_fault_cut_at("restored"); /* "kill@restored": dies with the state restored, unsaid */
     if ((rc = dst_write_json(d, json_pack("{s:b}", "ready", 1))))
         return rc;
-    mig_fault_cut_at("ready"); /* "kill@ready": dies with the state restored, before go */
+    mig_fault_cut_at("ready"); /* "kill@ready": dies after saying ready, before go */
     json_t *go;
     if ((rc = dst_read_json(d, "go message", &go)))
         return rc;

@@ -213,17 +213,8 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     need->cpus = vm_cpu_count(vm);
     int xsize = ioctl(vm_kvm_fd(vm), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     need->xsave_size = xsize > 4096 ? (uint32_t)xsize : 4096;
-    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 256 * sizeof(struct kvm_cpuid_entry2));
-    if (!c)
-        return err_set(-ENOMEM, "out of memory");
-    c->nent = 256;
-    int rc = 0;
-    if (ioctl(vm_vcpu_fd(vm, 0), KVM_GET_CPUID2, c) < 0)
-        rc = err_sys(-errno, "KVM_GET_CPUID2 on vCPU 0");
-    else
-        mig_hs_features(c, need->features);
-    free(c);
-    return rc;
+    mig_hs_features(vm_vcpu_cpuid(vm, 0), need->features);
+    return 0;
 }
 
 static int src_handshake(struct mig_source *s)
@@ -326,9 +317,12 @@ static int src_precopy(struct mig_source *s, struct mig_capture *cap)
         pthread_mutex_unlock(&s->lock);
         if (eta <= s->params.downtime_ms)
             return 0;
-        /* Auto-converge: the guest dirtied faster than the link carried, twice in a row. */
-        strikes = dirty_rate > bandwidth ? strikes + 1 : 0;
-        if (strikes >= 2) {
+        /* Auto-converge: once the guest has dirtied more than half of what the link carried
+         * in the same time for two passes in a row, throttle it, and throttle harder after
+         * every pass it still does. (Dirty pages are counted once however often they are
+         * written, so "more than half" stands for "faster than the link" here.) */
+        strikes = (double)dirty * MEM_PAGE_SIZE > (double)bytes / 2 ? strikes + 1 : 0;
+        if (strikes >= 2 || (throttle && strikes)) {
             throttle = throttle ? throttle + MIG_THROTTLE_STEP : MIG_FIRST_THROTTLE;
             if (throttle > MIG_MAX_THROTTLE)
                 throttle = MIG_MAX_THROTTLE;
@@ -337,7 +331,6 @@ static int src_precopy(struct mig_source *s, struct mig_capture *cap)
             pthread_mutex_lock(&s->lock);
             s->progress.throttle_pct = throttle;
             pthread_mutex_unlock(&s->lock);
-            strikes = 0;
         }
         src_set_phase(s, MIG_PHASE_DIRTY_PASS, ++pass);
         if (pass == 2 && mig_fault_cut_at("dirty-pass"))
@@ -384,6 +377,8 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
         return rc;
     if (mig_fault_cut_at("ready"))
         mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut before go");
+    if ((rc = mig_chan_error(s->ch)))
+        return rc;
     /* From here on the destination may run the guest: never resume it here again. */
     *go_sent = true;
     if ((rc = src_write_json(s, json_pack("{s:b}", "go", 1))))

@@ -96,30 +96,21 @@ static int mig_capture_config(struct vm *vm, struct mig_writer *w)
     unsigned n = vm_cpu_count(vm);
     size_t cap = MIG_CONFIG_FIXED + n * (4 + 256 * sizeof(struct kvm_cpuid_entry2));
     uint8_t *buf = calloc(1, cap);
-    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 256 * sizeof(struct kvm_cpuid_entry2));
-    int rc = 0;
-    if (!buf || !c) {
-        rc = err_set(-ENOMEM, "out of memory");
-        goto out;
-    }
+    if (!buf)
+        return err_set(-ENOMEM, "out of memory");
     uint64_t mem_size = vm_mem(vm)->size;
     memcpy(buf, &mem_size, 8);
     memcpy(buf + 8, &n, 4);
     size_t pos = MIG_CONFIG_FIXED;
     for (unsigned i = 0; i < n; i++) {
-        c->nent = 256;
-        if (ioctl(vm_vcpu_fd(vm, i), KVM_GET_CPUID2, c) < 0) {
-            rc = err_sys(-errno, "KVM_GET_CPUID2 on vCPU %u", i);
-            goto out;
-        }
+        /* The copy kept at set time: the vCPUs may be running now. */
+        const struct kvm_cpuid2 *c = vm_vcpu_cpuid(vm, i);
         memcpy(buf + pos, &c->nent, 4);
         memcpy(buf + pos + 4, c->entries, c->nent * sizeof(c->entries[0]));
         pos += 4 + c->nent * sizeof(c->entries[0]);
     }
-    rc = mig_write_record(w, MIG_REC_CONFIG, 0, buf, pos);
-out:
+    int rc = mig_write_record(w, MIG_REC_CONFIG, 0, buf, pos);
     free(buf);
-    free(c);
     return rc;
 }
 
@@ -761,8 +752,8 @@ static int mig_apply(struct vm *vm, struct mig_vm_state *s, const struct mig_con
     int rc = 0;
     for (unsigned i = 0; i < cfg->cpu_count && !rc; i++) {
         /* CPUID2 first of all per-vCPU state (already done for a fresh VM in vm_create). */
-        if (ioctl(vm_vcpu_fd(vm, i), KVM_SET_CPUID2, cfg->cpuid[i]) < 0)
-            rc = err_sys(-errno, "vCPU %u: KVM_SET_CPUID2 rejected the stream's CPUID", i);
+        if (vm_set_vcpu_cpuid(vm, i, cfg->cpuid[i]))
+            rc = err_context(-EINVAL, "the stream's CPUID");
     }
     /* The interrupt controllers and PIT before the vCPUs' LAPICs, as at power-on. */
     for (uint32_t chip = 0; chip < 3 && !rc; chip++) {

@@ -1,6 +1,7 @@
 #include "vcpu/vcpu.h"
 
 #include "err/err.h"
+#include "vcpu/vcpu_cpuid.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -35,9 +36,10 @@ struct vcpu {
     enum vcpu_state state;
     bool pause_requested;
     bool stop_requested;
-    bool parked;          /* parked by the guest or after a fatal exit: never runs again */
-    bool io_pending;      /* last exit was IO/MMIO: KVM completes it on the next KVM_RUN */
-    uint64_t throttle_ns; /* sleep this long before running on (auto-converge) */
+    bool parked;              /* parked by the guest or after a fatal exit: never runs again */
+    bool io_pending;          /* last exit was IO/MMIO: KVM completes it on the next KVM_RUN */
+    uint64_t throttle_ns;     /* sleep this long before running on (auto-converge) */
+    struct kvm_cpuid2 *cpuid; /* as KVM holds it after the last vcpu_set_cpuid */
 };
 
 static void vcpu_kick_handler(int sig)
@@ -95,6 +97,7 @@ void vcpu_destroy(struct vcpu *v)
         return;
     vcpu_stop(v);
     munmap(v->run, v->run_size);
+    free(v->cpuid);
     close(v->fd);
     pthread_cond_destroy(&v->cond);
     pthread_mutex_destroy(&v->lock);
@@ -115,7 +118,26 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
 {
     if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
         return err_sys(-errno, "KVM_SET_CPUID2 on vCPU %u", v->index);
+    /* Keep what KVM made of it (it may add bits as it sets the table): reading it later would
+     * have to wait for the vCPU to leave KVM_RUN, which a guest that never exits never does. */
+    struct kvm_cpuid2 *got =
+        calloc(1, sizeof(*got) + VCPU_CPUID_MAX_ENTRIES * sizeof(got->entries[0]));
+    if (!got)
+        return err_set(-ENOMEM, "out of memory");
+    got->nent = VCPU_CPUID_MAX_ENTRIES;
+    if (ioctl(v->fd, KVM_GET_CPUID2, got) < 0) {
+        int rc = err_sys(-errno, "KVM_GET_CPUID2 on vCPU %u", v->index);
+        free(got);
+        return rc;
+    }
+    free(v->cpuid);
+    v->cpuid = got;
     return 0;
+}
+
+const struct kvm_cpuid2 *vcpu_cpuid(const struct vcpu *v)
+{
+    return v->cpuid;
 }
 
 static void vcpu_segment(struct kvm_segment *s, uint16_t selector, uint8_t type, bool code)

@@ -36,6 +36,9 @@ int vcpu_fd(const struct vcpu *v);
 unsigned vcpu_index(const struct vcpu *v);
 
 int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid);
+/* The table as KVM holds it after the last vcpu_set_cpuid (NULL before), readable while the
+ * vCPU runs. */
+const struct kvm_cpuid2 *vcpu_cpuid(const struct vcpu *v);
 
 /* 64-bit mode at entry->rip, paging on entry->cr3, RDI = index, RSI = entry->rsi, runnable. */
 int vcpu_setup_direct_boot(struct vcpu *v, const struct boot_entry *entry);

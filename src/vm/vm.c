@@ -457,6 +457,16 @@ struct vm_end vm_end_state(struct vm *vm)
     return e;
 }
 
+int vm_set_vcpu_cpuid(struct vm *vm, unsigned index, const struct kvm_cpuid2 *cpuid)
+{
+    return vcpu_set_cpuid(vm->vcpus[index], cpuid);
+}
+
+const struct kvm_cpuid2 *vm_vcpu_cpuid(const struct vm *vm, unsigned index)
+{
+    return vcpu_cpuid(vm->vcpus[index]);
+}
+
 unsigned vm_cpu_count(const struct vm *vm)
 {
     return vm->cpu_count;

@@ -65,6 +65,10 @@ int vm_fd(const struct vm *vm);
 int vm_kvm_fd(const struct vm *vm);
 struct mem *vm_mem(const struct vm *vm);
 struct dev_serial *vm_serial(const struct vm *vm);
+/* A vCPU's CPUID: set (before it runs), and read as KVM holds it (at any time). */
+struct kvm_cpuid2;
+int vm_set_vcpu_cpuid(struct vm *vm, unsigned index, const struct kvm_cpuid2 *cpuid);
+const struct kvm_cpuid2 *vm_vcpu_cpuid(const struct vm *vm, unsigned index);
 
 /* A restored VM's clock is set right before its vCPUs first run (see mig_state.c). */
 struct kvm_clock_data;

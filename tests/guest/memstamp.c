@@ -1,7 +1,8 @@
 /* memstamp: the witness that no guest write is ever lost.
  *
  * Options: mib=N (range size, default 16), passes=N (0: run until stopped; default 8),
- * every=N (print a progress line every N passes, default 1).
+ * every=N (print a progress line every N passes, default 1), rate=N (stamp at most N MiB/s
+ * in all, paced by the TSC; default 0: as fast as the vCPUs go).
  * The range starts at the first 2 MiB boundary after the image and is split among the vCPUs.
  * Pass g checks that each page of a vCPU's share still holds the stamp {page, g-1} written by the
  * previous pass (at both ends of the page), then writes {page, g}. A mismatch prints the page and
@@ -31,6 +32,13 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     uint64_t mib = rt_cmdline_u64(info, "mib", 16);
     uint64_t passes = rt_cmdline_u64(info, "passes", 8);
     uint64_t every = rt_cmdline_u64(info, "every", 1);
+    uint64_t rate = rt_cmdline_u64(info, "rate", 0);
+    /* Pacing: each vCPU stamps its share of the rate, 16 pages per 16 * tick_per_page TSC ticks. */
+    uint64_t tick_per_page = 0;
+    if (rate && info->tsc_khz)
+        tick_per_page = (uint64_t)info->tsc_khz * 1000 * info->cpu_count / (rate * 256);
+    uint64_t tick_us = info->tsc_khz / 1000 ? info->tsc_khz / 1000 : 1;
+    uint64_t due = rt_rdtsc();
     uint64_t start = (rt_image_end() + (2ull << 20) - 1) & ~((2ull << 20) - 1);
     uint64_t pages = mib * 256;
     uint64_t low_end = info->regions[0].gpa + info->regions[0].size;
@@ -52,6 +60,20 @@ int guest_main(unsigned cpu, const struct boot_info *info)
         gen++;
         for (uint64_t page = first; page < last; page++) {
             volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)(start + page * PAGE);
+            if (tick_per_page && page % 16 == 0) {
+                uint64_t now;
+                /* Ahead of the rate: give the host CPU away instead of spinning it. */
+                while ((now = rt_rdtsc()) < due) {
+                    uint64_t us = (due - now) / tick_us;
+                    if (us > 20)
+                        rt_outl(BOOT_PORT_IDLE, (uint32_t)(us < 1000 ? us : 1000));
+                    else
+                        rt_pause();
+                }
+                /* After a long stop (a pause, a migration) go on at the rate, not in a burst. */
+                due = now - due > 1600 * tick_per_page ? now + 16 * tick_per_page
+                                                       : due + 16 * tick_per_page;
+            }
             if (gen > 1 && ms_check(p, page, gen - 1))
                 rt_exit(1);
             p[0] = page;

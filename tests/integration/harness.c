@@ -121,6 +121,16 @@ bool proc_wait_output(struct proc *p, const char *needle, int timeout_ms)
     return true;
 }
 
+bool proc_wait_stderr(struct proc *p, const char *needle, int timeout_ms)
+{
+    long deadline = now_ms() + timeout_ms;
+    while (!strstr(p->err, needle)) {
+        if (now_ms() > deadline || !proc_pump(p, 50))
+            return strstr(p->err, needle) != NULL;
+    }
+    return true;
+}
+
 int proc_wait(struct proc *p, int timeout_ms)
 {
     long deadline = now_ms() + timeout_ms;

@@ -26,6 +26,8 @@ void proc_start(struct proc *p, char *const argv[]);
 void proc_start_input(struct proc *p, char *const argv[], const char *input);
 /* Reads until stdout contains needle; false on timeout or exit first. */
 bool proc_wait_output(struct proc *p, const char *needle, int timeout_ms);
+/* The same for stderr. */
+bool proc_wait_stderr(struct proc *p, const char *needle, int timeout_ms);
 /* Waits for exit, reading output; kills and fails the test on timeout. Returns p->status. */
 int proc_wait(struct proc *p, int timeout_ms);
 void proc_free(struct proc *p);

@@ -35,6 +35,13 @@ static inline void rt_outl(uint16_t port, uint32_t v)
     __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port));
 }
 
+static inline uint64_t rt_rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 static inline void rt_pause(void)
 {
     __asm__ volatile("pause" ::: "memory");

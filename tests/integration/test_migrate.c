@@ -1,0 +1,517 @@
+/* Live migration between real tern processes over loopback TCP: guests that verify their own
+ * memory after the move, chains, compression, auto-converge, and the source keeping its VM
+ * through every failure. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(migrate, .init = harness_require_kvm, .timeout = 180);
+
+#define MEMSTAMP_DONE "memstamp: verified"
+
+/* Starts a destination on a free loopback port; returns its URI. */
+static const char *dest_start(struct proc *d, const char *extra1, const char *extra2)
+{
+    char *argv[] = {TERN_BINARY,    "run",          "--incoming", "tcp:127.0.0.1:0",
+                    (char *)extra1, (char *)extra2, NULL};
+    proc_start(d, argv);
+    cr_assert(proc_wait_stderr(d, "waiting for a migration on 127.0.0.1:", 10000),
+              "the destination did not listen: %s", d->err);
+    const char *at = strstr(d->err, "127.0.0.1:") + strlen("127.0.0.1:");
+    static char uris[4][64];
+    static int next;
+    char *uri = uris[next++ % 4];
+    snprintf(uri, 64, "tcp:127.0.0.1:%d", atoi(at));
+    return uri;
+}
+
+static void source_start(struct proc *p, const char *sock, const char *cpus, const char *guest,
+                         const char *cmdline)
+{
+    char *argv[] = {TERN_BINARY, "run",           "--cpus",       (char *)cpus,
+                    "--mem",     "256M",          "--kernel",     (char *)harness_guest(guest),
+                    "--cmdline", (char *)cmdline, "--api-socket", (char *)sock,
+                    NULL};
+    proc_start(p, argv);
+    cr_assert(harness_wait_socket(sock, 10000), "no control socket; stderr: %s", p->err);
+}
+
+/* Runs tern migrate --json with extra arguments (NULL-terminated); returns its exit status. */
+static int migrate(struct proc *m, const char *sock, const char *uri, ...)
+{
+    char *argv[24] = {TERN_BINARY, "migrate", "--api-socket", (char *)sock, (char *)uri, "--json"};
+    int n = 6;
+    va_list ap;
+    va_start(ap, uri);
+    for (const char *a; (a = va_arg(ap, const char *)) && n < 23;)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    proc_start(m, argv);
+    return proc_wait(m, 120000);
+}
+
+/* The data of the last event named name in tern migrate --json output (a new reference). */
+static json_t *last_event(const struct proc *m, const char *name)
+{
+    json_t *found = NULL;
+    char *copy = strdup(m->out), *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_t *ev = json_loads(line, 0, NULL);
+        if (ev && !strcmp(json_string_value(json_object_get(ev, "event")) ?: "", name)) {
+            json_decref(found);
+            found = json_incref(json_object_get(ev, "data"));
+        }
+        json_decref(ev);
+    }
+    free(copy);
+    return found;
+}
+
+/* The guest moved: the source exited 0 saying so, the destination finished the guest. */
+static void expect_moved(struct proc *src, struct proc *dst, const char *done_line)
+{
+    cr_expect_eq(proc_wait(src, 30000), 0, "source: %s", src->err);
+    cr_expect(strstr(src->err, "tern: migrated to tcp:127.0.0.1:"), "source: %s", src->err);
+    cr_expect(!strstr(src->out, done_line), "the guest finished on the source: %s", src->out);
+    cr_expect_eq(proc_wait(dst, 60000), 0, "destination: %s\n%s", dst->out, dst->err);
+    cr_expect(strstr(dst->out, done_line), "the guest did not finish on the destination: %s",
+              dst->out);
+    cr_expect(strstr(dst->err, "migration received"), "destination: %s", dst->err);
+}
+
+/* The guest stayed: the source finished it and exited 0; the destination gave up non-zero. */
+static void expect_stayed(struct proc *src, struct proc *dst, const char *done_line)
+{
+    cr_expect_eq(proc_wait(src, 60000), 0, "source: %s\n%s", src->out, src->err);
+    cr_expect(strstr(src->out, done_line), "the guest did not finish on the source: %s", src->out);
+    cr_expect(!strstr(src->err, "migrated to"), "source: %s", src->err);
+    if (dst) {
+        int st = proc_wait(dst, 60000);
+        cr_expect_neq(st, 0, "the destination exited 0: %s", dst->err);
+        cr_expect(!strstr(dst->out, done_line), "the guest also ran on the destination: %s",
+                  dst->out);
+    }
+}
+
+static void live_memstamp(const char *compress)
+{
+    const char *sock = harness_tmp("sock"), *dsock = harness_tmp("dsock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, "--api-socket", dsock);
+    source_start(&src, sock, "2", "memstamp", "mib=64 passes=6 rate=64");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000), "%s", src.out);
+    int st = compress ? migrate(&m, sock, uri, "--compress", compress, NULL)
+                      : migrate(&m, sock, uri, NULL);
+    cr_assert_eq(st, 0, "tern migrate: %s\n%s", m.out, m.err);
+    json_t *done = last_event(&m, "completed");
+    cr_assert(done, "no completed event: %s", m.out);
+    double downtime = json_number_value(json_object_get(done, "downtime_ms"));
+    cr_expect(downtime > 0 && downtime < 5000, "downtime %f ms", downtime);
+    cr_expect(json_integer_value(json_object_get(done, "raw_pages")) +
+                      json_integer_value(json_object_get(done, "zlib_pages")) >=
+                  16384,
+              "fewer pages than memstamp stamps were sent");
+    if (compress)
+        cr_expect_gt(json_integer_value(json_object_get(done, "zlib_pages")), 0);
+    else
+        cr_expect_eq(json_integer_value(json_object_get(done, "zlib_pages")), 0);
+    json_decref(done);
+    /* The destination is the VM's process now, control socket and all. */
+    cr_assert(harness_wait_socket(dsock, 10000), "%s", dst.err);
+    json_t *status = harness_ctl(dsock, "status", NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(status, "return"), "state")),
+                     "running");
+    json_decref(status);
+    expect_moved(&src, &dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+Test(migrate, memstamp_moves_while_it_writes)
+{
+    live_memstamp(NULL);
+}
+
+Test(migrate, memstamp_moves_compressed)
+{
+    live_memstamp("zlib");
+}
+
+Test(migrate, smp_with_4_vcpus)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    source_start(&src, sock, "4", "smp", "n=300000000");
+    usleep(300000);
+    cr_assert_eq(migrate(&m, sock, uri, NULL), 0, "%s\n%s", m.out, m.err);
+    expect_moved(&src, &dst, "smp: OK: 4 vCPUs");
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+/* A -> B -> C, the guest stamping all along; B and C were each destinations first. */
+Test(migrate, chain_a_b_c)
+{
+    const char *sa = harness_tmp("sock"), *sb = harness_tmp("sock");
+    struct proc a, b, c, m1, m2;
+    const char *ub = dest_start(&b, "--api-socket", sb);
+    const char *uc = dest_start(&c, NULL, NULL);
+    source_start(&a, sa, "2", "memstamp", "mib=32 passes=8 rate=64");
+    cr_assert(proc_wait_output(&a, "pass 1 ok", 10000));
+    cr_assert_eq(migrate(&m1, sa, ub, NULL), 0, "%s\n%s", m1.out, m1.err);
+    cr_assert(harness_wait_socket(sb, 10000), "%s", b.err);
+    cr_assert(proc_wait_output(&b, "ok", 10000), "B did not run the guest: %s", b.out);
+    cr_assert_eq(migrate(&m2, sb, uc, NULL), 0, "%s\n%s", m2.out, m2.err);
+    cr_expect_eq(proc_wait(&a, 30000), 0);
+    expect_moved(&b, &c, MEMSTAMP_DONE);
+    cr_expect(!strstr(a.out, MEMSTAMP_DONE));
+    proc_free(&a);
+    proc_free(&b);
+    proc_free(&c);
+    proc_free(&m1);
+    proc_free(&m2);
+}
+
+/* The guest dirties 160 MiB/s against a 40 MB/s cap: only throttling lets it converge. */
+Test(migrate, converges_through_throttling)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=120 rate=160 every=20");
+    cr_assert(proc_wait_output(&src, "pass 20 ok", 10000), "%s", src.out);
+    cr_assert_eq(migrate(&m, sock, uri, "--bandwidth", "40M", NULL), 0, "%s\n%s", m.out, m.err);
+    json_t *done = last_event(&m, "completed");
+    cr_assert(done);
+    int throttle = (int)json_integer_value(json_object_get(done, "throttle_pct"));
+    int passes = (int)json_integer_value(json_object_get(done, "pass"));
+    cr_expect_geq(throttle, 20, "converged without throttling (%d passes)", passes);
+    cr_expect_geq(passes, 3);
+    json_decref(done);
+    expect_moved(&src, &dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+/* ---- failures: the source keeps the VM -------------------------------------------------- */
+
+/* A destination with TERN_MIGRATE_FAULT set (or none), a source running memstamp, one migrate
+ * with the source's fault setting and extra arguments; the guest must stay on the source. */
+static void fails_and_stays(const char *src_fault, const char *dst_fault, const char *expect,
+                            const char *bw, const char *downtime)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    if (dst_fault)
+        setenv("TERN_MIGRATE_FAULT", dst_fault, 1);
+    const char *uri = dest_start(&dst, NULL, NULL);
+    unsetenv("TERN_MIGRATE_FAULT");
+    if (src_fault)
+        setenv("TERN_MIGRATE_FAULT", src_fault, 1);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    unsetenv("TERN_MIGRATE_FAULT");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    int st = migrate(&m, sock, uri, "--bandwidth", bw ? bw : "1G", "--downtime-ms",
+                     downtime ? downtime : "300", NULL);
+    cr_expect_eq(st, 1, "tern migrate: %d\n%s\n%s", st, m.out, m.err);
+    json_t *failed = last_event(&m, "failed");
+    cr_assert(failed, "no failed event: %s", m.out);
+    const char *msg = json_string_value(json_object_get(failed, "message"));
+    cr_expect(strstr(msg, expect), "message '%s' lacks '%s'", msg, expect);
+    cr_expect(!json_is_true(json_object_get(failed, "source_paused")));
+    json_decref(failed);
+    /* The guest goes on making progress here. */
+    json_t *status = harness_ctl(sock, "status", NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(status, "return"), "state")),
+                     "running");
+    json_decref(status);
+    expect_stayed(&src, &dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+Test(migrate, source_cuts_at_handshake)
+{
+    fails_and_stays("cut@handshake", NULL, "cut at handshake", NULL, NULL);
+}
+
+Test(migrate, source_cuts_in_first_pass)
+{
+    fails_and_stays("cut@first-pass", NULL, "connection cut", NULL, NULL);
+}
+
+Test(migrate, source_cuts_in_dirty_pass)
+{
+    fails_and_stays("cut@dirty-pass", NULL, "connection cut", "20M", "1");
+}
+
+Test(migrate, source_cuts_in_state)
+{
+    fails_and_stays("cut@state", NULL, "cut at state", NULL, NULL);
+}
+
+Test(migrate, source_cuts_before_go)
+{
+    fails_and_stays("cut@ready", NULL, "cut before go", NULL, NULL);
+}
+
+Test(migrate, destination_killed_at_handshake)
+{
+    fails_and_stays(NULL, "kill@handshake", "destination", NULL, NULL);
+}
+
+Test(migrate, destination_cuts_in_first_pass)
+{
+    fails_and_stays(NULL, "cut@first-pass", "destination", NULL, NULL);
+}
+
+Test(migrate, destination_killed_before_acknowledging)
+{
+    fails_and_stays(NULL, "kill@restored", "destination", NULL, NULL);
+}
+
+Test(migrate, destination_killed_mid_stream)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    char *argv[] = {TERN_BINARY, "migrate",     "--api-socket", (char *)sock, (char *)uri,
+                    "--json",    "--bandwidth", "4M",           NULL};
+    proc_start(&m, argv);
+    usleep(700000);
+    kill(dst.pid, SIGKILL);
+    cr_expect_eq(proc_wait(&m, 30000), 1, "%s\n%s", m.out, m.err);
+    cr_expect_eq(proc_wait(&dst, 5000), 128 + SIGKILL);
+    expect_stayed(&src, NULL, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+Test(migrate, timeout_keeps_the_vm_here)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    cr_expect_eq(migrate(&m, sock, uri, "--bandwidth", "2M", "--timeout", "1", NULL), 1);
+    json_t *failed = last_event(&m, "failed");
+    cr_assert(failed, "%s", m.out);
+    cr_expect(strstr(json_string_value(json_object_get(failed, "message")), "--timeout 1 s"));
+    json_decref(failed);
+    expect_stayed(&src, &dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+Test(migrate, cancel_keeps_the_vm_here)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    char *argv[] = {TERN_BINARY, "migrate",     "--api-socket", (char *)sock, (char *)uri,
+                    "--json",    "--bandwidth", "2M",           NULL};
+    proc_start(&m, argv);
+    cr_assert(proc_wait_output(&m, "first-pass", 10000), "%s", m.out);
+    /* While it runs, the VM belongs to the migration. */
+    json_t *r = harness_ctl(sock, "pause", NULL);
+    cr_expect(json_object_get(r, "error"), "pause during a migration was accepted");
+    json_decref(r);
+    r = harness_ctl(sock, "migrate-cancel", NULL);
+    cr_expect(json_object_get(r, "return"));
+    json_decref(r);
+    cr_expect_eq(proc_wait(&m, 30000), 1, "%s", m.out);
+    cr_expect(last_event(&m, "cancelled"), "%s", m.out);
+    r = harness_ctl(sock, "migrate-status", NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r, "return"), "phase")),
+                     "cancelled");
+    json_decref(r);
+    expect_stayed(&src, &dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+Test(migrate, destination_refuses_at_handshake)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, "--mem", "128M");
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=3 rate=16");
+    cr_expect_eq(migrate(&m, sock, uri, NULL), 1);
+    json_t *failed = last_event(&m, "failed");
+    cr_assert(failed, "%s", m.out);
+    const char *msg = json_string_value(json_object_get(failed, "message"));
+    cr_expect(strstr(msg, "refused") && strstr(msg, "--mem 128 MiB"), "%s", msg);
+    cr_expect_eq(json_integer_value(json_object_get(failed, "pages_sent")), 0);
+    json_decref(failed);
+    expect_stayed(&src, &dst, MEMSTAMP_DONE);
+    cr_expect(strstr(dst.err, "--mem 128 MiB"), "%s", dst.err);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+/* After "go" the destination may run the guest: if it dies before acknowledging, the source
+ * must not run it too. */
+Test(migrate, destination_dies_after_resume_source_stays_paused)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    setenv("TERN_MIGRATE_FAULT", "kill@resumed", 1);
+    const char *uri = dest_start(&dst, NULL, NULL);
+    unsetenv("TERN_MIGRATE_FAULT");
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    cr_expect_eq(migrate(&m, sock, uri, NULL), 1);
+    json_t *failed = last_event(&m, "failed");
+    cr_assert(failed, "%s", m.out);
+    cr_expect(json_is_true(json_object_get(failed, "source_paused")));
+    cr_expect(strstr(json_string_value(json_object_get(failed, "message")), "stays paused"));
+    json_decref(failed);
+    json_t *status = harness_ctl(sock, "status", NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(status, "return"), "state")),
+                     "paused");
+    json_decref(status);
+    json_decref(harness_ctl(sock, "quit", NULL));
+    cr_expect_eq(proc_wait(&src, 10000), 0);
+    cr_expect(!strstr(src.out, MEMSTAMP_DONE));
+    cr_expect_eq(proc_wait(&dst, 10000), 128 + SIGKILL);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+/* ---- bad peers: the destination reports and exits ---------------------------------------- */
+
+static int connect_to(const char *uri)
+{
+    int port = atoi(strrchr(uri, ':') + 1);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+Test(migrate, peer_sends_garbage)
+{
+    struct proc dst;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    int fd = connect_to(uri);
+    const char junk[] = "GET / HTTP/1.0\r\n\r\n";
+    cr_assert_eq(write(fd, junk, sizeof(junk) - 1), (ssize_t)sizeof(junk) - 1);
+    char reply[512] = "";
+    ssize_t n = read(fd, reply, sizeof(reply) - 1);
+    cr_expect_gt(n, 0);
+    cr_expect(strstr(reply, "\"accept\":false"), "%s", reply);
+    close(fd);
+    cr_expect_eq(proc_wait(&dst, 10000), 2);
+    cr_expect(strstr(dst.err, "not tern's"), "%s", dst.err);
+    proc_free(&dst);
+}
+
+Test(migrate, peer_connects_and_closes)
+{
+    struct proc dst;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    close(connect_to(uri));
+    cr_expect_eq(proc_wait(&dst, 10000), 2);
+    cr_expect(strstr(dst.err, "closed the connection"), "%s", dst.err);
+    proc_free(&dst);
+}
+
+Test(migrate, peer_stalls_mid_record)
+{
+    struct proc dst;
+    const char *uri = dest_start(&dst, "--incoming-idle-timeout", "1");
+    int fd = connect_to(uri);
+    /* A handshake a source on this host would send (it asks for nothing the host lacks)... */
+    const char hello[] = "{\"hello\":{\"protocol\":1,\"stream_major\":1,\"stream_minor\":0,"
+                         "\"mem\":16777216,\"cpus\":1,\"xsave_size\":4096,\"nested_size\":0,"
+                         "\"evmcs\":false,\"cpuid\":{\"1.ECX\":0,\"1.EDX\":0,\"7.0.EBX\":0,"
+                         "\"7.0.ECX\":0,\"7.0.EDX\":0,\"0xD.1.EAX\":0,\"0x80000001.ECX\":0,"
+                         "\"0x80000001.EDX\":0}}}\n";
+    cr_assert_eq(write(fd, hello, sizeof(hello) - 1), (ssize_t)sizeof(hello) - 1);
+    char reply[4096] = "";
+    cr_assert_gt(read(fd, reply, sizeof(reply) - 1), 0);
+    cr_assert(strstr(reply, "\"accept\":true"), "%s", reply);
+    /* ...then the stream header and half a record header, and nothing more. */
+    const char start[] = "{\"start\":true}\n";
+    cr_assert_eq(write(fd, start, sizeof(start) - 1), (ssize_t)sizeof(start) - 1);
+    const unsigned char partial[16 + 10] = {'T', 'E', 'R', 'N', 'S', 'T', 'R', 'M', 1, 0,
+                                            0,   0,   0,   0,   0,   0,   1,   0,   1, 0};
+    cr_assert_eq(write(fd, partial, sizeof(partial)), (ssize_t)sizeof(partial));
+    cr_expect_eq(proc_wait(&dst, 10000), 2);
+    cr_expect(strstr(dst.err, "nothing sent or received for 1000 ms"), "%s", dst.err);
+    close(fd);
+    proc_free(&dst);
+}
+
+Test(migrate, second_connection_is_refused)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    char *argv[] = {TERN_BINARY, "migrate",     "--api-socket", (char *)sock, (char *)uri,
+                    "--json",    "--bandwidth", "20M",          NULL};
+    proc_start(&m, argv);
+    cr_assert(proc_wait_output(&m, "first-pass", 10000), "%s", m.out);
+    int fd = connect_to(uri);
+    char reply[512] = "";
+    cr_expect_gt(read(fd, reply, sizeof(reply) - 1), 0);
+    cr_expect(strstr(reply, "already taking a migration"), "%s", reply);
+    close(fd);
+    cr_expect_eq(proc_wait(&m, 60000), 0, "%s\n%s", m.out, m.err);
+    expect_moved(&src, &dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
+
+Test(migrate, bad_arguments)
+{
+    struct proc p;
+    cr_expect_eq(run_tern(&p, 5000, "migrate", "tcp:127.0.0.1:1", NULL), 2);
+    cr_expect(strstr(p.err, "--api-socket PATH is required"), "%s", p.err);
+    proc_free(&p);
+    cr_expect_eq(run_tern(&p, 5000, "migrate", "--api-socket", "/nonexistent", "file:/x", NULL), 2);
+    cr_expect(strstr(p.err, "is not a tcp:HOST:PORT URI"), "%s", p.err);
+    proc_free(&p);
+    cr_expect_eq(
+        run_tern(&p, 5000, "migrate", "--api-socket", "/x", "tcp:h:1", "--bandwidth", "fast", NULL),
+        2);
+    cr_expect(strstr(p.err, "--bandwidth: 'fast' is not a rate"), "%s", p.err);
+    proc_free(&p);
+    cr_expect_eq(run_tern(&p, 5000, "run", "--incoming", "tcp:127.0.0.1:99999", NULL), 2);
+    cr_expect(strstr(p.err, "port '99999' is not 0-65535"), "%s", p.err);
+    proc_free(&p);
+    cr_expect_eq(run_tern(&p, 5000, "run", "--incoming", "tcp:127.0.0.1:0", "--paused", NULL), 2);
+    cr_expect(strstr(p.err, "--paused needs --incoming file:PATH"), "%s", p.err);
+    proc_free(&p);
+}
