@@ -1,15 +1,48 @@
 #!/usr/bin/env bash
-# Builds tern and runs the bundled demo guests on /dev/kvm: hello, then memstamp on 2 vCPUs
-# stamping and verifying 64 MiB of guest RAM.
+# tern's main job, live: builds tern, starts memstamp (256 MiB, 2 vCPUs, stamping 128 MiB at
+# 64 MiB/s and checking every stamp of the previous pass) in one tern, and migrates it over
+# loopback TCP to a second tern while it writes. The guest's own lines after the move come from
+# the destination: every stamp written on the source must be found there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/lib/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 
-echo "\$ tern run --mem 64M --kernel build/tests/guest/hello.elf"
-build/tern run --mem 64M --kernel build/tests/guest/hello.elf
+work=$(mktemp -d /tmp/tern-demo.XXXXXX)
+cleanup() {
+    kill "${src_pid:-}" "${dst_pid:-}" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Destination: waits for one migration on a free loopback port, then runs the VM.
+build/tern run --incoming tcp:127.0.0.1:0 >"$work/dst.out" 2>"$work/dst.err" &
+dst_pid=$!
+for _ in $(seq 100); do
+    grep -q "waiting for a migration" "$work/dst.err" && break
+    sleep 0.05
+done
+port=$(grep -o '127.0.0.1:[0-9]*' "$work/dst.err" | cut -d: -f2)
+
+# Source: the guest, with its control socket.
+build/tern run --mem 256M --cpus 2 --kernel build/tests/guest/memstamp.elf \
+    --cmdline 'mib=128 passes=6 rate=64' --api-socket "$work/src.sock" \
+    >"$work/src.out" 2>"$work/src.err" &
+src_pid=$!
+until grep -q "pass 1 ok" "$work/src.out"; do sleep 0.05; done
+
+echo "== source: tern run --mem 256M --cpus 2 --kernel memstamp.elf --cmdline 'mib=128 passes=6 rate=64'"
+cat "$work/src.out"
 echo
-echo "\$ tern run --mem 256M --cpus 2 --kernel build/tests/guest/memstamp.elf --cmdline 'mib=64 passes=3'"
-build/tern run --mem 256M --cpus 2 --kernel build/tests/guest/memstamp.elf --cmdline 'mib=64 passes=3'
-echo "demo: guest exited with status $?"
+echo "== tern migrate --api-socket SRC tcp:127.0.0.1:$port   (while the guest writes)"
+build/tern migrate --api-socket "$work/src.sock" "tcp:127.0.0.1:$port"
+wait "$src_pid" && src_status=0 || src_status=$?
+echo "source tern (exit $src_status): $(tail -n 1 "$work/src.err")"
+echo
+wait "$dst_pid" && status=0 || status=$?
+echo "== destination: the guest's own lines after the move"
+grep -v "^memstamp: 128 MiB" "$work/dst.out" || true
+grep "migration received" "$work/dst.err"
+echo "demo: the guest exited with status $status on the destination"
+exit "$status"

@@ -56,3 +56,16 @@ Test(parse_uint, bounds)
     cr_assert_lt(cli_parse_uint("--cpus", "4x", 1, 64, &v), 0);
     cr_assert(strstr(err_msg(), "not a number"), "%s", err_msg());
 }
+
+Test(parse_rate, suffixes_and_errors)
+{
+    uint64_t v;
+    cr_assert_eq(cli_parse_rate("--bandwidth", "100M", &v), 0);
+    cr_assert_eq(v, 100ull << 20);
+    cr_assert_eq(cli_parse_rate("--bandwidth", "1000", &v), 0);
+    cr_assert_eq(v, 1000, "a rate need not be a multiple of 4 KiB");
+    cr_assert_lt(cli_parse_rate("--bandwidth", "fast", &v), 0);
+    cr_assert(strstr(err_msg(), "--bandwidth: 'fast' is not a rate"), "%s", err_msg());
+    cr_assert_lt(cli_parse_rate("--bandwidth", "0", &v), 0);
+    cr_assert(strstr(err_msg(), "must not be zero"), "%s", err_msg());
+}

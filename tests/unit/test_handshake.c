@@ -1,0 +1,148 @@
+/* The migration handshake: what a source asks of a destination and the destination's rules.
+ * Inputs mirror real values: 4096-byte XSAVE (KVM_GET_XSAVE), 8320-byte nested state
+ * (KVM_CAP_NESTED_STATE on kvm_intel), CPUID entries as KVM_GET_CPUID2 returns them. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "migrate/mig_handshake.h"
+
+static struct mig_hs_need need_basic(void)
+{
+    struct mig_hs_need n;
+    memset(&n, 0, sizeof(n)); /* padding too: the round-trip test compares bytes */
+    n.stream_major = 1;
+    n.mem_size = 256ull << 20;
+    n.cpus = 2;
+    n.xsave_size = 4096;
+    n.features[0] = 0x80202001; /* 1.ECX: SSE3, X2APIC, hypervisor */
+    n.features[2] = 0x00000209; /* 7.0.EBX */
+    return n;
+}
+
+static struct mig_hs_caps caps_basic(void)
+{
+    struct mig_hs_caps c;
+    memset(&c, 0, sizeof(c));
+    c.stream_major = 1;
+    c.mem_limit = 24ull << 30;
+    c.max_cpus = 64;
+    c.xsave_size = 4096;
+    for (int k = 0; k < MIG_HS_FEATURE_REGS; k++)
+        c.features[k] = 0xffffffff;
+    return c;
+}
+
+static void expect_refusal(const struct mig_hs_need *n, const struct mig_hs_caps *c,
+                           const char *fragment)
+{
+    char why[512] = "";
+    cr_assert_lt(mig_hs_check(n, c, why, sizeof(why)), 0, "accepted; wanted '%s'", fragment);
+    cr_assert(strstr(why, fragment), "'%s' not in '%s'", fragment, why);
+}
+
+Test(handshake, a_matching_host_accepts)
+{
+    struct mig_hs_need n = need_basic();
+    struct mig_hs_caps c = caps_basic();
+    char why[512] = "";
+    cr_assert_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+}
+
+Test(handshake, each_missing_capability_is_named)
+{
+    struct mig_hs_need n = need_basic();
+    struct mig_hs_caps c = caps_basic();
+    c.stream_major = 2;
+    expect_refusal(&n, &c, "stream format 1.0");
+    c = caps_basic();
+    c.mem_limit = 128ull << 20;
+    expect_refusal(&n, &c, "the destination host has only 128 MiB");
+    c.mem_exact = true;
+    expect_refusal(&n, &c, "started with --mem 128 MiB");
+    c = caps_basic();
+    c.max_cpus = 1;
+    expect_refusal(&n, &c, "takes at most 1");
+    c.max_cpus = 4;
+    c.cpus_exact = true;
+    expect_refusal(&n, &c, "started with --cpus 4");
+    c = caps_basic();
+    n.xsave_size = 11008; /* AMX */
+    expect_refusal(&n, &c, "KVM_CAP_XSAVE2");
+    n = need_basic();
+    n.nested_size = 8320;
+    expect_refusal(&n, &c, "has no nested VMX (KVM_CAP_NESTED_STATE 0)");
+    c.nested_max = 4096;
+    expect_refusal(&n, &c, "KVM_CAP_NESTED_STATE is 4096");
+    c.nested_max = 8320;
+    char why[512];
+    cr_assert_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    n.evmcs = true;
+    expect_refusal(&n, &c, "KVM_CAP_HYPERV_ENLIGHTENED_VMCS");
+    n = need_basic();
+    c = caps_basic();
+    c.features[2] &= ~0x8u; /* 7.0.EBX bit 3: BMI1 */
+    expect_refusal(&n, &c, "CPUID 7.0.EBX bit 3");
+}
+
+Test(handshake, json_round_trip)
+{
+    struct mig_hs_need n = need_basic(), n2;
+    n.nested_size = 8320;
+    n.evmcs = true;
+    json_t *j = mig_hs_need_to_json(&n);
+    cr_assert_eq(mig_hs_need_from_json(j, &n2), 0);
+    cr_assert_eq(memcmp(&n, &n2, sizeof(n)), 0);
+    json_decref(j);
+    struct mig_hs_caps c = caps_basic(), c2;
+    c.mem_exact = true;
+    c.nested_max = 8320;
+    j = mig_hs_caps_to_json(&c);
+    cr_assert_eq(mig_hs_caps_from_json(j, &c2), 0);
+    cr_assert_eq(memcmp(&c, &c2, sizeof(c)), 0);
+    json_decref(j);
+}
+
+Test(handshake, malformed_json_is_rejected)
+{
+    struct mig_hs_need n;
+    const char *bad[] = {
+        "[]",
+        "{}",
+        "{\"protocol\":2}",
+        "{\"protocol\":1,\"stream_major\":1,\"stream_minor\":0,\"mem\":-1,\"cpus\":1,"
+        "\"xsave_size\":4096,\"nested_size\":0,\"evmcs\":false,\"cpuid\":{}}",
+        "{\"protocol\":1,\"stream_major\":1,\"stream_minor\":0,\"mem\":4096,\"cpus\":1,"
+        "\"xsave_size\":4096,\"nested_size\":0,\"evmcs\":0,\"cpuid\":{}}",
+        "{\"protocol\":1,\"stream_major\":1,\"stream_minor\":0,\"mem\":4096,\"cpus\":1,"
+        "\"xsave_size\":4096,\"nested_size\":0,\"evmcs\":false,\"cpuid\":{\"1.ECX\":1}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *j = json_loads(bad[i], 0, NULL);
+        cr_assert(j, "test input %zu", i);
+        cr_expect_neq(mig_hs_need_from_json(j, &n), 0, "accepted: %s", bad[i]);
+        json_decref(j);
+    }
+}
+
+Test(handshake, features_come_from_the_right_leaves)
+{
+    struct {
+        struct kvm_cpuid2 head;
+        struct kvm_cpuid_entry2 e[4];
+    } t = {.head = {.nent = 4}};
+    t.e[0] = (struct kvm_cpuid_entry2){.function = 1, .ecx = 0x88000001, .edx = 0x10000200};
+    t.e[1] = (struct kvm_cpuid_entry2){
+        .function = 7, .index = 0, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .ebx = 0x209};
+    t.e[2] = (struct kvm_cpuid_entry2){
+        .function = 7, .index = 1, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .ebx = 0xdead};
+    t.e[3] = (struct kvm_cpuid_entry2){
+        .function = 0xd, .index = 1, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 0xf};
+    uint32_t f[MIG_HS_FEATURE_REGS];
+    mig_hs_features(&t.head, f);
+    /* OSXSAVE (1.ECX bit 27), HTT and APIC (1.EDX bits 28, 9) are guest state, not features. */
+    cr_expect_eq(f[0], 0x80000001);
+    cr_expect_eq(f[1], 0);
+    cr_expect_eq(f[2], 0x209, "subleaf 1 must not count as 7.0");
+    cr_expect_eq(f[5], 0xf);
+    cr_expect_eq(f[6], 0, "absent leaves read as 0");
+}
