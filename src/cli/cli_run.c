@@ -433,10 +433,12 @@ static void run_incoming_done(void *opaque, bool ok, const char *message)
     struct run_state *st = opaque;
     struct mig_dest_result r;
     mig_dest_result(st->incoming, &r);
+    if (!ok)
+        fprintf(stderr, "tern: incoming migration failed: %s\n", message);
+    /* message lives in the migration object: done with it now. */
     mig_dest_free(st->incoming);
     st->incoming = NULL;
     if (!ok) {
-        fprintf(stderr, "tern: incoming migration failed: %s\n", message);
         if (st->vm) {
             /* Built but never run: the source still has the guest. */
             vm_close(st->vm);

@@ -157,6 +157,14 @@ static int src_sink(void *opaque, const void *buf, size_t len)
      * cancel or timeout is seen promptly. */
     s->pace_bytes += len;
     double due = s->pace_start_ms + (double)s->pace_bytes * 1e3 / (double)s->params.bandwidth;
+    double now0 = now_ms();
+    if (now0 - due > 50) {
+        /* Time spent not sending (scanning zero pages, syncing) is no credit for a burst
+         * beyond the cap: restart the window, with 50 ms of slack. */
+        s->pace_start_ms = now0 - 50;
+        s->pace_bytes = len;
+        due = s->pace_start_ms + (double)len * 1e3 / (double)s->params.bandwidth;
+    }
     for (double now = now_ms(); now < due && !rc; now = now_ms()) {
         double nap = due - now < 20 ? due - now : 20;
         struct timespec ts = {0, (long)(nap * 1e6)};

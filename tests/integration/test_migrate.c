@@ -343,7 +343,9 @@ Test(migrate, cancel_keeps_the_vm_here)
     cr_expect(json_object_get(r, "return"));
     json_decref(r);
     cr_expect_eq(proc_wait(&m, 30000), 1, "%s", m.out);
-    cr_expect(last_event(&m, "cancelled"), "%s", m.out);
+    json_t *cancelled = last_event(&m, "cancelled");
+    cr_expect(cancelled, "%s", m.out);
+    json_decref(cancelled);
     r = harness_ctl(sock, "migrate-status", NULL);
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r, "return"), "phase")),
                      "cancelled");
