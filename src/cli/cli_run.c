@@ -77,7 +77,9 @@ static void run_finish(struct run_state *st)
     if (st->migration) {
         /* The migration thread uses the VM: let it end first (on_done comes back here). */
         st->end_after_migration = true;
-        mig_source_cancel(st->migration);
+        mig_source_cancel(st->migration, st->vm && vm_end_state(st->vm).kind != VM_END_NONE
+                                             ? "the guest ended during the migration"
+                                             : "tern is stopping");
         return;
     }
     if (st->incoming) {
@@ -338,7 +340,7 @@ static json_t *run_on_command(void *opaque, const char *command, json_t *req, ch
             snprintf(err, err_size, "no migration is under way");
             return NULL;
         }
-        mig_source_cancel(st->migration);
+        mig_source_cancel(st->migration, "migration cancelled");
         return json_object();
     }
     if (st->migration) {

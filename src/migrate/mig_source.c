@@ -51,6 +51,8 @@ struct mig_source {
     double pace_start_ms;
     bool pass_fault_armed;
     uint64_t pass_start_offset;
+    uint64_t progress_offset;
+    char cancel_reason[128];
 };
 
 static double now_ms(void)
@@ -151,6 +153,13 @@ static int src_sink(void *opaque, const void *buf, size_t len)
         mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut");
     }
     int rc = mig_chan_write(s->ch, buf, len);
+    if (s->writer.offset - s->progress_offset >= (1u << 20)) {
+        /* The live line moves within a pass, not only at its end. */
+        s->progress_offset = s->writer.offset;
+        pthread_mutex_lock(&s->lock);
+        s->progress.bytes_sent = s->writer.offset;
+        pthread_mutex_unlock(&s->lock);
+    }
     if (rc || !s->pacing)
         return rc;
     /* --bandwidth: sleep until the bytes sent so far fit the rate, in short naps so that a
@@ -543,7 +552,7 @@ static void src_on_connect(uv_connect_t *req, int status)
     char msg[512];
     if (status < 0 || s->cancel_requested) {
         snprintf(msg, sizeof(msg), "%s",
-                 s->cancel_requested ? (s->timed_out ? "--timeout expired" : "migration cancelled")
+                 s->cancel_requested ? (s->timed_out ? "--timeout expired" : s->cancel_reason)
                                      : "");
         if (status < 0)
             snprintf(msg, sizeof(msg), "cannot connect to %s: %s", s->progress.uri,
@@ -633,11 +642,12 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
     return 0;
 }
 
-void mig_source_cancel(struct mig_source *s)
+void mig_source_cancel(struct mig_source *s, const char *why)
 {
     s->cancel_requested = true;
+    snprintf(s->cancel_reason, sizeof(s->cancel_reason), "%s", why);
     if (s->ch)
-        mig_chan_fail(s->ch, -ECANCELED, "migration cancelled");
+        mig_chan_fail(s->ch, -ECANCELED, s->cancel_reason);
 }
 
 void mig_source_free(struct mig_source *s)

@@ -76,8 +76,8 @@ int mig_parse_tcp_uri(const char *what, const char *uri, char *host, size_t host
 int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_params *params,
                      mig_source_done_fn on_done, void *opaque, struct mig_source **out);
 void mig_source_progress(struct mig_source *src, struct mig_progress *out);
-/* Asks the migration to stop; it ends through on_done (phase CANCELLED). */
-void mig_source_cancel(struct mig_source *src);
+/* Asks the migration to stop; it ends through on_done (phase CANCELLED, message why). */
+void mig_source_cancel(struct mig_source *src, const char *why);
 /* After on_done: releases everything. */
 void mig_source_free(struct mig_source *src);
 

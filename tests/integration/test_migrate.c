@@ -517,3 +517,22 @@ Test(migrate, bad_arguments)
     cr_expect(strstr(p.err, "--paused needs --incoming file:PATH"), "%s", p.err);
     proc_free(&p);
 }
+
+/* The guest finishes on the source while its migration is still in the first pass. */
+Test(migrate, guest_ending_mid_migration_cancels_it)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=2 rate=16");
+    cr_expect_eq(migrate(&m, sock, uri, "--bandwidth", "1M", NULL), 1, "%s", m.out);
+    json_t *cancelled = last_event(&m, "cancelled");
+    cr_assert(cancelled, "%s", m.out);
+    cr_expect(strstr(json_string_value(json_object_get(cancelled, "message")),
+                     "the guest ended during the migration"));
+    json_decref(cancelled);
+    expect_stayed(&src, &dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&dst);
+    proc_free(&m);
+}
