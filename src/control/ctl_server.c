@@ -35,6 +35,8 @@ struct ctl_server {
     unsigned pending_writes;
     void (*drained)(void *opaque);
     void *drained_opaque;
+    unsigned open_conns;
+    bool listener_closed;
 };
 
 static void ctl_check_drained(struct ctl_server *srv)
@@ -117,11 +119,23 @@ static void ctl_handle_line(struct ctl_conn *c, const char *line, size_t len)
         ctl_send_error(c, err[0] ? err : "command failed");
 }
 
+static void ctl_server_release(struct ctl_server *srv)
+{
+    /* The server goes last: a closing connection's write callbacks still count on it. */
+    if (srv->listener_closed && !srv->open_conns) {
+        free(srv->path);
+        free(srv);
+    }
+}
+
 static void ctl_conn_closed(uv_handle_t *h)
 {
     struct ctl_conn *c = h->data;
+    struct ctl_server *srv = c->srv;
     free(c->line);
     free(c);
+    srv->open_conns--;
+    ctl_server_release(srv);
 }
 
 static void ctl_conn_close(struct ctl_conn *c)
@@ -186,6 +200,7 @@ static void ctl_on_connection(uv_stream_t *listener, int status)
         return;
     c->line = malloc(CTL_MAX_LINE);
     c->srv = srv;
+    srv->open_conns++;
     uv_pipe_init(listener->loop, &c->pipe, 0);
     c->pipe.data = c;
     c->next = srv->conns;
@@ -267,8 +282,8 @@ void ctl_server_when_drained(struct ctl_server *srv, void (*cb)(void *opaque), v
 static void ctl_listener_closed(uv_handle_t *h)
 {
     struct ctl_server *srv = h->data;
-    free(srv->path);
-    free(srv);
+    srv->listener_closed = true;
+    ctl_server_release(srv);
 }
 
 void ctl_server_close(struct ctl_server *srv)

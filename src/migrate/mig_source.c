@@ -22,6 +22,8 @@
 #define MIG_MAX_THROTTLE 99u
 /* Passes smaller than this say little about the link's speed. */
 #define MIG_MIN_BANDWIDTH_SAMPLE (256u << 10)
+#define MIG_SMALL_FINAL_PAGES 64u
+#define MIG_MAX_SHRINK_PASSES 30u
 
 struct mig_source {
     uv_loop_t *loop;
@@ -332,7 +334,13 @@ static int src_precopy(struct mig_source *s, struct mig_capture *cap)
         s->progress.throughput = (uint64_t)(bandwidth * 1e3);
         s->progress.eta_ms = (uint64_t)eta;
         pthread_mutex_unlock(&s->lock);
-        if (eta <= s->params.downtime_ms)
+        /* Within the limit, one more pass is still worth it while it would at least halve
+         * what the pause has to carry (the guest dirties less during a short pass than the
+         * pass sends); a few pages, or a set that no longer shrinks, go now. */
+        double next = dirty_rate * eta;
+        if (eta <= s->params.downtime_ms &&
+            (dirty <= MIG_SMALL_FINAL_PAGES || next >= (double)dirty * MEM_PAGE_SIZE / 2 ||
+             pass >= MIG_MAX_SHRINK_PASSES))
             return 0;
         /* Auto-converge: once the guest has dirtied more than half of what the link carried
          * in the same time for two passes in a row, throttle it, and throttle harder after
