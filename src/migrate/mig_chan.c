@@ -270,6 +270,38 @@ int mig_chan_read_line(struct mig_chan *ch, char *buf, size_t max)
     return 0;
 }
 
+int mig_chan_write_json(struct mig_chan *ch, json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = mig_chan_write(ch, text, strlen(text));
+    if (!rc)
+        rc = mig_chan_write(ch, "\n", 1);
+    free(text);
+    return rc ? rc : mig_chan_flush(ch);
+}
+
+int mig_chan_read_json(struct mig_chan *ch, const char *what, json_t **out)
+{
+    char *line = malloc(MIG_CHAN_MAX_LINE);
+    if (!line)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = mig_chan_read_line(ch, line, MIG_CHAN_MAX_LINE);
+    if (rc) {
+        free(line);
+        return err_context(rc, "waiting for %s's %s", ch->peer, what);
+    }
+    *out = json_loads(line, 0, NULL);
+    free(line);
+    if (!*out || !json_is_object(*out)) {
+        json_decref(*out);
+        return err_set(-EPROTO, "%s's %s is not tern's (not a JSON object)", ch->peer, what);
+    }
+    return 0;
+}
+
 int mig_chan_sink(void *ch, const void *buf, size_t len)
 {
     return mig_chan_write(ch, buf, len);
@@ -378,20 +410,12 @@ static void chan_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
         uv_read_stop(stream);
 }
 
-static void chan_on_async(uv_async_t *a)
+/* Hands every queued chunk to uv_write. */
+static void chan_write_queued(struct mig_chan *ch)
 {
-    struct mig_chan *ch = a->data;
-    if (ch->closing) {
-        chan_maybe_finish_close(ch);
-        return;
-    }
     pthread_mutex_lock(&ch->lock);
     struct out_chunk *list = ch->out_head;
     ch->out_head = ch->out_tail = NULL;
-    bool restart = ch->restart_read && !ch->eof && !ch->error;
-    ch->restart_read = false;
-    if (restart)
-        ch->reading = true;
     pthread_mutex_unlock(&ch->lock);
     while (list) {
         struct out_chunk *c = list;
@@ -409,6 +433,22 @@ static void chan_on_async(uv_async_t *a)
             free(c);
         }
     }
+}
+
+static void chan_on_async(uv_async_t *a)
+{
+    struct mig_chan *ch = a->data;
+    if (ch->closing) {
+        chan_maybe_finish_close(ch);
+        return;
+    }
+    chan_write_queued(ch);
+    pthread_mutex_lock(&ch->lock);
+    bool restart = ch->restart_read && !ch->eof && !ch->error;
+    ch->restart_read = false;
+    if (restart)
+        ch->reading = true;
+    pthread_mutex_unlock(&ch->lock);
     if (restart && uv_read_start((uv_stream_t *)ch->tcp, chan_alloc, chan_on_read) != 0)
         mig_chan_fail(ch, -ECONNRESET, "cannot read from the connection");
 }
@@ -481,30 +521,14 @@ static void chan_maybe_finish_close(struct mig_chan *ch)
 {
     if (ch->open_handles)
         return; /* already closing the handles */
+    /* A healthy channel sends what is queued first; a failed one drops it (freed with it). */
+    if (!mig_chan_error(ch))
+        chan_write_queued(ch);
     pthread_mutex_lock(&ch->lock);
     bool pending = ch->out_bytes && !ch->error;
-    struct out_chunk *list = ch->out_head;
-    ch->out_head = ch->out_tail = NULL;
     pthread_mutex_unlock(&ch->lock);
-    if (list && pending) {
-        /* Still bytes to send: hand them over and come back when they are written. */
-        pthread_mutex_lock(&ch->lock);
-        ch->out_head = list;
-        for (ch->out_tail = list; ch->out_tail->next;)
-            ch->out_tail = ch->out_tail->next;
-        pthread_mutex_unlock(&ch->lock);
-        ch->closing = false;
-        chan_on_async(&ch->async);
-        ch->closing = true;
-        return;
-    }
     if (pending)
-        return; /* chan_on_write calls again */
-    while (list) {
-        struct out_chunk *c = list;
-        list = c->next;
-        free(c);
-    }
+        return; /* chan_on_write calls again once they are written */
     ch->open_handles = 2;
     uv_read_stop((uv_stream_t *)ch->tcp);
     uv_close((uv_handle_t *)ch->tcp, chan_on_handle_closed);

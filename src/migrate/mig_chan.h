@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #define MIG_CHAN_QUEUE_LIMIT (8u << 20)
@@ -38,6 +39,10 @@ int mig_chan_flush(struct mig_chan *ch);
 int mig_chan_read(struct mig_chan *ch, void *buf, size_t len);
 /* Reads one '\n'-terminated line (without it, NUL-terminated); longer than max-1 is an error. */
 int mig_chan_read_line(struct mig_chan *ch, char *buf, size_t max);
+/* One JSON object as one line (msg's reference is taken), flushed. */
+int mig_chan_write_json(struct mig_chan *ch, json_t *msg);
+/* Reads one line that must be a JSON object; errors name the peer and what was awaited. */
+int mig_chan_read_json(struct mig_chan *ch, const char *what, json_t **out);
 /* Stream adapters: mig_sink_fn / mig_source_fn over the channel. */
 int mig_chan_sink(void *ch, const void *buf, size_t len);
 int mig_chan_source(void *ch, void *buf, size_t len);

@@ -88,38 +88,6 @@ static int dst_start_vm(struct mig_dest *d)
 
 /* ---- the worker ------------------------------------------------------------------------ */
 
-static int dst_write_json(struct mig_dest *d, json_t *msg)
-{
-    char *text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
-    if (!text)
-        return err_set(-ENOMEM, "out of memory");
-    int rc = mig_chan_write(d->ch, text, strlen(text));
-    if (!rc)
-        rc = mig_chan_write(d->ch, "\n", 1);
-    free(text);
-    return rc ? rc : mig_chan_flush(d->ch);
-}
-
-static int dst_read_json(struct mig_dest *d, const char *what, json_t **out)
-{
-    char *line = malloc(MIG_CHAN_MAX_LINE);
-    if (!line)
-        return err_set(-ENOMEM, "out of memory");
-    int rc = mig_chan_read_line(d->ch, line, MIG_CHAN_MAX_LINE);
-    if (rc) {
-        free(line);
-        return err_context(rc, "waiting for the source's %s", what);
-    }
-    *out = json_loads(line, 0, NULL);
-    free(line);
-    if (!*out || !json_is_object(*out)) {
-        json_decref(*out);
-        return err_set(-EPROTO, "the source's %s is not tern's (not a JSON object)", what);
-    }
-    return 0;
-}
-
 /* The features a vCPU of this host really gets: KVM may add to a CPUID table as it sets it
  * (PVM does), so KVM_GET_SUPPORTED_CPUID alone undercounts. A throwaway vCPU tells. */
 static int dst_probe_features(int kvm, uint32_t features[MIG_HS_FEATURE_REGS])
@@ -200,13 +168,13 @@ static int dst_handshake(struct mig_dest *d, struct mig_hs_need *need)
         mig_chan_fail(d->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at handshake");
     json_t *reply = rc ? json_pack("{s:b,s:s}", "accept", 0, "reason", why)
                        : json_pack("{s:b,s:o}", "accept", 1, "caps", mig_hs_caps_to_json(&caps));
-    int wrc = dst_write_json(d, reply);
+    int wrc = mig_chan_write_json(d->ch, reply);
     if (rc)
         return err_set(rc, "refused the migration: %s", why);
     if (wrc)
         return wrc;
     json_t *start;
-    if ((rc = dst_read_json(d, "start message", &start)))
+    if ((rc = mig_chan_read_json(d->ch, "start message", &start)))
         return rc;
     const char *abort = json_string_value(json_object_get(start, "abort"));
     if (!json_is_true(json_object_get(start, "start")))
@@ -240,7 +208,7 @@ static int dst_run(struct mig_dest *d)
             char why[400];
             snprintf(why, sizeof(why), "%s", err_msg());
             if (mig_chan_error(d->ch) == 0)
-                dst_write_json(d, json_pack("{s:b,s:s}", "ready", 0, "reason", why));
+                mig_chan_write_json(d->ch, json_pack("{s:b,s:s}", "ready", 0, "reason", why));
             err_set(rc, "%s", why);
         }
     }
@@ -248,11 +216,11 @@ static int dst_run(struct mig_dest *d)
     if (rc)
         return rc;
     mig_fault_cut_at("restored"); /* "kill@restored": dies with the state restored, unsaid */
-    if ((rc = dst_write_json(d, json_pack("{s:b}", "ready", 1))))
+    if ((rc = mig_chan_write_json(d->ch, json_pack("{s:b}", "ready", 1))))
         return rc;
     mig_fault_cut_at("ready"); /* "kill@ready": dies after saying ready, before go */
     json_t *go;
-    if ((rc = dst_read_json(d, "go message", &go)))
+    if ((rc = mig_chan_read_json(d->ch, "go message", &go)))
         return rc;
     bool ok = json_is_true(json_object_get(go, "go"));
     json_decref(go);
@@ -262,12 +230,12 @@ static int dst_run(struct mig_dest *d)
     if (rc) {
         char why[400];
         snprintf(why, sizeof(why), "%s", err_msg());
-        dst_write_json(d, json_pack("{s:b,s:s}", "resumed", 0, "reason", why));
+        mig_chan_write_json(d->ch, json_pack("{s:b,s:s}", "resumed", 0, "reason", why));
         return err_set(rc, "%s", why);
     }
     mig_fault_cut_at("resumed"); /* "kill@resumed": dies running the guest, before the ack */
     double downtime = d->switchover_ms ? d->resumed_ms - d->switchover_ms : 0;
-    rc = dst_write_json(d, json_pack("{s:b,s:f}", "resumed", 1, "downtime_ms", downtime));
+    rc = mig_chan_write_json(d->ch, json_pack("{s:b,s:f}", "resumed", 1, "downtime_ms", downtime));
     /* The guest runs here now whatever happens to the ack: a lost ack leaves the source
      * paused, which is its rule, so the migration counts as done on this side. */
     if (rc)

@@ -187,41 +187,6 @@ static int src_sink(void *opaque, const void *buf, size_t len)
 
 /* ---- handshake ------------------------------------------------------------------------- */
 
-static int src_write_json(struct mig_source *s, json_t *msg)
-{
-    char *text = json_dumps(msg, JSON_COMPACT);
-    json_decref(msg);
-    if (!text)
-        return err_set(-ENOMEM, "out of memory");
-    int rc = mig_chan_write(s->ch, text, strlen(text));
-    if (!rc)
-        rc = mig_chan_write(s->ch, "\n", 1);
-    free(text);
-    if (!rc)
-        rc = mig_chan_flush(s->ch);
-    return rc;
-}
-
-static int src_read_json(struct mig_source *s, const char *what, json_t **out)
-{
-    char *line = malloc(MIG_CHAN_MAX_LINE);
-    if (!line)
-        return err_set(-ENOMEM, "out of memory");
-    int rc = mig_chan_read_line(s->ch, line, MIG_CHAN_MAX_LINE);
-    if (rc) {
-        free(line);
-        return err_context(rc, "waiting for the destination's %s", what);
-    }
-    json_error_t jerr;
-    *out = json_loads(line, 0, &jerr);
-    free(line);
-    if (!*out || !json_is_object(*out)) {
-        json_decref(*out);
-        return err_set(-EPROTO, "the destination's %s is not a JSON object", what);
-    }
-    return 0;
-}
-
 static int src_need(struct mig_source *s, struct mig_hs_need *need)
 {
     struct vm *vm = s->vm;
@@ -242,13 +207,13 @@ static int src_handshake(struct mig_source *s)
     int rc = src_need(s, &need);
     if (rc)
         return rc;
-    rc = src_write_json(s, json_pack("{s:o}", "hello", mig_hs_need_to_json(&need)));
+    rc = mig_chan_write_json(s->ch, json_pack("{s:o}", "hello", mig_hs_need_to_json(&need)));
     if (rc)
         return rc;
     if (mig_fault_cut_at("handshake"))
         mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at handshake");
     json_t *reply;
-    if ((rc = src_read_json(s, "answer to the handshake", &reply)))
+    if ((rc = mig_chan_read_json(s->ch, "answer to the handshake", &reply)))
         return rc;
     const char *reason = json_string_value(json_object_get(reply, "reason"));
     struct mig_hs_caps caps;
@@ -261,12 +226,12 @@ static int src_handshake(struct mig_source *s)
     } else if (mig_hs_check(&need, &caps, why, sizeof(why))) {
         /* The destination accepted, but we know better: tell it why before closing. */
         rc = err_set(-ENOTSUP, "the destination cannot take this VM: %s", why);
-        src_write_json(s, json_pack("{s:s}", "abort", why));
+        mig_chan_write_json(s->ch, json_pack("{s:s}", "abort", why));
     }
     json_decref(reply);
     if (rc)
         return rc;
-    return src_write_json(s, json_pack("{s:b}", "start", 1));
+    return mig_chan_write_json(s->ch, json_pack("{s:b}", "start", 1));
 }
 
 /* ---- passes ---------------------------------------------------------------------------- */
@@ -390,7 +355,7 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
     src_set_phase(s, MIG_PHASE_ACK, s->progress.pass);
 
     json_t *msg;
-    if ((rc = src_read_json(s, "ready message", &msg)))
+    if ((rc = mig_chan_read_json(s->ch, "ready message", &msg)))
         return rc;
     bool ready = json_is_true(json_object_get(msg, "ready"));
     const char *reason = json_string_value(json_object_get(msg, "reason"));
@@ -406,9 +371,9 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
         return rc;
     /* From here on the destination may run the guest: never resume it here again. */
     *go_sent = true;
-    if ((rc = src_write_json(s, json_pack("{s:b}", "go", 1))))
+    if ((rc = mig_chan_write_json(s->ch, json_pack("{s:b}", "go", 1))))
         return rc;
-    if ((rc = src_read_json(s, "resumed message", &msg)))
+    if ((rc = mig_chan_read_json(s->ch, "resumed message", &msg)))
         return rc;
     bool resumed = json_is_true(json_object_get(msg, "resumed"));
     reason = json_string_value(json_object_get(msg, "reason"));
