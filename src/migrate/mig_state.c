@@ -302,32 +302,43 @@ int mig_check_in_stream(const struct mig_record *rec, const struct mig_reader *r
 
 /* ---- per-vCPU state -------------------------------------------------------------------- */
 
-/* MSRs of KVM_GET_MSR_INDEX_LIST that read back on this vCPU, with their values. */
-static int mig_read_msrs(int kvm_fd, int vcpu_fd, struct kvm_msrs **out)
+/* What the host's KVM offers for vCPU state, asked once per capture, not once per vCPU: the
+ * capture runs inside the migration's downtime. */
+struct mig_vcpu_caps {
+    int xsave_size; /* KVM_CAP_XSAVE2's size, or 0 for KVM_GET_XSAVE */
+    bool xcrs, sregs2;
+    struct kvm_msr_list *msrs; /* KVM_GET_MSR_INDEX_LIST */
+};
+
+static int mig_vcpu_caps_get(int kvm_fd, struct mig_vcpu_caps *caps)
 {
+    memset(caps, 0, sizeof(*caps));
+    int xsize = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    caps->xsave_size = xsize > 0 ? xsize : 0;
+    caps->xcrs = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
+    caps->sregs2 = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SREGS2) > 0;
     struct kvm_msr_list probe = {.nmsrs = 0};
     if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
         return err_sys(-errno, "KVM_GET_MSR_INDEX_LIST");
     if (probe.nmsrs > MIG_MAX_MSRS)
         return err_set(-E2BIG, "KVM lists %u MSRs, more than %u", probe.nmsrs, MIG_MAX_MSRS);
-    struct kvm_msr_list *list = calloc(1, sizeof(*list) + probe.nmsrs * sizeof(uint32_t));
-    struct kvm_msrs *m = calloc(1, sizeof(*m) + probe.nmsrs * sizeof(struct kvm_msr_entry));
-    if (!list || !m) {
-        free(list);
-        free(m);
+    caps->msrs = calloc(1, sizeof(*caps->msrs) + probe.nmsrs * sizeof(uint32_t));
+    if (!caps->msrs)
         return err_set(-ENOMEM, "out of memory");
-    }
-    list->nmsrs = probe.nmsrs;
-    if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
-        int rc = err_sys(-errno, "KVM_GET_MSR_INDEX_LIST");
-        free(list);
-        free(m);
-        return rc;
-    }
+    caps->msrs->nmsrs = probe.nmsrs;
+    if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, caps->msrs) < 0)
+        return err_sys(-errno, "KVM_GET_MSR_INDEX_LIST");
+    return 0;
+}
+
+/* The MSRs of list that read back on this vCPU, with their values. */
+static int mig_read_msrs(const struct kvm_msr_list *list, int vcpu_fd, struct kvm_msrs **out)
+{
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + list->nmsrs * sizeof(struct kvm_msr_entry));
     struct kvm_msrs *q = calloc(1, sizeof(*q) + list->nmsrs * sizeof(struct kvm_msr_entry));
-    if (!q) {
-        free(list);
+    if (!m || !q) {
         free(m);
+        free(q);
         return err_set(-ENOMEM, "out of memory");
     }
     /* KVM_GET_MSRS stops at the first MSR it cannot read: keep what it read, skip that one. */
@@ -339,7 +350,6 @@ static int mig_read_msrs(int kvm_fd, int vcpu_fd, struct kvm_msrs **out)
         int n = ioctl(vcpu_fd, KVM_GET_MSRS, q);
         if (n < 0) {
             int rc = err_sys(-errno, "KVM_GET_MSRS");
-            free(list);
             free(q);
             free(m);
             return rc;
@@ -348,7 +358,6 @@ static int mig_read_msrs(int kvm_fd, int vcpu_fd, struct kvm_msrs **out)
         m->nmsrs += (uint32_t)n;
         next += (uint32_t)n + 1;
     }
-    free(list);
     free(q);
     *out = m;
     return 0;
@@ -363,10 +372,10 @@ static int vcpu_get(int fd, unsigned long req, void *data, const char *name, uns
 
 /* Capture order. MP_STATE comes first: reading it makes KVM process pending INIT/SIPI events,
  * which may change CS:RIP and the LAPIC, so everything read after it is consistent with it. */
-static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w)
+static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w,
+                            const struct mig_vcpu_caps *caps)
 {
     int fd = vm_vcpu_fd(vm, i);
-    int kvm = vm_kvm_fd(vm);
     int rc;
     struct kvm_mp_state mp;
     if ((rc = vcpu_get(fd, KVM_GET_MP_STATE, &mp, "KVM_GET_MP_STATE", i)) ||
@@ -383,7 +392,7 @@ static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w)
 
     /* XSAVE2 (KVM_CAP_XSAVE2 gives the size, at least 4096) carries AMX and other large
      * components that the 4 KiB KVM_GET_XSAVE would cut off. */
-    int xsize = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    int xsize = caps->xsave_size;
     unsigned long xreq = xsize > 0 ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
     if (xsize < (int)sizeof(struct kvm_xsave))
         xsize = sizeof(struct kvm_xsave);
@@ -396,14 +405,14 @@ static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w)
     free(xs);
     if (rc)
         return rc;
-    if (ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0) {
+    if (caps->xcrs) {
         struct kvm_xcrs xcrs;
         if ((rc = vcpu_get(fd, KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS", i)) ||
             (rc = mig_write_record(w, MIG_REC_XCRS, i, &xcrs, sizeof(xcrs))))
             return rc;
     }
     /* SREGS2 also carries the PDPTRs, which PAE paging needs exactly as they were loaded. */
-    if (ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_SREGS2) > 0) {
+    if (caps->sregs2) {
         struct kvm_sregs2 s2;
         if ((rc = vcpu_get(fd, KVM_GET_SREGS2, &s2, "KVM_GET_SREGS2", i)) ||
             (rc = mig_write_record(w, MIG_REC_SREGS2, i, &s2, sizeof(s2))))
@@ -415,7 +424,7 @@ static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w)
             return rc;
     }
     struct kvm_msrs *msrs = NULL;
-    if ((rc = mig_read_msrs(kvm, fd, &msrs)))
+    if ((rc = mig_read_msrs(caps->msrs, fd, &msrs)))
         return err_context(rc, "vCPU %u", i);
     rc =
         mig_write_record(w, MIG_REC_MSRS, i, msrs->entries, msrs->nmsrs * sizeof(msrs->entries[0]));
@@ -490,8 +499,12 @@ int mig_capture_state(struct mig_capture *c)
         else
             rc = mig_write_record(w, MIG_REC_PIT2, 0, &pit, sizeof(pit));
     }
+    struct mig_vcpu_caps caps = {0};
+    if (!rc)
+        rc = mig_vcpu_caps_get(vm_kvm_fd(vm), &caps);
     for (unsigned i = 0; i < vm_cpu_count(vm) && !rc; i++)
-        rc = mig_capture_vcpu(vm, i, w);
+        rc = mig_capture_vcpu(vm, i, w, &caps);
+    free(caps.msrs);
     if (!rc) {
         /* A restored VM that never ran still holds its clock for the first resume. */
         struct kvm_clock_data clock = {0};
