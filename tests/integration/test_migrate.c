@@ -46,19 +46,40 @@ static void source_start(struct proc *p, const char *sock, const char *cpus, con
     cr_assert(harness_wait_socket(sock, 10000), "no control socket; stderr: %s", p->err);
 }
 
-/* Runs tern migrate --json with extra arguments (NULL-terminated); returns its exit status. */
-static int migrate(struct proc *m, const char *sock, const char *uri, ...)
+static void migrate_startv(struct proc *m, const char *sock, const char *uri, va_list ap)
 {
     char *argv[24] = {TERN_BINARY, "migrate", "--api-socket", (char *)sock, (char *)uri, "--json"};
     int n = 6;
-    va_list ap;
-    va_start(ap, uri);
     for (const char *a; (a = va_arg(ap, const char *)) && n < 23;)
         argv[n++] = (char *)a;
-    va_end(ap);
     argv[n] = NULL;
     proc_start(m, argv);
+}
+
+/* Starts tern migrate --json with extra arguments (NULL-terminated). */
+static void migrate_start(struct proc *m, const char *sock, const char *uri, ...)
+{
+    va_list ap;
+    va_start(ap, uri);
+    migrate_startv(m, sock, uri, ap);
+    va_end(ap);
+}
+
+/* The same, run to its end; returns its exit status. */
+static int migrate(struct proc *m, const char *sock, const char *uri, ...)
+{
+    va_list ap;
+    va_start(ap, uri);
+    migrate_startv(m, sock, uri, ap);
+    va_end(ap);
     return proc_wait(m, 120000);
+}
+
+/* The source most failure tests use: memstamp over 16 MiB for about 5 s, past its first pass. */
+static void source_start_small(struct proc *p, const char *sock)
+{
+    source_start(p, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    cr_assert(proc_wait_output(p, "pass 1 ok", 10000), "%s", p->out);
 }
 
 /* The data of the last event named name in tern migrate --json output (a new reference). */
@@ -223,9 +244,8 @@ static void fails_and_stays(const char *src_fault, const char *dst_fault, const 
     unsetenv("TERN_MIGRATE_FAULT");
     if (src_fault)
         setenv("TERN_MIGRATE_FAULT", src_fault, 1);
-    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
+    source_start_small(&src, sock);
     unsetenv("TERN_MIGRATE_FAULT");
-    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
     int st = migrate(&m, sock, uri, "--bandwidth", bw ? bw : "1G", "--downtime-ms",
                      downtime ? downtime : "300", NULL);
     cr_expect_eq(st, 1, "tern migrate: %d\n%s\n%s", st, m.out, m.err);
@@ -291,11 +311,8 @@ Test(migrate, destination_killed_mid_stream)
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
     const char *uri = dest_start(&dst, NULL, NULL);
-    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
-    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
-    char *argv[] = {TERN_BINARY, "migrate",     "--api-socket", (char *)sock, (char *)uri,
-                    "--json",    "--bandwidth", "4M",           NULL};
-    proc_start(&m, argv);
+    source_start_small(&src, sock);
+    migrate_start(&m, sock, uri, "--bandwidth", "4M", NULL);
     usleep(700000);
     kill(dst.pid, SIGKILL);
     cr_expect_eq(proc_wait(&m, 30000), 1, "%s\n%s", m.out, m.err);
@@ -311,8 +328,7 @@ Test(migrate, timeout_keeps_the_vm_here)
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
     const char *uri = dest_start(&dst, NULL, NULL);
-    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
-    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    source_start_small(&src, sock);
     cr_expect_eq(migrate(&m, sock, uri, "--bandwidth", "2M", "--timeout", "1", NULL), 1);
     json_t *failed = last_event(&m, "failed");
     cr_assert(failed, "%s", m.out);
@@ -329,11 +345,8 @@ Test(migrate, cancel_keeps_the_vm_here)
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
     const char *uri = dest_start(&dst, NULL, NULL);
-    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
-    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
-    char *argv[] = {TERN_BINARY, "migrate",     "--api-socket", (char *)sock, (char *)uri,
-                    "--json",    "--bandwidth", "2M",           NULL};
-    proc_start(&m, argv);
+    source_start_small(&src, sock);
+    migrate_start(&m, sock, uri, "--bandwidth", "2M", NULL);
     cr_assert(proc_wait_output(&m, "first-pass", 10000), "%s", m.out);
     /* While it runs, the VM belongs to the migration. */
     json_t *r = harness_ctl(sock, "pause", NULL);
@@ -385,8 +398,7 @@ Test(migrate, destination_dies_after_resume_source_stays_paused)
     setenv("TERN_MIGRATE_FAULT", "kill@resumed", 1);
     const char *uri = dest_start(&dst, NULL, NULL);
     unsetenv("TERN_MIGRATE_FAULT");
-    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
-    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
+    source_start_small(&src, sock);
     cr_expect_eq(migrate(&m, sock, uri, NULL), 1);
     json_t *failed = last_event(&m, "failed");
     cr_assert(failed, "%s", m.out);
@@ -478,11 +490,8 @@ Test(migrate, second_connection_is_refused)
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
     const char *uri = dest_start(&dst, NULL, NULL);
-    source_start(&src, sock, "2", "memstamp", "mib=16 passes=5 rate=16");
-    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000));
-    char *argv[] = {TERN_BINARY, "migrate",     "--api-socket", (char *)sock, (char *)uri,
-                    "--json",    "--bandwidth", "20M",          NULL};
-    proc_start(&m, argv);
+    source_start_small(&src, sock);
+    migrate_start(&m, sock, uri, "--bandwidth", "20M", NULL);
     cr_assert(proc_wait_output(&m, "first-pass", 10000), "%s", m.out);
     int fd = connect_to(uri);
     char reply[512] = "";
