@@ -545,3 +545,64 @@ Test(migrate, guest_ending_mid_migration_cancels_it)
     proc_free(&dst);
     proc_free(&m);
 }
+
+static void expect_ctl_error(const char *sock, const char *command, json_t *extra,
+                             const char *fragment)
+{
+    json_t *r = harness_ctl(sock, command, extra);
+    const char *msg = json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+    cr_expect(msg && strstr(msg, fragment), "%s: wanted an error with '%s', got %s", command,
+              fragment, msg ? msg : "no error");
+    json_decref(r);
+}
+
+/* The control socket's migration commands reject what they cannot do, naming the field. */
+Test(migrate, control_commands_reject_bad_requests)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src;
+    source_start(&src, sock, "1", "memstamp", "mib=4 passes=0 rate=4");
+    expect_ctl_error(sock, "migrate", NULL, "is not a tcp:HOST:PORT URI");
+    expect_ctl_error(sock, "migrate", json_pack("{s:s}", "uri", "tcp:127.0.0.1:0"),
+                     "port 0 names no destination");
+    expect_ctl_error(sock, "migrate",
+                     json_pack("{s:s,s:s}", "uri", "tcp:127.0.0.1:1", "downtime_ms", "fast"),
+                     "\"downtime_ms\" must be an integer");
+    expect_ctl_error(sock, "migrate",
+                     json_pack("{s:s,s:s}", "uri", "tcp:127.0.0.1:1", "compress", "lz4"),
+                     "migrate compress: 'lz4' is not none, zlib or zlib:LEVEL");
+    expect_ctl_error(sock, "migrate-cancel", NULL, "no migration is under way");
+    json_t *r = harness_ctl(sock, "migrate-status", NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(r, "return"), "phase")),
+                     "none");
+    json_decref(r);
+    json_decref(harness_ctl(sock, "pause", NULL));
+    expect_ctl_error(sock, "migrate", json_pack("{s:s}", "uri", "tcp:127.0.0.1:1"),
+                     "the VM is paused");
+    json_decref(harness_ctl(sock, "quit", NULL));
+    cr_expect_eq(proc_wait(&src, 10000), 0, "%s", src.err);
+    proc_free(&src);
+}
+
+Test(migrate, more_bad_arguments)
+{
+    struct proc p;
+    cr_expect_eq(run_tern(&p, 5000, "run", "--incoming", "tcp:127.0.0.1:0",
+                          "--incoming-idle-timeout", "0", NULL),
+                 2);
+    cr_expect(strstr(p.err, "--incoming-idle-timeout: 0 is out of range"), "%s", p.err);
+    proc_free(&p);
+    cr_expect_eq(
+        run_tern(&p, 5000, "migrate", "--api-socket", "/x", "tcp:h:1", "--compress", "lz4", NULL),
+        2);
+    cr_expect(strstr(p.err, "--compress: 'lz4' is not none, zlib or zlib:LEVEL"), "%s", p.err);
+    proc_free(&p);
+    cr_expect_eq(
+        run_tern(&p, 5000, "migrate", "--api-socket", "/x", "tcp:h:1", "--downtime-ms", "0", NULL),
+        2);
+    cr_expect(strstr(p.err, "--downtime-ms: 0 is out of range"), "%s", p.err);
+    proc_free(&p);
+    cr_expect_eq(run_tern(&p, 5000, "migrate", "--api-socket", "/x", "tcp:nohostport", NULL), 2);
+    cr_expect(strstr(p.err, "has no :PORT"), "%s", p.err);
+    proc_free(&p);
+}
