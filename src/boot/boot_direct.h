@@ -8,20 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "boot/boot_paging.h"
 #include "memory/mem.h"
 
 #define BOOT_SEL_CODE 0x08
 #define BOOT_SEL_DATA 0x10
 #define BOOT_SEL_TSS 0x18
-
-/* Where and how every vCPU enters the payload. */
-struct boot_entry {
-    uint64_t rip;
-    uint64_t rsi;
-    uint64_t cr3;
-    uint64_t gdt_base;
-    uint16_t gdt_limit;
-};
 
 struct boot_direct_params {
     unsigned cpu_count;
@@ -34,8 +26,5 @@ int boot_direct_setup(struct mem *mem, const struct boot_direct_params *p, struc
 
 /* Reads a whole file of at most max_size bytes into a malloc'd buffer. */
 int boot_read_file(const char *path, uint64_t max_size, uint8_t **data, size_t *len);
-
-/* Reads, checks and loads an ELF64 payload from path; *entry receives e_entry. */
-int boot_load_payload(const char *path, struct mem *mem, uint64_t *entry);
 
 #endif

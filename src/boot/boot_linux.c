@@ -18,6 +18,23 @@
 #define HDR_PREF_ADDRESS 0x258
 #define HDR_INIT_SIZE 0x260
 
+/* boot_params (the zero page) outside the setup header. */
+#define ZP_ACPI_RSDP_ADDR 0x070
+#define ZP_EXT_RAMDISK_IMAGE 0x0c0
+#define ZP_EXT_RAMDISK_SIZE 0x0c4
+#define ZP_EXT_CMD_LINE_PTR 0x0c8
+#define ZP_E820_ENTRIES 0x1e8
+#define ZP_SETUP_HEADER_END 0x290 /* where boot_params' copy of the setup header stops */
+#define ZP_E820_TABLE 0x2d0
+/* Setup header fields the loader writes. */
+#define HDR_VID_MODE 0x1fa
+#define HDR_TYPE_OF_LOADER 0x210
+#define HDR_CODE32_START 0x214
+#define HDR_RAMDISK_IMAGE 0x218
+#define HDR_RAMDISK_SIZE 0x21c
+#define HDR_CMD_LINE_PTR 0x228
+
+#define LOADER_UNDEFINED 0xff /* boot.rst: a loader with no assigned ID */
 #define LOADFLAG_LOADED_HIGH 0x01u
 #define XLF_KERNEL_64 0x01u
 
@@ -148,6 +165,47 @@ int boot_linux_place_initrd(uint64_t size, uint32_t initrd_addr_max,
                        (unsigned long long)hi, initrd_addr_max);
     *addr = start;
     return 0;
+}
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+void boot_linux_zero_page(const struct boot_linux_image *img, const uint8_t *data,
+                          const struct boot_linux_layout *layout,
+                          const struct boot_e820_entry *e820, unsigned e820_count,
+                          uint8_t zero_page[BOOT_LINUX_ZERO_PAGE_SIZE])
+{
+    memset(zero_page, 0, BOOT_LINUX_ZERO_PAGE_SIZE);
+    size_t hdr_end = img->header_end < ZP_SETUP_HEADER_END ? img->header_end : ZP_SETUP_HEADER_END;
+    memcpy(zero_page + HDR_SETUP_SECTS, data + HDR_SETUP_SECTS, hdr_end - HDR_SETUP_SECTS);
+
+    wr16(zero_page + HDR_VID_MODE, 0xffff); /* "normal": no mode change */
+    zero_page[HDR_TYPE_OF_LOADER] = LOADER_UNDEFINED;
+    wr32(zero_page + HDR_CODE32_START, (uint32_t)layout->kernel_gpa);
+    wr32(zero_page + HDR_CMD_LINE_PTR, (uint32_t)layout->cmdline_gpa);
+    wr32(zero_page + ZP_EXT_CMD_LINE_PTR, (uint32_t)(layout->cmdline_gpa >> 32));
+    wr32(zero_page + HDR_RAMDISK_IMAGE, (uint32_t)layout->initrd_gpa);
+    wr32(zero_page + ZP_EXT_RAMDISK_IMAGE, (uint32_t)(layout->initrd_gpa >> 32));
+    wr32(zero_page + HDR_RAMDISK_SIZE, (uint32_t)layout->initrd_size);
+    wr32(zero_page + ZP_EXT_RAMDISK_SIZE, (uint32_t)(layout->initrd_size >> 32));
+    /* Protocol 2.14 added the field; older kernels scan the BIOS area for the RSDP instead. */
+    if (img->protocol >= 0x020e) {
+        wr32(zero_page + ZP_ACPI_RSDP_ADDR, (uint32_t)layout->rsdp_gpa);
+        wr32(zero_page + ZP_ACPI_RSDP_ADDR + 4, (uint32_t)(layout->rsdp_gpa >> 32));
+    }
+
+    unsigned n = e820_count < BOOT_LINUX_E820_MAX ? e820_count : BOOT_LINUX_E820_MAX;
+    zero_page[ZP_E820_ENTRIES] = (uint8_t)n;
+    memcpy(zero_page + ZP_E820_TABLE, e820, n * sizeof(e820[0]));
 }
 
 int boot_linux_check_cmdline(const struct boot_linux_image *img, const char *cmdline)

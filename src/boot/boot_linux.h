@@ -57,6 +57,25 @@ int boot_linux_place_initrd(uint64_t size, uint32_t initrd_addr_max,
                             const struct mem_region *regions, unsigned region_count, uint64_t low,
                             uint64_t *addr);
 
+/* Where the loader put things, for the zero page. */
+struct boot_linux_layout {
+    uint64_t kernel_gpa; /* the protected-mode kernel; startup_64 is 0x200 further */
+    uint64_t cmdline_gpa;
+    uint64_t initrd_gpa; /* 0 with no initrd */
+    uint64_t initrd_size;
+    uint64_t rsdp_gpa; /* 0 with no ACPI tables */
+};
+
+#define BOOT_LINUX_ZERO_PAGE_SIZE 4096u
+#define BOOT_LINUX_ENTRY_64_OFFSET 0x200u
+
+/* Fills the zero page (struct boot_params) for the 64-bit entry: the image's setup header (data
+ * is the whole file, already parsed into img) with the loader's fields set, and the e820 map. */
+void boot_linux_zero_page(const struct boot_linux_image *img, const uint8_t *data,
+                          const struct boot_linux_layout *layout,
+                          const struct boot_e820_entry *e820, unsigned e820_count,
+                          uint8_t zero_page[BOOT_LINUX_ZERO_PAGE_SIZE]);
+
 /* The command line against the kernel's own limit (cmdline_size). */
 int boot_linux_check_cmdline(const struct boot_linux_image *img, const char *cmdline);
 

@@ -3,6 +3,7 @@
 #include "cli/cli.h"
 
 #include "boot/boot_protocol.h"
+#include "boot/boot_load.h"
 #include "control/ctl_server.h"
 #include "err/err.h"
 #include "memory/mem.h"
@@ -28,7 +29,9 @@ static const char run_usage[] =
     "       tern run --incoming file:PATH|tcp:ADDR:PORT [OPTIONS]\n"
     "Run a guest on /dev/kvm until it ends.\n"
     "\n"
-    "  -k, --kernel FILE      ELF64 payload to boot directly (see README: boot protocol)\n"
+    "  -k, --kernel FILE      a Linux bzImage (64-bit boot protocol 2.06+), or an ELF64\n"
+    "                         payload for tern's direct boot (see README)\n"
+    "  -r, --initrd FILE      initramfs for a bzImage, placed high in RAM below 4 GiB\n"
     "  -i, --incoming URI     restore the VM from a snapshot (file:PATH), or listen on\n"
     "                         tcp:ADDR:PORT for one live migration and run it once it\n"
     "                         arrives (port 0: any free port, printed); the stream gives\n"
@@ -40,11 +43,14 @@ static const char run_usage[] =
     "  -A, --api-socket PATH  serve the JSON control socket at PATH (mode 0600)\n"
     "  -m, --mem SIZE         guest RAM: 64M, 1G, 512K or bytes (default 256M)\n"
     "  -c, --cpus N           vCPUs, 1-64 (default 1)\n"
-    "  -a, --cmdline STRING   command line handed to the payload in the boot-info block\n"
+    "  -a, --cmdline STRING   a bzImage's command line (default\n"
+    "                         \"" BOOT_LINUX_DEFAULT_CMDLINE "\"), or a payload's, in\n"
+    "                         its boot-info block (default empty)\n"
     "  -s, --serial WHERE     COM1 goes to stdio (default), file:PATH or none\n"
     "  -h, --help             show this help\n"
     "\n"
-    "Exit status: the guest's exit code; 0 after a guest reset; 2 for errors and fatal guest\n"
+    "Exit status: the guest's exit code; 0 after a guest reset or power-off; 2 for errors and "
+    "fatal guest\n"
     "exits (triple fault, KVM internal error, failed VM entry); 128+N when stopped by signal N.\n";
 
 struct run_state {
@@ -113,6 +119,7 @@ static void run_on_vm_end(struct vm *vm, void *opaque)
         }
         break;
     case VM_END_RESET:
+    case VM_END_POWER_OFF:
         fprintf(stderr, "tern: VM ended: %s\n", end.message);
         st->exit_status = 0;
         break;
@@ -495,6 +502,7 @@ int cli_run(int argc, char **argv)
 {
     static const struct option options[] = {
         {"kernel", required_argument, NULL, 'k'},
+        {"initrd", required_argument, NULL, 'r'},
         {"mem", required_argument, NULL, 'm'},
         {"cpus", required_argument, NULL, 'c'},
         {"cmdline", required_argument, NULL, 'a'},
@@ -515,10 +523,13 @@ int cli_run(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":k:m:c:a:s:hi:pA:", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":k:r:m:c:a:s:hi:pA:", options, NULL)) != -1) {
         switch (opt) {
         case 'k':
             cfg.kernel_path = optarg;
+            break;
+        case 'r':
+            cfg.initrd_path = optarg;
             break;
         case 'm':
             rc = cli_parse_size("--mem", optarg, &cfg.mem_size);
@@ -566,6 +577,10 @@ int cli_run(int argc, char **argv)
     }
     if (incoming && cfg.kernel_path) {
         rc = err_set(-EINVAL, "--kernel and --incoming exclude each other");
+        goto fail;
+    }
+    if (incoming && cfg.initrd_path) {
+        rc = err_set(-EINVAL, "--initrd and --incoming exclude each other");
         goto fail;
     }
     if (!incoming && !cfg.kernel_path) {

@@ -14,7 +14,7 @@
 enum dev_action { DEV_CONTINUE = 0, DEV_PARK = 1 };
 
 /* How a device asks the VM to end, and how it raises interrupts. Implemented by the VM. */
-enum dev_end { DEV_END_EXIT_CODE, DEV_END_RESET };
+enum dev_end { DEV_END_EXIT_CODE, DEV_END_RESET, DEV_END_POWER_OFF };
 struct dev_host {
     void *opaque;
     void (*request_end)(void *opaque, enum dev_end why, uint32_t code);

@@ -2,6 +2,8 @@
  * Each ordering rule is written here once, beside the step that obeys it. */
 #include "migrate/mig_state.h"
 
+#include "devices/dev_acpi_pm.h"
+#include "devices/dev_rtc.h"
 #include "devices/dev_serial.h"
 #include "err/err.h"
 #include "memory/mem.h"
@@ -485,6 +487,16 @@ int mig_capture_state(struct mig_capture *c)
     uint8_t serial[DEV_SERIAL_STATE_MAX];
     size_t n = dev_serial_save(vm_serial(vm), serial);
     int rc = mig_write_record(w, MIG_REC_SERIAL, 0, serial, n);
+    if (!rc) {
+        uint8_t rtc[DEV_RTC_STATE_SIZE];
+        dev_rtc_save(vm_rtc(vm), rtc);
+        rc = mig_write_record(w, MIG_REC_RTC, 0, rtc, sizeof(rtc));
+    }
+    if (!rc) {
+        uint8_t pm[DEV_ACPI_PM_STATE_SIZE];
+        dev_acpi_pm_save(vm_acpi_pm(vm), pm);
+        rc = mig_write_record(w, MIG_REC_ACPI_PM, 0, pm, sizeof(pm));
+    }
     for (uint32_t chip = 0; chip < 3 && !rc; chip++) {
         struct kvm_irqchip ic = {.chip_id = chip};
         if (ioctl(vm_fd(vm), KVM_GET_IRQCHIP, &ic) < 0)
@@ -828,6 +840,17 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
                 err_context(rc, "%s", what);
             }
             s->have_serial = true;
+            break;
+        case MIG_REC_RTC:
+        case MIG_REC_ACPI_PM:
+            rc = rec.type == MIG_REC_RTC
+                     ? dev_rtc_load(vm_rtc(vm), rec.payload, rec.length)
+                     : dev_acpi_pm_load(vm_acpi_pm(vm), rec.payload, rec.length);
+            if (rc) {
+                char what[96];
+                mig_record_describe(&rec, what, sizeof(what));
+                err_context(rc, "%s", what);
+            }
             break;
         case MIG_REC_IRQCHIP:
             take(&s->have_irqchip[rec.index], &s->irqchip[rec.index], &rec);

@@ -1,6 +1,8 @@
 #include "migrate/mig_stream.h"
 
 #include "err/err.h"
+#include "devices/dev_acpi_pm.h"
+#include "devices/dev_rtc.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
@@ -30,6 +32,8 @@ static const struct mig_type_info mig_types[] = {
     {MIG_REC_RAM_ZLIB, "RAM_ZLIB", 0, sizeof(struct mig_ram_header) + 1,
      sizeof(struct mig_ram_header) + MIG_RAM_MAX_PAGES_PER_RECORD * 4096 + 4096},
     {MIG_REC_SERIAL, "SERIAL", 0, 16, 16 + MIG_MAX_SERIAL},
+    {MIG_REC_RTC, "RTC", DEV_RTC_STATE_SIZE, 0, 0},
+    {MIG_REC_ACPI_PM, "ACPI_PM", DEV_ACPI_PM_STATE_SIZE, 0, 0},
     {MIG_REC_IRQCHIP, "IRQCHIP", sizeof(struct kvm_irqchip), 0, 0},
     {MIG_REC_PIT2, "PIT2", sizeof(struct kvm_pit_state2), 0, 0},
     {MIG_REC_CLOCK, "CLOCK", sizeof(struct kvm_clock_data), 0, 0},
@@ -64,7 +68,11 @@ const char *mig_record_name(uint16_t type)
 
 uint16_t mig_record_default_flags(uint16_t type)
 {
-    return type == MIG_REC_SWITCHOVER ? 0 : MIG_REC_MANDATORY;
+    /* What an older reader may do without: it has no such devices, and loses only their
+     * registers. */
+    if (type == MIG_REC_SWITCHOVER || type == MIG_REC_RTC || type == MIG_REC_ACPI_PM)
+        return 0;
+    return MIG_REC_MANDATORY;
 }
 
 bool mig_record_is_ram(uint16_t type)

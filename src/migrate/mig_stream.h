@@ -17,7 +17,7 @@
 
 #define MIG_MAGIC "TERNSTRM"
 #define MIG_VERSION_MAJOR 1u
-#define MIG_VERSION_MINOR 0u
+#define MIG_VERSION_MINOR 1u
 #define MIG_HEADER_SIZE 16u
 #define MIG_RECORD_HEADER_SIZE 20u
 #define MIG_REC_MANDATORY 0x0001u
@@ -29,6 +29,8 @@ enum mig_record_type {
     MIG_REC_RAM_RAW = 0x0011,
     MIG_REC_RAM_ZLIB = 0x0012,
     MIG_REC_SERIAL = 0x0020,
+    MIG_REC_RTC = 0x0021,     /* optional since 1.1 */
+    MIG_REC_ACPI_PM = 0x0022, /* optional since 1.1 */
     MIG_REC_IRQCHIP = 0x0030,
     MIG_REC_PIT2 = 0x0031,
     MIG_REC_CLOCK = 0x0032,

@@ -154,17 +154,17 @@ static void vcpu_segment(struct kvm_segment *s, uint16_t selector, uint8_t type,
     s->db = !code;
 }
 
-int vcpu_setup_direct_boot(struct vcpu *v, const struct boot_entry *entry)
+int vcpu_setup_boot_entry(struct vcpu *v, const struct boot_entry *entry)
 {
     struct kvm_sregs sregs;
     if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
         return err_sys(-errno, "KVM_GET_SREGS on vCPU %u", v->index);
 
-    vcpu_segment(&sregs.cs, BOOT_SEL_CODE, 0xb, true);
-    vcpu_segment(&sregs.ds, BOOT_SEL_DATA, 0x3, false);
+    vcpu_segment(&sregs.cs, entry->code_sel, 0xb, true);
+    vcpu_segment(&sregs.ds, entry->data_sel, 0x3, false);
     sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
     memset(&sregs.tr, 0, sizeof(sregs.tr));
-    sregs.tr.selector = BOOT_SEL_TSS;
+    sregs.tr.selector = entry->tss_sel;
     sregs.tr.limit = 0x67;
     sregs.tr.type = 0xb; /* busy 64-bit TSS: VM entry insists on one */
     sregs.tr.present = 1;
@@ -196,6 +196,8 @@ int vcpu_setup_direct_boot(struct vcpu *v, const struct boot_entry *entry)
 
     /* With the in-kernel irqchip every vCPU but 0 starts waiting for INIT/SIPI; direct boot
      * starts them all at once. */
+    if (!entry->start_all)
+        return 0;
     struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
     if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
         return err_sys(-errno, "KVM_SET_MP_STATE on vCPU %u", v->index);

@@ -13,9 +13,10 @@
 #define TERN_VCPU_H
 
 #include <linux/kvm.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "boot/boot_direct.h"
+#include "boot/boot_paging.h"
 #include "devices/dev_bus.h"
 
 struct vcpu_events {
@@ -40,8 +41,9 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid);
  * vCPU runs. */
 const struct kvm_cpuid2 *vcpu_cpuid(const struct vcpu *v);
 
-/* 64-bit mode at entry->rip, paging on entry->cr3, RDI = index, RSI = entry->rsi, runnable. */
-int vcpu_setup_direct_boot(struct vcpu *v, const struct boot_entry *entry);
+/* 64-bit mode at entry->rip, paging on entry->cr3, RDI = index, RSI = entry->rsi; made runnable
+ * at once when entry->start_all. */
+int vcpu_setup_boot_entry(struct vcpu *v, const struct boot_entry *entry);
 
 int vcpu_start(struct vcpu *v);
 void vcpu_pause_request(struct vcpu *v);

@@ -1,7 +1,9 @@
 #include "vm/vm.h"
 
-#include "boot/boot_direct.h"
+#include "boot/boot_load.h"
+#include "devices/dev_acpi_pm.h"
 #include "devices/dev_bus.h"
+#include "devices/dev_rtc.h"
 #include "devices/dev_serial.h"
 #include "devices/dev_sysport.h"
 #include "err/err.h"
@@ -33,6 +35,8 @@ struct vm {
     struct mem *mem;
     struct dev_bus *bus;
     struct dev_serial *serial;
+    struct dev_rtc *rtc;
+    struct dev_acpi_pm *acpi_pm;
     struct dev_host host;
     struct vcpu_events vcpu_events;
     struct vcpu *vcpus[VM_MAX_CPUS];
@@ -83,6 +87,8 @@ static void vm_host_request_end(void *opaque, enum dev_end why, uint32_t code)
     struct vm *vm = opaque;
     if (why == DEV_END_RESET)
         vm_record_end(vm, VM_END_RESET, 0, "guest requested a reset through the i8042");
+    else if (why == DEV_END_POWER_OFF)
+        vm_record_end(vm, VM_END_POWER_OFF, 0, "guest powered off (ACPI S5)");
     else
         vm_record_end(vm, VM_END_EXIT_CODE, code, NULL);
 }
@@ -172,6 +178,14 @@ static int vm_create_devices(struct vm *vm, const struct vm_config *cfg)
         rc = dev_serial_attach_input(vm->serial, cfg->serial_in_fd);
     if (!rc)
         rc = dev_sysport_register(vm->bus, &vm->host);
+    if (!rc)
+        rc = dev_rtc_create(&vm->rtc);
+    if (!rc)
+        rc = dev_rtc_register(vm->rtc, vm->bus);
+    if (!rc)
+        rc = dev_acpi_pm_create(&vm->host, &vm->acpi_pm);
+    if (!rc)
+        rc = dev_acpi_pm_register(vm->acpi_pm, vm->bus);
     return rc;
 }
 
@@ -212,21 +226,20 @@ static int vm_set_boot_cpuid(struct vm *vm)
 
 static int vm_boot(struct vm *vm, const struct vm_config *cfg)
 {
-    uint64_t entry;
     int rc = vm_set_boot_cpuid(vm);
-    if (!rc)
-        rc = boot_load_payload(cfg->kernel_path, vm->mem, &entry);
     if (rc)
         return rc;
     int khz = ioctl(vcpu_fd(vm->vcpus[0]), KVM_GET_TSC_KHZ, 0);
-    struct boot_direct_params params = {.cpu_count = vm->cpu_count,
-                                        .cmdline = cfg->cmdline,
-                                        .tsc_khz = khz > 0 ? (uint32_t)khz : 0,
-                                        .entry = entry};
+    struct boot_load_params params = {.kernel_path = cfg->kernel_path,
+                                      .initrd_path = cfg->initrd_path,
+                                      .cmdline = cfg->cmdline,
+                                      .cpu_count = vm->cpu_count,
+                                      .tsc_khz = khz > 0 ? (uint32_t)khz : 0};
     struct boot_entry be;
-    rc = boot_direct_setup(vm->mem, &params, &be);
-    for (unsigned i = 0; i < vm->cpu_count && !rc; i++)
-        rc = vcpu_setup_direct_boot(vm->vcpus[i], &be);
+    rc = boot_load(vm->mem, &params, &be);
+    unsigned starting = be.start_all ? vm->cpu_count : 1;
+    for (unsigned i = 0; i < starting && !rc; i++)
+        rc = vcpu_setup_boot_entry(vm->vcpus[i], &be);
     return rc;
 }
 
@@ -440,6 +453,8 @@ void vm_close(struct vm *vm)
     for (unsigned i = 0; i < vm->cpu_count; i++)
         vcpu_destroy(vm->vcpus[i]);
     dev_serial_close(vm->serial);
+    dev_rtc_destroy(vm->rtc);
+    dev_acpi_pm_destroy(vm->acpi_pm);
     dev_bus_destroy(vm->bus);
     mem_destroy(vm->mem);
     if (vm->vm_fd >= 0)
@@ -495,6 +510,16 @@ struct mem *vm_mem(const struct vm *vm)
 struct dev_serial *vm_serial(const struct vm *vm)
 {
     return vm->serial;
+}
+
+struct dev_rtc *vm_rtc(const struct vm *vm)
+{
+    return vm->rtc;
+}
+
+struct dev_acpi_pm *vm_acpi_pm(const struct vm *vm)
+{
+    return vm->acpi_pm;
 }
 
 void vm_set_clock_on_resume(struct vm *vm, const struct kvm_clock_data *clock)

@@ -20,15 +20,17 @@ struct vm_config {
     uint64_t mem_size;
     unsigned cpu_count;
     const char *kernel_path; /* NULL: an empty VM whose state a restore will supply */
-    const char *cmdline;
-    int serial_out_fd; /* -1: output discarded */
-    int serial_in_fd;  /* -1: no input */
+    const char *initrd_path; /* bzImage kernels only */
+    const char *cmdline;     /* NULL: the boot protocol's default */
+    int serial_out_fd;       /* -1: output discarded */
+    int serial_in_fd;        /* -1: no input */
 };
 
 enum vm_end_kind {
     VM_END_NONE,      /* still running */
     VM_END_EXIT_CODE, /* the guest wrote its exit code */
     VM_END_RESET,     /* the guest pulsed the reset line */
+    VM_END_POWER_OFF, /* the guest entered ACPI S5 */
     VM_END_FAULT,     /* a vCPU hit a fatal exit; message says which */
 };
 
@@ -65,6 +67,8 @@ int vm_fd(const struct vm *vm);
 int vm_kvm_fd(const struct vm *vm);
 struct mem *vm_mem(const struct vm *vm);
 struct dev_serial *vm_serial(const struct vm *vm);
+struct dev_rtc *vm_rtc(const struct vm *vm);
+struct dev_acpi_pm *vm_acpi_pm(const struct vm *vm);
 /* A vCPU's CPUID: set (before it runs), and read as KVM holds it (at any time). */
 struct kvm_cpuid2;
 int vm_set_vcpu_cpuid(struct vm *vm, unsigned index, const struct kvm_cpuid2 *cpuid);

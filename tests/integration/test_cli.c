@@ -38,7 +38,7 @@ Test(cli, missing_kernel_file)
     expect_error("--kernel /nonexistent/guest.elf: cannot open: No such file", &p, st);
 }
 
-Test(cli, kernel_not_elf)
+Test(cli, kernel_neither_elf_nor_bzimage)
 {
     char path[] = "/tmp/tern-notelf-XXXXXX";
     int fd = mkstemp(path);
@@ -47,7 +47,7 @@ Test(cli, kernel_not_elf)
     struct proc p;
     int st = run_tern(&p, 5000, "run", "--kernel", path, NULL);
     unlink(path);
-    expect_error("not an ELF file", &p, st);
+    expect_error("neither an ELF64 payload nor a bzImage", &p, st);
 }
 
 Test(cli, kernel_required)

@@ -1,0 +1,189 @@
+#include "boot/boot_acpi.h"
+
+#include "devices/dev_acpi_pm.h"
+#include "devices/dev_rtc.h"
+#include "err/err.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define HEADER_SIZE 36u
+#define RSDP_SIZE 36u
+#define FADT_SIZE 276u /* revision 6 */
+#define FACS_SIZE 64u
+#define MADT_LAPIC_SIZE 8u
+#define MADT_IOAPIC_SIZE 12u
+#define MADT_OVERRIDE_SIZE 10u
+
+/* FADT field offsets (ACPI 6.x, table 5.9). */
+#define FADT_FIRMWARE_CTRL 36
+#define FADT_DSDT 40
+#define FADT_SCI_INT 46
+#define FADT_PM1A_EVT_BLK 56
+#define FADT_PM1A_CNT_BLK 64
+#define FADT_PM_TMR_BLK 76
+#define FADT_PM1_EVT_LEN 88
+#define FADT_PM1_CNT_LEN 89
+#define FADT_PM_TMR_LEN 91
+#define FADT_P_LVL2_LAT 96
+#define FADT_P_LVL3_LAT 98
+#define FADT_CENTURY 108
+#define FADT_IAPC_BOOT_ARCH 109
+#define FADT_FLAGS 112
+
+#define BOOT_ARCH_LEGACY_DEVICES 0x0001u /* ISA devices: the 16550, the PIT, the CMOS clock */
+#define BOOT_ARCH_VGA_NOT_PRESENT 0x0004u
+/* No 8042 flag: there is no keyboard to probe; the reset line at 0x64 still works. */
+#define FADT_WBINVD 0x0001u
+#define FADT_PROC_C1 0x0004u
+#define FADT_PWR_BUTTON 0x0010u /* no fixed-feature power button */
+#define FADT_SLP_BUTTON 0x0020u /* no fixed-feature sleep button */
+
+#define MADT_PCAT_COMPAT 0x1u /* the dual 8259 PIC is there too (KVM's irqchip has both) */
+#define MADT_ENABLED 0x1u
+#define MADT_LEVEL_HIGH 0x000du /* polarity active high (01), trigger level (11) */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+static uint8_t checksum(const uint8_t *p, size_t len)
+{
+    uint8_t sum = 0;
+    for (size_t i = 0; i < len; i++)
+        sum = (uint8_t)(sum + p[i]);
+    return (uint8_t)-sum;
+}
+
+static void header(uint8_t *t, const char *sig, uint32_t len, uint8_t revision)
+{
+    memcpy(t, sig, 4);
+    put32(t + 4, len);
+    t[8] = revision;
+    memcpy(t + 10, "TERN  ", 6);
+    memcpy(t + 16, "TERNVM  ", 8);
+    put32(t + 24, 1);
+    memcpy(t + 28, "TERN", 4);
+    put32(t + 32, 1);
+}
+
+static void seal(uint8_t *t, uint32_t len)
+{
+    t[9] = 0;
+    t[9] = checksum(t, len);
+}
+
+static size_t align(size_t v, size_t a)
+{
+    return (v + a - 1) & ~(a - 1);
+}
+
+/* The DSDT's body: Name (_S5, Package (4) { 5, 5, 0, 0 }), the sleep type dev_acpi_pm takes. */
+static const uint8_t dsdt_s5[] = {0x08, '_',
+                                  'S',  '5',
+                                  '_',  0x12,
+                                  0x08, 0x04,
+                                  0x0a, DEV_ACPI_PM_S5_TYPE,
+                                  0x0a, DEV_ACPI_PM_S5_TYPE,
+                                  0x00, 0x00};
+
+int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count, size_t *used)
+{
+    if (cpu_count < 1 || cpu_count > 255)
+        return err_set(-EINVAL, "ACPI: %u vCPUs; the MADT's xAPIC entries take 1 to 255",
+                       cpu_count);
+    size_t rsdp = 0, xsdt = 64, xsdt_len = HEADER_SIZE + 2 * 8;
+    size_t facs = align(xsdt + xsdt_len, 64);
+    size_t fadt = facs + FACS_SIZE;
+    size_t dsdt = align(fadt + FADT_SIZE, 16), dsdt_len = HEADER_SIZE + sizeof(dsdt_s5);
+    size_t madt = align(dsdt + dsdt_len, 16);
+    size_t madt_len =
+        HEADER_SIZE + 8 + cpu_count * MADT_LAPIC_SIZE + MADT_IOAPIC_SIZE + MADT_OVERRIDE_SIZE;
+    size_t end = madt + madt_len;
+    if (end > cap || base + end > 0x100000000ull)
+        return err_set(-ENOSPC, "ACPI: tables of %zu bytes do not fit their %zu-byte area", end,
+                       cap);
+    memset(buf, 0, end);
+
+    uint8_t *f = buf + facs;
+    memcpy(f, "FACS", 4);
+    put32(f + 4, FACS_SIZE);
+    f[32] = 2; /* version */
+
+    uint8_t *d = buf + dsdt;
+    header(d, "DSDT", (uint32_t)dsdt_len, 2);
+    memcpy(d + HEADER_SIZE, dsdt_s5, sizeof(dsdt_s5));
+    seal(d, (uint32_t)dsdt_len);
+
+    uint8_t *p = buf + fadt;
+    header(p, "FACP", FADT_SIZE, 6);
+    put32(p + FADT_FIRMWARE_CTRL, (uint32_t)(base + facs));
+    put32(p + FADT_DSDT, (uint32_t)(base + dsdt));
+    put16(p + FADT_SCI_INT, DEV_ACPI_PM_SCI_IRQ);
+    /* No SMI command port: the platform is in ACPI mode from the start. */
+    put32(p + FADT_PM1A_EVT_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_EVT_OFFSET);
+    put32(p + FADT_PM1A_CNT_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_CNT_OFFSET);
+    put32(p + FADT_PM_TMR_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_TMR_OFFSET);
+    p[FADT_PM1_EVT_LEN] = 4;
+    p[FADT_PM1_CNT_LEN] = 2;
+    p[FADT_PM_TMR_LEN] = 4;
+    put16(p + FADT_P_LVL2_LAT, 101);  /* > 100: no C2 */
+    put16(p + FADT_P_LVL3_LAT, 1001); /* > 1000: no C3 */
+    p[FADT_CENTURY] = DEV_RTC_CENTURY;
+    put16(p + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT);
+    put32(p + FADT_FLAGS, FADT_WBINVD | FADT_PROC_C1 | FADT_PWR_BUTTON | FADT_SLP_BUTTON);
+    seal(p, FADT_SIZE);
+
+    uint8_t *m = buf + madt;
+    header(m, "APIC", (uint32_t)madt_len, 4);
+    put32(m + 36, BOOT_ACPI_LAPIC_GPA);
+    put32(m + 40, MADT_PCAT_COMPAT);
+    uint8_t *e = m + 44;
+    for (unsigned i = 0; i < cpu_count; i++, e += MADT_LAPIC_SIZE) {
+        e[0] = 0; /* processor local APIC */
+        e[1] = MADT_LAPIC_SIZE;
+        e[2] = (uint8_t)i; /* ACPI processor UID */
+        e[3] = (uint8_t)i; /* APIC ID: KVM gives vCPU i the ID i */
+        put32(e + 4, MADT_ENABLED);
+    }
+    e[0] = 1; /* I/O APIC: KVM's, ID 0, GSIs 0-23 */
+    e[1] = MADT_IOAPIC_SIZE;
+    put32(e + 4, BOOT_ACPI_IOAPIC_GPA);
+    e += MADT_IOAPIC_SIZE;
+    /* KVM routes ISA IRQ n to IOAPIC pin n (the PIT's IRQ 0 included), so the only override is
+     * the one ACPI wants for its SCI: level-triggered, active high. */
+    e[0] = 2;
+    e[1] = MADT_OVERRIDE_SIZE;
+    e[3] = DEV_ACPI_PM_SCI_IRQ;
+    put32(e + 4, DEV_ACPI_PM_SCI_IRQ);
+    put16(e + 8, MADT_LEVEL_HIGH);
+    seal(m, (uint32_t)madt_len);
+
+    uint8_t *x = buf + xsdt;
+    header(x, "XSDT", (uint32_t)xsdt_len, 1);
+    put64(x + HEADER_SIZE, base + fadt);
+    put64(x + HEADER_SIZE + 8, base + madt);
+    seal(x, (uint32_t)xsdt_len);
+
+    uint8_t *r = buf + rsdp;
+    memcpy(r, "RSD PTR ", 8);
+    memcpy(r + 9, "TERN  ", 6);
+    r[15] = 2; /* ACPI 2.0+: the XSDT is used */
+    put32(r + 20, RSDP_SIZE);
+    put64(r + 24, base + xsdt);
+    r[8] = checksum(r, 20);
+    r[32] = checksum(r, RSDP_SIZE);
+    *used = end;
+    return 0;
+}

@@ -1,0 +1,143 @@
+#include "devices/dev_acpi_pm.h"
+
+#include "err/err.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PM_TIMER_HZ 3579545u
+#define PM_TIMER_MASK 0xffffffu
+#define CNT_SCI_EN 0x0001u
+#define CNT_SLP_TYP_SHIFT 10
+#define CNT_SLP_TYP_MASK 0x7u
+#define CNT_SLP_EN 0x2000u
+/* The control bits that are plain read/write storage (SLP_EN and the write-only GBL_RLS are
+ * not among them). */
+#define CNT_STORED 0x1c06u
+
+struct dev_acpi_pm {
+    pthread_mutex_t lock;
+    const struct dev_host *host;
+    uint16_t status;
+    uint16_t enable;
+    uint16_t control;
+    uint32_t timer_offset; /* added to the host-derived count */
+};
+
+static uint32_t pm_host_ticks(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    unsigned __int128 ns = (unsigned __int128)ts.tv_sec * 1000000000u + (unsigned)ts.tv_nsec;
+    return (uint32_t)(ns * PM_TIMER_HZ / 1000000000u);
+}
+
+static uint32_t pm_timer(const struct dev_acpi_pm *pm)
+{
+    return (pm_host_ticks() + pm->timer_offset) & PM_TIMER_MASK;
+}
+
+int dev_acpi_pm_create(const struct dev_host *host, struct dev_acpi_pm **out)
+{
+    struct dev_acpi_pm *pm = calloc(1, sizeof(*pm));
+    if (!pm)
+        return err_set(-ENOMEM, "out of memory");
+    pthread_mutex_init(&pm->lock, NULL);
+    pm->host = host;
+    pm->control = CNT_SCI_EN;
+    *out = pm;
+    return 0;
+}
+
+void dev_acpi_pm_destroy(struct dev_acpi_pm *pm)
+{
+    if (!pm)
+        return;
+    pthread_mutex_destroy(&pm->lock);
+    free(pm);
+}
+
+/* The 32 bits of register space starting at a register's first byte. */
+static uint32_t pm_read_register(const struct dev_acpi_pm *pm, unsigned reg)
+{
+    switch (reg) {
+    case 0:
+        return pm->status | (uint32_t)pm->enable << 16;
+    case DEV_ACPI_PM_CNT_OFFSET:
+        return pm->control | CNT_SCI_EN;
+    case DEV_ACPI_PM_TMR_OFFSET:
+        return pm_timer(pm);
+    default:
+        return 0;
+    }
+}
+
+static enum dev_action pm_pio(void *opaque, uint16_t port, unsigned size, bool is_write,
+                              uint32_t *value)
+{
+    struct dev_acpi_pm *pm = opaque;
+    unsigned offset = port - DEV_ACPI_PM_PORT;
+    unsigned reg = offset & ~3u, shift = (offset & 3u) * 8;
+    uint32_t mask = size >= 4 ? 0xffffffffu : (1u << (size * 8)) - 1;
+    bool power_off = false;
+
+    pthread_mutex_lock(&pm->lock);
+    if (!is_write) {
+        *value = (pm_read_register(pm, reg) >> shift) & mask;
+    } else {
+        uint32_t v = (*value & mask) << shift, touched = mask << shift;
+        if (reg == 0) {
+            /* Status bits clear when written with 1. */
+            pm->status &= (uint16_t) ~(v & touched & 0xffff);
+            if (touched >> 16)
+                pm->enable = (uint16_t)((pm->enable & ~(touched >> 16)) | (v >> 16));
+        } else if (reg == DEV_ACPI_PM_CNT_OFFSET && (touched & 0xffff)) {
+            uint16_t c = (uint16_t)((pm->control & ~touched) | (v & touched));
+            pm->control = (uint16_t)((c & CNT_STORED) | CNT_SCI_EN);
+            power_off = (c & CNT_SLP_EN) &&
+                        ((c >> CNT_SLP_TYP_SHIFT) & CNT_SLP_TYP_MASK) == DEV_ACPI_PM_S5_TYPE;
+        }
+    }
+    pthread_mutex_unlock(&pm->lock);
+    if (power_off)
+        pm->host->request_end(pm->host->opaque, DEV_END_POWER_OFF, 0);
+    return power_off ? DEV_PARK : DEV_CONTINUE;
+}
+
+int dev_acpi_pm_register(struct dev_acpi_pm *pm, struct dev_bus *bus)
+{
+    return dev_bus_add_pio(bus, DEV_ACPI_PM_PORT, DEV_ACPI_PM_LEN, pm_pio, pm);
+}
+
+void dev_acpi_pm_save(struct dev_acpi_pm *pm, uint8_t buf[DEV_ACPI_PM_STATE_SIZE])
+{
+    pthread_mutex_lock(&pm->lock);
+    uint16_t regs[4] = {pm->status, pm->enable, pm->control, 0};
+    uint32_t timer = pm_timer(pm);
+    pthread_mutex_unlock(&pm->lock);
+    memcpy(buf, regs, sizeof(regs));
+    memcpy(buf + 8, &timer, 4);
+}
+
+int dev_acpi_pm_load(struct dev_acpi_pm *pm, const uint8_t *buf, size_t len)
+{
+    if (len != DEV_ACPI_PM_STATE_SIZE)
+        return err_set(-EPROTO, "ACPI PM state: %zu bytes, expected %u", len,
+                       DEV_ACPI_PM_STATE_SIZE);
+    uint16_t regs[4];
+    uint32_t timer;
+    memcpy(regs, buf, sizeof(regs));
+    memcpy(&timer, buf + 8, 4);
+    if (timer > PM_TIMER_MASK)
+        return err_set(-EPROTO, "ACPI PM state: timer 0x%x exceeds 24 bits", timer);
+    pthread_mutex_lock(&pm->lock);
+    pm->status = regs[0];
+    pm->enable = regs[1];
+    pm->control = (uint16_t)((regs[2] & CNT_STORED) | CNT_SCI_EN);
+    pm->timer_offset = timer - pm_host_ticks();
+    pthread_mutex_unlock(&pm->lock);
+    return 0;
+}

@@ -1,0 +1,37 @@
+/* dev_acpi_pm: the ACPI fixed-hardware registers that the FADT (boot_acpi) points a kernel at,
+ * at DEV_ACPI_PM_PORT: PM1a status (+0) and enable (+2), PM1a control (+4) and the 24-bit,
+ * 3.579545 MHz PM timer (+8).
+ *
+ * tern has no SMI port, so the platform is always in ACPI mode: SCI_EN reads as set. No event
+ * is ever raised, so no SCI either. Writing SLP_EN with SLP_TYP = DEV_ACPI_PM_S5_TYPE (the value
+ * the DSDT's \_S5 gives) powers the VM off; other sleep states do not exist.
+ */
+#ifndef TERN_DEV_ACPI_PM_H
+#define TERN_DEV_ACPI_PM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/dev_bus.h"
+
+#define DEV_ACPI_PM_PORT 0x600
+#define DEV_ACPI_PM_EVT_OFFSET 0
+#define DEV_ACPI_PM_CNT_OFFSET 4
+#define DEV_ACPI_PM_TMR_OFFSET 8
+#define DEV_ACPI_PM_LEN 12
+#define DEV_ACPI_PM_SCI_IRQ 9
+#define DEV_ACPI_PM_S5_TYPE 5
+#define DEV_ACPI_PM_STATE_SIZE 12u
+
+struct dev_acpi_pm;
+
+int dev_acpi_pm_create(const struct dev_host *host, struct dev_acpi_pm **out);
+int dev_acpi_pm_register(struct dev_acpi_pm *pm, struct dev_bus *bus);
+void dev_acpi_pm_destroy(struct dev_acpi_pm *pm);
+
+/* State for snapshots: u16 status, u16 enable, u16 control, u16 zero, u32 timer value. The
+ * timer continues from the saved value on the destination, whatever its own clock reads. */
+void dev_acpi_pm_save(struct dev_acpi_pm *pm, uint8_t buf[DEV_ACPI_PM_STATE_SIZE]);
+int dev_acpi_pm_load(struct dev_acpi_pm *pm, const uint8_t *buf, size_t len);
+
+#endif
