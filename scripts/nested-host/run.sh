@@ -56,6 +56,13 @@ cp "$kdir"/*.ko "$stage/lib/modules/"
 cp build/tern build/tests/nested/nested_probe build/tests/nested/e9log "$stage/bin/"
 cp build/tests/guest/*.elf "$stage/guests/"
 cp scripts/nested-host/tests/*.sh "$stage/tests/"
+# The Linux guest for tests/linux.sh: the same kernel, and busybox with its own /init.
+guest=$work/linux-guest
+rm -rf "$guest" && mkdir -p "$guest"/{bin,proc} "$stage/linux"
+cp /bin/busybox "$guest/bin/busybox"
+cp scripts/nested-host/linux-init "$guest/init" && chmod +x "$guest/init"
+(cd "$guest" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$stage/linux/initrd.gz"
+cp "$kdir/vmlinuz" "$stage/linux/vmlinuz"
 for lib in $(ldd build/tern | grep -o '/[^ ]*'); do
     mkdir -p "$stage$(dirname "$lib")" && cp -L "$lib" "$stage$lib"
 done
@@ -83,7 +90,7 @@ mv "$work/nested.iso.new" "$work/nested.iso"
 
 # --- Bochs, headless and unattended ---------------------------------------------------------
 cat >"$work/bochsrc" <<RC
-megs: 768
+megs: 1024
 cpu: model=corei7_haswell_4770, count=1, ips=100000000, ignore_bad_msrs=1
 clock: sync=none
 romimage: file=/usr/share/bochs/BIOS-bochs-latest

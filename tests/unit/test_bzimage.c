@@ -151,3 +151,54 @@ Test(bzimage, cmdline_limit_is_the_kernels)
     cr_expect_eq(boot_linux_check_cmdline(&img, NULL), 0);
     free(line);
 }
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+Test(bzimage, zero_page_carries_the_header_and_the_loader_fields)
+{
+    uint8_t *d = make_image(0x020f);
+    d[0x26b] = 0x5a; /* the header's last byte: copied */
+    d[0x26c] = 0xa5; /* past the header: not copied */
+    d[0x210] = 0x00; /* type_of_loader: overwritten */
+    struct boot_linux_image img;
+    cr_assert_eq(boot_linux_parse(d, IMAGE_SIZE, &img), 0, "%s", err_msg());
+    struct boot_linux_layout layout = {.kernel_gpa = 0x1000000,
+                                       .cmdline_gpa = 0x2000,
+                                       .initrd_gpa = 0x1234567000ull,
+                                       .initrd_size = 0x100000123ull,
+                                       .rsdp_gpa = 0xe0000};
+    struct boot_e820_entry e820[BOOT_LINUX_E820_MAX];
+    unsigned n = e820_for(5ull << 30, e820);
+    uint8_t zp[BOOT_LINUX_ZERO_PAGE_SIZE];
+    memset(zp, 0xcc, sizeof(zp));
+    boot_linux_zero_page(&img, d, &layout, e820, n, zp);
+
+    cr_expect(!memcmp(zp + 0x202, "HdrS", 4));
+    cr_expect_eq(zp[0x1f1], 27);
+    cr_expect_eq(zp[0x26b], 0x5a);
+    cr_expect_eq(zp[0x26c], 0);
+    cr_expect_eq(zp[0x210], 0xff);
+    cr_expect_eq(get32(zp + 0x214), 0x1000000);
+    cr_expect_eq(get32(zp + 0x228), 0x2000);
+    cr_expect_eq(get32(zp + 0xc8), 0);
+    /* The initrd's address and size split into the header's low halves and the ext_ fields. */
+    cr_expect_eq(get32(zp + 0x218), 0x34567000u);
+    cr_expect_eq(get32(zp + 0xc0), 0x12);
+    cr_expect_eq(get32(zp + 0x21c), 0x123u);
+    cr_expect_eq(get32(zp + 0xc4), 1);
+    cr_expect_eq(get32(zp + 0x70), 0xe0000); /* acpi_rsdp_addr: protocol 2.14+ */
+    cr_expect_eq(zp[0x1e8], 4);
+    cr_expect(!memcmp(zp + 0x2d0, e820, 4 * 20));
+    cr_expect_eq(zp[0x2d0 + 4 * 20], 0);
+    free(d);
+
+    /* Protocol 2.13 has no acpi_rsdp_addr: the kernel scans the BIOS area instead. */
+    d = make_image(0x020d);
+    cr_assert_eq(boot_linux_parse(d, IMAGE_SIZE, &img), 0, "%s", err_msg());
+    boot_linux_zero_page(&img, d, &layout, e820, n, zp);
+    cr_expect_eq(get32(zp + 0x70), 0);
+    free(d);
+}

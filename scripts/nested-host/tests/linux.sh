@@ -1,0 +1,56 @@
+# Debian's cloud kernel with a busybox initramfs boots under tern with --cpus 2 to the line its
+# /init prints, and sees 2 CPUs. The guest is then snapshotted, that tern quits, and a new tern
+# restored from the snapshot keeps it running: its ticks carry on from where they were.
+log=/tmp/linux.log
+sock=/tmp/linux.sock
+now() { cut -d' ' -f1 /proc/uptime; }
+# wait_for PATTERN FILE SECONDS: poll FILE until a line matches.
+wait_for() {
+    i=0
+    while [ $i -lt $(($3 * 5)) ]; do
+        grep -q "$1" "$2" && return 0
+        sleep 0.2
+        i=$((i + 1))
+    done
+    return 1
+}
+fail() {
+    echo "FAIL: $*"
+    echo "--- guest log tail:"
+    tail -15 "$log"
+    tern quit --api-socket "$sock" >/dev/null 2>&1
+    exit 1
+}
+
+: >"$log"
+t0=$(now)
+tern run --kernel /linux/vmlinuz --initrd /linux/initrd.gz --cpus 2 --mem 160M \
+    --api-socket "$sock" --serial "file:$log" \
+    --cmdline "console=ttyS0 reboot=k panic=-1 mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests" \
+    </dev/null >/tmp/linux.err 2>&1 &
+wait_for "Linux version" "$log" 120 || fail "no kernel line within 120 s"
+t_kernel=$(now)
+wait_for "tern-linux: /init at" "$log" 300 || fail "no /init line within 300 s"
+t_init=$(now)
+echo "first kernel line after $(awk "BEGIN{print $t_kernel - $t0}") s, /init after $(awk "BEGIN{print $t_init - $t0}") s"
+grep -m1 "tern-linux: /init at" "$log"
+grep -q "tern-linux: /init at .* 2 CPUs online" "$log" || fail "the guest does not see 2 CPUs"
+wait_for "tern-linux: tick 3" "$log" 60 || fail "no third tick"
+
+tern snapshot --api-socket "$sock" file:/tmp/linux.snap || fail "snapshot failed"
+before=$(grep -c "tern-linux: tick" "$log")
+tern quit --api-socket "$sock" || fail "quit failed"
+wait
+echo "snapshot taken after tick $before: $(du -k /tmp/linux.snap | cut -f1) KiB"
+
+: >"$log"
+tern run --incoming file:/tmp/linux.snap --api-socket "$sock" --serial "file:$log" \
+    </dev/null >/tmp/linux.err 2>&1 &
+want=$((before + 3))
+wait_for "tern-linux: tick $want[^0-9]" "$log" 60 || fail "the restored guest did not reach tick $want"
+first=$(grep -m1 "tern-linux: tick" "$log" | sed 's/.*tick //' | tr -dc 0-9)
+echo "restored guest ticks on: first tick $first, reached $want"
+[ "$first" -ge "$before" ] && [ "$first" -le $((before + 2)) ] || fail "tick $first does not follow $before"
+tern quit --api-socket "$sock" || fail "quit failed"
+wait
+rm -f /tmp/linux.snap

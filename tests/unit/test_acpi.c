@@ -1,0 +1,224 @@
+/* The ACPI tables Linux reads at boot, and the state of the CMOS clock and the ACPI PM block,
+ * checked field by field against the ACPI 6 layouts. */
+#include <criterion/criterion.h>
+#include <string.h>
+#include <time.h>
+
+#include "boot/boot_acpi.h"
+#include "devices/dev_acpi_pm.h"
+#include "devices/dev_bus.h"
+#include "devices/dev_rtc.h"
+#include "err/err.h"
+
+static uint8_t area[BOOT_ACPI_MAX];
+
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static uint8_t sum(const uint8_t *p, size_t len)
+{
+    uint8_t s = 0;
+    for (size_t i = 0; i < len; i++)
+        s = (uint8_t)(s + p[i]);
+    return s;
+}
+
+/* The table at guest address gpa, with signature sig and a valid checksum. */
+static const uint8_t *table(uint64_t gpa, const char *sig)
+{
+    cr_assert(gpa >= BOOT_ACPI_GPA && gpa < BOOT_ACPI_GPA + BOOT_ACPI_MAX, "%s at 0x%llx", sig,
+              (unsigned long long)gpa);
+    const uint8_t *t = area + (gpa - BOOT_ACPI_GPA);
+    cr_assert(!memcmp(t, sig, 4), "%.4s where %s was expected", t, sig);
+    cr_expect_eq(sum(t, get32(t + 4)), 0, "%s checksum", sig);
+    return t;
+}
+
+Test(acpi, tables_describe_cpus_ioapic_and_pm_block)
+{
+    size_t used;
+    cr_assert_eq(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 5, &used), 0, "%s", err_msg());
+    cr_expect_lt(used, 4096u);
+    cr_assert(!memcmp(area, "RSD PTR ", 8));
+    cr_expect_eq(sum(area, 20), 0);
+    cr_expect_eq(sum(area, 36), 0);
+    cr_expect_eq(area[15], 2);
+    const uint8_t *xsdt = table(get64(area + 24), "XSDT");
+    cr_assert_eq(get32(xsdt + 4), 36 + 16);
+    const uint8_t *fadt = table(get64(xsdt + 36), "FACP");
+    const uint8_t *madt = table(get64(xsdt + 44), "APIC");
+
+    cr_expect_eq(get32(fadt + 4), 276);
+    cr_expect_eq(fadt[8], 6);
+    cr_expect_eq(fadt[46] | fadt[47] << 8, DEV_ACPI_PM_SCI_IRQ);
+    cr_expect_eq(get32(fadt + 48), 0, "no SMI command port");
+    cr_expect_eq(get32(fadt + 56), DEV_ACPI_PM_PORT);
+    cr_expect_eq(get32(fadt + 64), DEV_ACPI_PM_PORT + 4);
+    cr_expect_eq(get32(fadt + 76), DEV_ACPI_PM_PORT + 8);
+    cr_expect(fadt[88] == 4 && fadt[89] == 2 && fadt[91] == 4);
+    cr_expect_eq(fadt[108], DEV_RTC_CENTURY);
+    cr_expect_eq((fadt[109] | fadt[110] << 8) & 0x2, 0, "no 8042 to probe");
+    const uint8_t *facs = area + (get32(fadt + 36) - BOOT_ACPI_GPA);
+    cr_expect(!memcmp(facs, "FACS", 4) && get32(facs + 4) == 64);
+    cr_expect_eq(get32(fadt + 36) % 64, 0, "FACS 64-byte aligned");
+    const uint8_t *dsdt = table(get32(fadt + 40), "DSDT");
+    cr_expect(!memcmp(dsdt + 36, "\x08_S5_\x12", 6), "DSDT body is \\_S5");
+
+    cr_expect_eq(get32(madt + 36), BOOT_ACPI_LAPIC_GPA);
+    unsigned lapics = 0, ioapics = 0, overrides = 0;
+    for (uint32_t off = 44; off < get32(madt + 4); off += madt[off + 1]) {
+        cr_assert_geq(madt[off + 1], 2);
+        switch (madt[off]) {
+        case 0:
+            cr_expect_eq(madt[off + 3], lapics, "APIC IDs 0..n-1");
+            cr_expect_eq(get32(madt + off + 4) & 1, 1, "enabled");
+            lapics++;
+            break;
+        case 1:
+            cr_expect_eq(get32(madt + off + 4), BOOT_ACPI_IOAPIC_GPA);
+            cr_expect_eq(get32(madt + off + 8), 0, "GSI base");
+            ioapics++;
+            break;
+        case 2:
+            cr_expect_eq(madt[off + 3], DEV_ACPI_PM_SCI_IRQ, "only the SCI is overridden");
+            overrides++;
+            break;
+        }
+    }
+    cr_expect_eq(lapics, 5);
+    cr_expect_eq(ioapics, 1);
+    cr_expect_eq(overrides, 1);
+}
+
+Test(acpi, rejects_what_does_not_fit)
+{
+    size_t used;
+    cr_expect_lt(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 0, &used), 0);
+    cr_expect_lt(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 256, &used), 0);
+    cr_expect(strstr(err_msg(), "256 vCPUs"), "%s", err_msg());
+    cr_expect_lt(boot_acpi_build(area, 100, BOOT_ACPI_GPA, 1, &used), 0);
+    cr_expect(strstr(err_msg(), "do not fit"), "%s", err_msg());
+}
+
+static unsigned ends;
+static void count_end(void *opaque, enum dev_end why, uint32_t code)
+{
+    (void)opaque;
+    (void)code;
+    ends += why == DEV_END_POWER_OFF;
+}
+
+static uint32_t pio(struct dev_bus *bus, uint16_t port, unsigned size, bool write, uint32_t v)
+{
+    uint8_t data[4];
+    memcpy(data, &v, 4);
+    dev_bus_pio(bus, port, size, write, data, 1);
+    uint32_t r = 0;
+    memcpy(&r, data, size);
+    return r;
+}
+
+Test(acpi, pm_block_registers_timer_and_power_off)
+{
+    struct dev_host host = {.request_end = count_end};
+    struct dev_bus *bus;
+    struct dev_acpi_pm *pm;
+    cr_assert_eq(dev_bus_create(&bus), 0);
+    cr_assert_eq(dev_acpi_pm_create(&host, &pm), 0);
+    cr_assert_eq(dev_acpi_pm_register(pm, bus), 0);
+    uint16_t cnt = DEV_ACPI_PM_PORT + DEV_ACPI_PM_CNT_OFFSET;
+    cr_expect_eq(pio(bus, cnt, 2, false, 0) & 1, 1, "SCI_EN");
+    pio(bus, DEV_ACPI_PM_PORT + 2, 2, true, 0x0121); /* PM1 enable */
+    cr_expect_eq(pio(bus, DEV_ACPI_PM_PORT + 2, 2, false, 0), 0x0121);
+    cr_expect_eq(pio(bus, DEV_ACPI_PM_PORT, 4, false, 0), 0x01210000u);
+    pio(bus, cnt, 2, true, 3u << 10 | 1u << 13); /* S3: not a state tern has */
+    cr_expect_eq(ends, 0);
+
+    uint8_t state[DEV_ACPI_PM_STATE_SIZE];
+    dev_acpi_pm_save(pm, state);
+    uint32_t saved_timer;
+    memcpy(&saved_timer, state + 8, 4);
+    /* A destination continues from the saved timer value, not from its own clock. */
+    struct dev_acpi_pm *other;
+    cr_assert_eq(dev_acpi_pm_create(&host, &other), 0);
+    memcpy(state + 8, &(uint32_t){(saved_timer + 0x800000) & 0xffffff}, 4);
+    cr_assert_eq(dev_acpi_pm_load(other, state, sizeof(state)), 0, "%s", err_msg());
+    uint8_t again[DEV_ACPI_PM_STATE_SIZE];
+    dev_acpi_pm_save(other, again);
+    uint32_t t;
+    memcpy(&t, again + 8, 4);
+    cr_expect_lt((t - ((saved_timer + 0x800000) & 0xffffff)) & 0xffffff, 3579545u,
+                 "timer 0x%x continues from 0x%x", t, (saved_timer + 0x800000) & 0xffffff);
+    cr_expect_eq(again[0] | again[1] << 8, 0);
+    cr_expect_eq(again[2] | again[3] << 8, 0x0121);
+    cr_expect_lt(dev_acpi_pm_load(other, state, 5), 0);
+    memcpy(state + 8, &(uint32_t){0x1000000}, 4);
+    cr_expect_lt(dev_acpi_pm_load(other, state, sizeof(state)), 0);
+    cr_expect(strstr(err_msg(), "exceeds 24 bits"), "%s", err_msg());
+
+    pio(bus, cnt, 2, true, DEV_ACPI_PM_S5_TYPE << 10 | 1u << 13);
+    cr_expect_eq(ends, 1);
+    dev_acpi_pm_destroy(other);
+    dev_acpi_pm_destroy(pm);
+    dev_bus_destroy(bus);
+}
+
+Test(acpi, cmos_clock_encodings_and_state)
+{
+    struct dev_bus *bus;
+    struct dev_rtc *rtc;
+    cr_assert_eq(dev_bus_create(&bus), 0);
+    cr_assert_eq(dev_rtc_create(&rtc), 0);
+    cr_assert_eq(dev_rtc_register(rtc, bus), 0);
+    uint8_t a, d, b;
+    pio(bus, 0x70, 1, true, 0x0a);
+    a = (uint8_t)pio(bus, 0x71, 1, false, 0);
+    pio(bus, 0x70, 1, true, 0x8d); /* bit 7 (NMI mask) is not part of the index */
+    d = (uint8_t)pio(bus, 0x71, 1, false, 0);
+    cr_expect_eq(a & 0x80, 0, "UIP clear");
+    cr_expect_eq(d, 0x80, "valid");
+
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    pio(bus, 0x70, 1, true, 0x08);
+    uint8_t month_bcd = (uint8_t)pio(bus, 0x71, 1, false, 0);
+    cr_expect_eq(month_bcd, (tm.tm_mon + 1) / 10 << 4 | (tm.tm_mon + 1) % 10);
+    pio(bus, 0x70, 1, true, 0x0b);
+    b = (uint8_t)pio(bus, 0x71, 1, false, 0);
+    pio(bus, 0x71, 1, true, b | 0x04); /* binary */
+    pio(bus, 0x70, 1, true, 0x08);
+    cr_expect_eq(pio(bus, 0x71, 1, false, 0), (uint32_t)tm.tm_mon + 1);
+    pio(bus, 0x70, 1, true, 0x32);
+    cr_expect_eq(pio(bus, 0x71, 1, false, 0), (uint32_t)(tm.tm_year + 1900) / 100);
+
+    pio(bus, 0x70, 1, true, 0x40);
+    pio(bus, 0x71, 1, true, 0x5a); /* CMOS RAM */
+    uint8_t state[DEV_RTC_STATE_SIZE];
+    dev_rtc_save(rtc, state);
+    cr_expect_eq(state[0], 0x40);
+    cr_expect_eq(state[4 + 0x40], 0x5a);
+    struct dev_rtc *other;
+    cr_assert_eq(dev_rtc_create(&other), 0);
+    cr_assert_eq(dev_rtc_load(other, state, sizeof(state)), 0);
+    uint8_t again[DEV_RTC_STATE_SIZE];
+    dev_rtc_save(other, again);
+    cr_expect(!memcmp(state, again, sizeof(state)));
+    state[0] = 0x80;
+    cr_expect_lt(dev_rtc_load(other, state, sizeof(state)), 0);
+    cr_expect_lt(dev_rtc_load(other, state, 10), 0);
+    dev_rtc_destroy(other);
+    dev_rtc_destroy(rtc);
+    dev_bus_destroy(bus);
+}
