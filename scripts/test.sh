@@ -58,6 +58,24 @@ fuzz_stream() {
     fi
 }
 
+# The bzImage setup-header parser and zero-page builder, seeded with the suite's synthetic one.
+fuzz_bzimage() {
+    local seconds=${TERN_FUZZ_BZIMAGE_SECONDS:-20}
+    echo "== build-fuzz: libFuzzer on the bzImage parser for ${seconds} s"
+    cmake --build build-fuzz -j "$jobs" --target fuzz_bzimage >/dev/null
+    local seeds=build-fuzz/bz-seeds corpus=build-fuzz/bz-corpus log=build-fuzz/fuzz-bzimage.log
+    rm -rf "$seeds" && mkdir -p "$seeds" "$corpus"
+    cp build/tests/guest/bzcheck.bzImage "$seeds/"
+    if build-fuzz/tests/fuzz/fuzz_bzimage -max_total_time="$seconds" -max_len=65536 \
+        -artifact_prefix=build-fuzz/bz- "$corpus" "$seeds" >"$log" 2>&1; then
+        echo "fuzz: $(grep -o 'Done [0-9]* runs' "$log" | head -1), no crash"
+    else
+        tail -40 "$log"
+        echo "error: the bzImage fuzzer found a crash (build-fuzz/bz-crash-*)" >&2
+        return 1
+    fi
+}
+
 # Nested tests run inside Bochs-emulated VT-x (scripts/nested-host), one boot for all of them.
 nested_host() {
     echo "== nested host: Bochs with kvm_intel nested=1"
@@ -74,6 +92,7 @@ start=$(date +%s)
 run_suite build -DTERN_SANITIZE=OFF
 run_suite build-asan -DTERN_SANITIZE=ON
 fuzz_stream
+fuzz_bzimage
 if [ "${TERN_SKIP_NESTED:-0}" = 1 ]; then
     echo "skipped: nested host stage (TERN_SKIP_NESTED=1)"
 else

@@ -29,17 +29,19 @@ tern run --kernel /linux/vmlinuz --initrd /linux/initrd.gz --cpus 2 --mem 160M \
     --cmdline "console=ttyS0 reboot=k panic=-1 mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests" \
     </dev/null >/tmp/linux.err 2>&1 &
 wait_for "Linux version" "$log" 120 || fail "no kernel line within 120 s"
-t_kernel=$(now)
+echo "first kernel line after $(awk "BEGIN{print $(now) - $t0}") s (host uptime)"
 wait_for "tern-linux: /init at" "$log" 300 || fail "no /init line within 300 s"
-t_init=$(now)
-echo "first kernel line after $(awk "BEGIN{print $t_kernel - $t0}") s, /init after $(awk "BEGIN{print $t_init - $t0}") s"
+echo "/init after $(awk "BEGIN{print $(now) - $t0}") s (host uptime)"
 grep -m1 "tern-linux: /init at" "$log"
+# What the kernel made of tern's platform: ACPI, CPUs, clocks, the UART and the CMOS clock.
+grep -aiE "ACPI: (Using|Added|Interpreter)|ACPI.*(Error|Warning)|smp: Brought|Switched to clocksource|ttyS0 at|rtc_cmos|IOAPIC\[0\]|x2apic|tsc: Detected" "$log" | head -20
+grep -aqE "ACPI (BIOS )?Error" "$log" && fail "the kernel reports ACPI errors"
 grep -q "tern-linux: /init at .* 2 CPUs online" "$log" || fail "the guest does not see 2 CPUs"
 wait_for "tern-linux: tick 3" "$log" 60 || fail "no third tick"
 
-tern snapshot --api-socket "$sock" file:/tmp/linux.snap || fail "snapshot failed"
+tern snapshot --api-socket "$sock" file:/tmp/linux.snap >/dev/null || fail "snapshot failed"
 before=$(grep -c "tern-linux: tick" "$log")
-tern quit --api-socket "$sock" || fail "quit failed"
+tern quit --api-socket "$sock" >/dev/null || fail "quit failed"
 wait
 echo "snapshot taken after tick $before: $(du -k /tmp/linux.snap | cut -f1) KiB"
 
@@ -51,6 +53,6 @@ wait_for "tern-linux: tick $want[^0-9]" "$log" 60 || fail "the restored guest di
 first=$(grep -m1 "tern-linux: tick" "$log" | sed 's/.*tick //' | tr -dc 0-9)
 echo "restored guest ticks on: first tick $first, reached $want"
 [ "$first" -ge "$before" ] && [ "$first" -le $((before + 2)) ] || fail "tick $first does not follow $before"
-tern quit --api-socket "$sock" || fail "quit failed"
+tern quit --api-socket "$sock" >/dev/null || fail "quit failed"
 wait
 rm -f /tmp/linux.snap
