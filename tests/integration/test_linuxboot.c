@@ -112,6 +112,16 @@ Test(linuxboot, acpi_power_off_ends_the_vm)
     proc_free(&p);
 }
 
+Test(linuxboot, i8042_reset_ends_the_vm)
+{
+    struct proc p;
+    int st = run_tern(&p, 30000, "run", "--kernel", bzimage(), "--mem", "64M", "--cmdline",
+                      "end=reset", NULL);
+    cr_expect_eq(st, 0, "status %d; stderr: %s", st, p.err);
+    cr_expect(strstr(p.err, "guest requested a reset through the i8042"), "%s", p.err);
+    proc_free(&p);
+}
+
 static void expect_error(struct proc *p, int st, const char *fragment)
 {
     cr_expect_eq(st, 2, "status %d; stderr: %s", st, p->err);

@@ -1,6 +1,7 @@
 # Debian's cloud kernel with a busybox initramfs boots under tern with --cpus 2 to the line its
 # /init prints, and sees 2 CPUs. The guest is then snapshotted, that tern quits, and a new tern
-# restored from the snapshot keeps it running: its ticks carry on from where they were.
+# restored from the snapshot keeps it running: its ticks carry on from where they were, until
+# its /init powers it off (ACPI S5), which ends that tern with status 0.
 log=/tmp/linux.log
 sock=/tmp/linux.sock
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -23,10 +24,11 @@ fail() {
 }
 
 : >"$log"
+ticks=12
 t0=$(now)
 tern run --kernel /linux/vmlinuz --initrd /linux/initrd.gz --cpus 2 --mem 160M \
     --api-socket "$sock" --serial "file:$log" \
-    --cmdline "console=ttyS0 reboot=k panic=-1 mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests" \
+    --cmdline "console=ttyS0 reboot=k panic=-1 mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests tern.ticks=$ticks" \
     </dev/null >/tmp/linux.err 2>&1 &
 wait_for "Linux version" "$log" 120 || fail "no kernel line within 120 s"
 echo "first kernel line after $(awk "BEGIN{print $(now) - $t0}") s (host uptime)"
@@ -53,6 +55,10 @@ wait_for "tern-linux: tick $want[^0-9]" "$log" 60 || fail "the restored guest di
 first=$(grep -m1 "tern-linux: tick" "$log" | sed 's/.*tick //' | tr -dc 0-9)
 echo "restored guest ticks on: first tick $first, reached $want"
 [ "$first" -ge "$before" ] && [ "$first" -le $((before + 2)) ] || fail "tick $first does not follow $before"
-tern quit --api-socket "$sock" >/dev/null || fail "quit failed"
-wait
+wait_for "powering off after tick $ticks" "$log" 60 || fail "no power-off after tick $ticks"
+wait $!
+rc=$?
+[ $rc = 0 ] || fail "the restored tern exited $rc after the power-off: $(cat /tmp/linux.err)"
+grep -q "guest powered off (ACPI S5)" /tmp/linux.err || fail "no power-off reported: $(cat /tmp/linux.err)"
+echo "the guest powered off after tick $ticks; tern exited 0"
 rm -f /tmp/linux.snap

@@ -3,8 +3,9 @@
  * code32_start, command line, e820 map, initrd), the ACPI tables (RSDP, XSDT, FADT, MADT) and the
  * CMOS clock and PM timer they point at. It prints one line per finding on COM1 for the test to
  * compare with what it passed to tern, then ends through tern's exit port with the number of
- * failed checks, or, with "end=poweroff" on the command line and nothing failed, by entering
- * ACPI S5. It runs at CPL0 throughout: keep it short, CPL0 is emulated on the test machines. */
+ * failed checks, or, with nothing failed and "end=poweroff" on the command line, by entering
+ * ACPI S5 ("end=reset": through the i8042's reset line). It runs at CPL0 throughout: keep it short,
+ * CPL0 is emulated on the test machines. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -267,5 +268,7 @@ void bzcheck_main(uint64_t zp)
         fadt = find_table(xsdt, "FACP");
         outw((uint16_t)rd32(fadt + 64), 5 << 10 | 1 << 13); /* SLP_TYP = \_S5, SLP_EN */
     }
+    if (!failures && cmdline_has(cmdline, "end=reset"))
+        outb(0x64, 0xfe); /* the i8042's reset line, as Linux's reboot=k pulses it */
     outl(BOOT_PORT_EXIT, failures);
 }
