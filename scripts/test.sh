@@ -58,22 +58,37 @@ fuzz_stream() {
     fi
 }
 
-# The bzImage setup-header parser and zero-page builder, seeded with the suite's synthetic one.
-fuzz_bzimage() {
-    local seconds=${TERN_FUZZ_BZIMAGE_SECONDS:-20}
-    echo "== build-fuzz: libFuzzer on the bzImage parser for ${seconds} s"
-    cmake --build build-fuzz -j "$jobs" --target fuzz_bzimage >/dev/null
-    local seeds=build-fuzz/bz-seeds corpus=build-fuzz/bz-corpus log=build-fuzz/fuzz-bzimage.log
+# A small libFuzzer target: fuzz_small NAME SECONDS SEED_FILE...
+fuzz_small() {
+    local name=$1 seconds=$2
+    shift 2
+    echo "== build-fuzz: libFuzzer on $name for ${seconds} s"
+    cmake --build build-fuzz -j "$jobs" --target "$name" >/dev/null
+    local seeds=build-fuzz/$name-seeds corpus=build-fuzz/$name-corpus log=build-fuzz/$name.log
     rm -rf "$seeds" && mkdir -p "$seeds" "$corpus"
-    cp build/tests/guest/bzcheck.bzImage "$seeds/"
-    if build-fuzz/tests/fuzz/fuzz_bzimage -max_total_time="$seconds" -max_len=65536 \
-        -artifact_prefix=build-fuzz/bz- "$corpus" "$seeds" >"$log" 2>&1; then
+    [ $# -gt 0 ] && cp "$@" "$seeds/"
+    if build-fuzz/tests/fuzz/"$name" -max_total_time="$seconds" -max_len=65536 \
+        -artifact_prefix="build-fuzz/$name-" "$corpus" "$seeds" >"$log" 2>&1; then
         echo "fuzz: $(grep -o 'Done [0-9]* runs' "$log" | head -1), no crash"
     else
         tail -40 "$log"
-        echo "error: the bzImage fuzzer found a crash (build-fuzz/bz-crash-*)" >&2
+        echo "error: $name found a crash (build-fuzz/$name-crash-*)" >&2
         return 1
     fi
+}
+
+# Synthetic nested-state seeds: a header-only record (VMXON, no VMCS) and one with a vmcs12.
+nested_seeds() {
+    local dir=build-fuzz/nested-seed-src
+    mkdir -p "$dir"
+    python3 - "$dir" <<'PY'
+import struct, sys
+d = sys.argv[1]
+hdr = lambda flags, size, vmxon, vmcs12: struct.pack('<HHIQQHHIQ', flags, 0, size, vmxon, vmcs12, 0, 0, 0, 0).ljust(128, b'\0')
+open(d + '/vmxon', 'wb').write(hdr(0, 128, 0x7000, 2**64 - 1))
+open(d + '/vmcs12', 'wb').write(hdr(1, 4224, 0x7000, 0x8000) + struct.pack('<I', 0x11e57ed0).ljust(4096, b'\0'))
+PY
+    echo "$dir/vmxon $dir/vmcs12"
 }
 
 # Nested tests run inside Bochs-emulated VT-x (scripts/nested-host), one boot for all of them.
@@ -92,7 +107,9 @@ start=$(date +%s)
 run_suite build -DTERN_SANITIZE=OFF
 run_suite build-asan -DTERN_SANITIZE=ON
 fuzz_stream
-fuzz_bzimage
+fuzz_small fuzz_bzimage "${TERN_FUZZ_SMALL_SECONDS:-20}" build/tests/guest/bzcheck.bzImage
+# shellcheck disable=SC2046
+fuzz_small fuzz_nested "${TERN_FUZZ_SMALL_SECONDS:-20}" $(nested_seeds)
 if [ "${TERN_SKIP_NESTED:-0}" = 1 ]; then
     echo "skipped: nested host stage (TERN_SKIP_NESTED=1)"
 else
