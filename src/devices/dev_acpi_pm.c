@@ -25,6 +25,8 @@ struct dev_acpi_pm {
     uint16_t enable;
     uint16_t control;
     uint32_t timer_offset; /* added to the host-derived count */
+    bool timer_held;       /* restored, not yet running: the timer reads timer_value */
+    uint32_t timer_value;
 };
 
 static uint32_t pm_host_ticks(void)
@@ -37,6 +39,8 @@ static uint32_t pm_host_ticks(void)
 
 static uint32_t pm_timer(const struct dev_acpi_pm *pm)
 {
+    if (pm->timer_held)
+        return pm->timer_value;
     return (pm_host_ticks() + pm->timer_offset) & PM_TIMER_MASK;
 }
 
@@ -137,7 +141,18 @@ int dev_acpi_pm_load(struct dev_acpi_pm *pm, const uint8_t *buf, size_t len)
     pm->status = regs[0];
     pm->enable = regs[1];
     pm->control = (uint16_t)((regs[2] & CNT_STORED) | CNT_SCI_EN);
-    pm->timer_offset = timer - pm_host_ticks();
+    pm->timer_held = true;
+    pm->timer_value = timer;
     pthread_mutex_unlock(&pm->lock);
     return 0;
+}
+
+void dev_acpi_pm_release_timer(struct dev_acpi_pm *pm)
+{
+    pthread_mutex_lock(&pm->lock);
+    if (pm->timer_held) {
+        pm->timer_offset = pm->timer_value - pm_host_ticks();
+        pm->timer_held = false;
+    }
+    pthread_mutex_unlock(&pm->lock);
 }

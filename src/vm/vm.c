@@ -320,6 +320,7 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
  * clock is set sees time jump (Hyper-V guests hang). */
 static int vm_apply_pending_clock(struct vm *vm)
 {
+    dev_acpi_pm_release_timer(vm->acpi_pm); /* the PM timer follows the same rule */
     if (!vm->clock_pending)
         return 0;
     vm->clock_pending = false;
