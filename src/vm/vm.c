@@ -235,9 +235,9 @@ static int vm_boot(struct vm *vm, const struct vm_config *cfg)
                                       .cmdline = cfg->cmdline,
                                       .cpu_count = vm->cpu_count,
                                       .tsc_khz = khz > 0 ? (uint32_t)khz : 0};
-    struct boot_entry be;
+    struct boot_entry be = {0};
     rc = boot_load(vm->mem, &params, &be);
-    unsigned starting = be.start_all ? vm->cpu_count : 1;
+    unsigned starting = !rc && be.start_all ? vm->cpu_count : 1;
     for (unsigned i = 0; i < starting && !rc; i++)
         rc = vcpu_setup_boot_entry(vm->vcpus[i], &be);
     return rc;

@@ -94,13 +94,15 @@ static void expect_same_record(const struct file_records *a, const struct file_r
     cr_assert_eq(ra->length, rb->length, "%s: length %u vs %u", what, ra->length, rb->length);
     const uint8_t *pa = a->payload[i], *pb = b->payload[i];
     if (ra->type == MIG_REC_MSRS) {
-        const struct kvm_msr_entry *ea = (const void *)pa, *eb = (const void *)pb;
-        for (unsigned k = 0; k < ra->length / sizeof(*ea); k++) {
-            cr_assert_eq(ea[k].index, eb[k].index, "%s: MSR list differs", what);
-            if (!msr_may_differ(ea[k].index))
-                cr_expect_eq(ea[k].data, eb[k].data, "%s: MSR 0x%x 0x%llx vs 0x%llx", what,
-                             ea[k].index, (unsigned long long)ea[k].data,
-                             (unsigned long long)eb[k].data);
+        /* Payloads sit at any offset of the file: copy each entry out before reading it. */
+        for (unsigned k = 0; k < ra->length / sizeof(struct kvm_msr_entry); k++) {
+            struct kvm_msr_entry ea, eb;
+            memcpy(&ea, pa + k * sizeof(ea), sizeof(ea));
+            memcpy(&eb, pb + k * sizeof(eb), sizeof(eb));
+            cr_assert_eq(ea.index, eb.index, "%s: MSR list differs", what);
+            if (!msr_may_differ(ea.index))
+                cr_expect_eq(ea.data, eb.data, "%s: MSR 0x%x 0x%llx vs 0x%llx", what, ea.index,
+                             (unsigned long long)ea.data, (unsigned long long)eb.data);
         }
         return;
     }
