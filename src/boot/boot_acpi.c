@@ -3,6 +3,7 @@
 #include "devices/dev_acpi_pm.h"
 #include "devices/dev_rtc.h"
 #include "err/err.h"
+#include "le/le.h"
 
 #include <errno.h>
 #include <string.h>
@@ -43,21 +44,6 @@
 #define MADT_ENABLED 0x1u
 #define MADT_LEVEL_HIGH 0x000du /* polarity active high (01), trigger level (11) */
 
-static void put16(uint8_t *p, uint16_t v)
-{
-    memcpy(p, &v, 2);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8);
-}
-
 static uint8_t checksum(const uint8_t *p, size_t len)
 {
     uint8_t sum = 0;
@@ -69,13 +55,13 @@ static uint8_t checksum(const uint8_t *p, size_t len)
 static void header(uint8_t *t, const char *sig, uint32_t len, uint8_t revision)
 {
     memcpy(t, sig, 4);
-    put32(t + 4, len);
+    le_put32(t + 4, len);
     t[8] = revision;
     memcpy(t + 10, "TERN  ", 6);
     memcpy(t + 16, "TERNVM  ", 8);
-    put32(t + 24, 1);
+    le_put32(t + 24, 1);
     memcpy(t + 28, "TERN", 4);
-    put32(t + 32, 1);
+    le_put32(t + 32, 1);
 }
 
 static void seal(uint8_t *t, uint32_t len)
@@ -118,7 +104,7 @@ int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count,
 
     uint8_t *f = buf + facs;
     memcpy(f, "FACS", 4);
-    put32(f + 4, FACS_SIZE);
+    le_put32(f + 4, FACS_SIZE);
     f[32] = 2; /* version */
 
     uint8_t *d = buf + dsdt;
@@ -128,60 +114,60 @@ int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count,
 
     uint8_t *p = buf + fadt;
     header(p, "FACP", FADT_SIZE, 6);
-    put32(p + FADT_FIRMWARE_CTRL, (uint32_t)(base + facs));
-    put32(p + FADT_DSDT, (uint32_t)(base + dsdt));
-    put16(p + FADT_SCI_INT, DEV_ACPI_PM_SCI_IRQ);
+    le_put32(p + FADT_FIRMWARE_CTRL, (uint32_t)(base + facs));
+    le_put32(p + FADT_DSDT, (uint32_t)(base + dsdt));
+    le_put16(p + FADT_SCI_INT, DEV_ACPI_PM_SCI_IRQ);
     /* No SMI command port: the platform is in ACPI mode from the start. */
-    put32(p + FADT_PM1A_EVT_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_EVT_OFFSET);
-    put32(p + FADT_PM1A_CNT_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_CNT_OFFSET);
-    put32(p + FADT_PM_TMR_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_TMR_OFFSET);
+    le_put32(p + FADT_PM1A_EVT_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_EVT_OFFSET);
+    le_put32(p + FADT_PM1A_CNT_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_CNT_OFFSET);
+    le_put32(p + FADT_PM_TMR_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_TMR_OFFSET);
     p[FADT_PM1_EVT_LEN] = 4;
     p[FADT_PM1_CNT_LEN] = 2;
     p[FADT_PM_TMR_LEN] = 4;
-    put16(p + FADT_P_LVL2_LAT, 101);  /* > 100: no C2 */
-    put16(p + FADT_P_LVL3_LAT, 1001); /* > 1000: no C3 */
+    le_put16(p + FADT_P_LVL2_LAT, 101);  /* > 100: no C2 */
+    le_put16(p + FADT_P_LVL3_LAT, 1001); /* > 1000: no C3 */
     p[FADT_CENTURY] = DEV_RTC_CENTURY;
-    put16(p + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT);
-    put32(p + FADT_FLAGS, FADT_WBINVD | FADT_PROC_C1 | FADT_PWR_BUTTON | FADT_SLP_BUTTON);
+    le_put16(p + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT);
+    le_put32(p + FADT_FLAGS, FADT_WBINVD | FADT_PROC_C1 | FADT_PWR_BUTTON | FADT_SLP_BUTTON);
     seal(p, FADT_SIZE);
 
     uint8_t *m = buf + madt;
     header(m, "APIC", (uint32_t)madt_len, 4);
-    put32(m + 36, BOOT_ACPI_LAPIC_GPA);
-    put32(m + 40, MADT_PCAT_COMPAT);
+    le_put32(m + 36, BOOT_ACPI_LAPIC_GPA);
+    le_put32(m + 40, MADT_PCAT_COMPAT);
     uint8_t *e = m + 44;
     for (unsigned i = 0; i < cpu_count; i++, e += MADT_LAPIC_SIZE) {
         e[0] = 0; /* processor local APIC */
         e[1] = MADT_LAPIC_SIZE;
         e[2] = (uint8_t)i; /* ACPI processor UID */
         e[3] = (uint8_t)i; /* APIC ID: KVM gives vCPU i the ID i */
-        put32(e + 4, MADT_ENABLED);
+        le_put32(e + 4, MADT_ENABLED);
     }
     e[0] = 1; /* I/O APIC: KVM's, ID 0, GSIs 0-23 */
     e[1] = MADT_IOAPIC_SIZE;
-    put32(e + 4, BOOT_ACPI_IOAPIC_GPA);
+    le_put32(e + 4, BOOT_ACPI_IOAPIC_GPA);
     e += MADT_IOAPIC_SIZE;
     /* KVM routes ISA IRQ n to IOAPIC pin n (the PIT's IRQ 0 included), so the only override is
      * the one ACPI wants for its SCI: level-triggered, active high. */
     e[0] = 2;
     e[1] = MADT_OVERRIDE_SIZE;
     e[3] = DEV_ACPI_PM_SCI_IRQ;
-    put32(e + 4, DEV_ACPI_PM_SCI_IRQ);
-    put16(e + 8, MADT_LEVEL_HIGH);
+    le_put32(e + 4, DEV_ACPI_PM_SCI_IRQ);
+    le_put16(e + 8, MADT_LEVEL_HIGH);
     seal(m, (uint32_t)madt_len);
 
     uint8_t *x = buf + xsdt;
     header(x, "XSDT", (uint32_t)xsdt_len, 1);
-    put64(x + HEADER_SIZE, base + fadt);
-    put64(x + HEADER_SIZE + 8, base + madt);
+    le_put64(x + HEADER_SIZE, base + fadt);
+    le_put64(x + HEADER_SIZE + 8, base + madt);
     seal(x, (uint32_t)xsdt_len);
 
     uint8_t *r = buf + rsdp;
     memcpy(r, "RSD PTR ", 8);
     memcpy(r + 9, "TERN  ", 6);
     r[15] = 2; /* ACPI 2.0+: the XSDT is used */
-    put32(r + 20, RSDP_SIZE);
-    put64(r + 24, base + xsdt);
+    le_put32(r + 20, RSDP_SIZE);
+    le_put64(r + 24, base + xsdt);
     r[8] = checksum(r, 20);
     r[32] = checksum(r, RSDP_SIZE);
     *used = end;

@@ -1,6 +1,7 @@
 #include "boot/boot_linux.h"
 
 #include "err/err.h"
+#include "le/le.h"
 
 #include <errno.h>
 #include <string.h>
@@ -42,16 +43,6 @@
 #define E820_LOW_END 0x9fc00ull
 #define E820_ONE_MIB 0x100000ull
 
-static uint16_t rd16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 bool boot_linux_is_bzimage(const uint8_t *data, size_t len)
 {
     return len >= HDR_MAGIC + 4 && !memcmp(data + HDR_MAGIC, "HdrS", 4);
@@ -64,7 +55,7 @@ int boot_linux_parse(const uint8_t *data, size_t len, struct boot_linux_image *o
         return err_set(-ENOEXEC, "not a bzImage: no \"HdrS\" setup header at 0x202");
     if (len < HDR_VERSION + 2)
         return err_set(-ENOEXEC, "bzImage: the setup header is cut off");
-    out->protocol = rd16(data + HDR_VERSION);
+    out->protocol = le_get16(data + HDR_VERSION);
     if (out->protocol < BOOT_LINUX_MIN_PROTOCOL)
         return err_set(-ENOEXEC,
                        "bzImage: boot protocol %u.%02u is too old; tern needs 2.06 or later",
@@ -92,21 +83,21 @@ int boot_linux_parse(const uint8_t *data, size_t len, struct boot_linux_image *o
                        "bzImage: loadflags 0x%02x lack LOADED_HIGH: a zImage, which "
                        "loads below 1 MiB, is not supported",
                        out->loadflags);
-    out->initrd_addr_max = rd32(data + HDR_INITRD_ADDR_MAX);
-    out->kernel_alignment = rd32(data + HDR_KERNEL_ALIGNMENT);
+    out->initrd_addr_max = le_get32(data + HDR_INITRD_ADDR_MAX);
+    out->kernel_alignment = le_get32(data + HDR_KERNEL_ALIGNMENT);
     out->relocatable = data[HDR_RELOCATABLE] != 0;
-    out->cmdline_size = rd32(data + HDR_CMDLINE_SIZE);
+    out->cmdline_size = le_get32(data + HDR_CMDLINE_SIZE);
     if (out->protocol >= 0x020c) {
-        out->xloadflags = rd16(data + HDR_XLOADFLAGS);
+        out->xloadflags = le_get16(data + HDR_XLOADFLAGS);
         if (!(out->xloadflags & XLF_KERNEL_64))
             return err_set(-ENOEXEC,
                            "bzImage: xloadflags 0x%04x lack XLF_KERNEL_64: no 64-bit entry point",
                            out->xloadflags);
     }
     if (out->protocol >= 0x020a) {
-        out->pref_address = (uint64_t)rd32(data + HDR_PREF_ADDRESS) |
-                            (uint64_t)rd32(data + HDR_PREF_ADDRESS + 4) << 32;
-        out->init_size = rd32(data + HDR_INIT_SIZE);
+        out->pref_address = (uint64_t)le_get32(data + HDR_PREF_ADDRESS) |
+                            (uint64_t)le_get32(data + HDR_PREF_ADDRESS + 4) << 32;
+        out->init_size = le_get32(data + HDR_INIT_SIZE);
     } else {
         out->pref_address = E820_ONE_MIB;
         out->init_size =
@@ -167,18 +158,6 @@ int boot_linux_place_initrd(uint64_t size, uint32_t initrd_addr_max,
     return 0;
 }
 
-static void wr16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 void boot_linux_zero_page(const struct boot_linux_image *img, const uint8_t *data,
                           const struct boot_linux_layout *layout,
                           const struct boot_e820_entry *e820, unsigned e820_count,
@@ -188,19 +167,19 @@ void boot_linux_zero_page(const struct boot_linux_image *img, const uint8_t *dat
     size_t hdr_end = img->header_end < ZP_SETUP_HEADER_END ? img->header_end : ZP_SETUP_HEADER_END;
     memcpy(zero_page + HDR_SETUP_SECTS, data + HDR_SETUP_SECTS, hdr_end - HDR_SETUP_SECTS);
 
-    wr16(zero_page + HDR_VID_MODE, 0xffff); /* "normal": no mode change */
+    le_put16(zero_page + HDR_VID_MODE, 0xffff); /* "normal": no mode change */
     zero_page[HDR_TYPE_OF_LOADER] = LOADER_UNDEFINED;
-    wr32(zero_page + HDR_CODE32_START, (uint32_t)layout->kernel_gpa);
-    wr32(zero_page + HDR_CMD_LINE_PTR, (uint32_t)layout->cmdline_gpa);
-    wr32(zero_page + ZP_EXT_CMD_LINE_PTR, (uint32_t)(layout->cmdline_gpa >> 32));
-    wr32(zero_page + HDR_RAMDISK_IMAGE, (uint32_t)layout->initrd_gpa);
-    wr32(zero_page + ZP_EXT_RAMDISK_IMAGE, (uint32_t)(layout->initrd_gpa >> 32));
-    wr32(zero_page + HDR_RAMDISK_SIZE, (uint32_t)layout->initrd_size);
-    wr32(zero_page + ZP_EXT_RAMDISK_SIZE, (uint32_t)(layout->initrd_size >> 32));
+    le_put32(zero_page + HDR_CODE32_START, (uint32_t)layout->kernel_gpa);
+    le_put32(zero_page + HDR_CMD_LINE_PTR, (uint32_t)layout->cmdline_gpa);
+    le_put32(zero_page + ZP_EXT_CMD_LINE_PTR, (uint32_t)(layout->cmdline_gpa >> 32));
+    le_put32(zero_page + HDR_RAMDISK_IMAGE, (uint32_t)layout->initrd_gpa);
+    le_put32(zero_page + ZP_EXT_RAMDISK_IMAGE, (uint32_t)(layout->initrd_gpa >> 32));
+    le_put32(zero_page + HDR_RAMDISK_SIZE, (uint32_t)layout->initrd_size);
+    le_put32(zero_page + ZP_EXT_RAMDISK_SIZE, (uint32_t)(layout->initrd_size >> 32));
     /* Protocol 2.14 added the field; older kernels scan the BIOS area for the RSDP instead. */
     if (img->protocol >= 0x020e) {
-        wr32(zero_page + ZP_ACPI_RSDP_ADDR, (uint32_t)layout->rsdp_gpa);
-        wr32(zero_page + ZP_ACPI_RSDP_ADDR + 4, (uint32_t)(layout->rsdp_gpa >> 32));
+        le_put32(zero_page + ZP_ACPI_RSDP_ADDR, (uint32_t)layout->rsdp_gpa);
+        le_put32(zero_page + ZP_ACPI_RSDP_ADDR + 4, (uint32_t)(layout->rsdp_gpa >> 32));
     }
 
     unsigned n = e820_count < BOOT_LINUX_E820_MAX ? e820_count : BOOT_LINUX_E820_MAX;

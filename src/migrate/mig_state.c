@@ -6,6 +6,7 @@
 #include "devices/dev_rtc.h"
 #include "devices/dev_serial.h"
 #include "err/err.h"
+#include "le/le.h"
 #include "memory/mem.h"
 
 #include <errno.h>
@@ -23,21 +24,14 @@
 
 /* ---- CONFIG ---------------------------------------------------------------------------- */
 
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 int mig_config_parse(const uint8_t *p, size_t len, struct mig_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     if (len < MIG_CONFIG_FIXED)
         return err_set(-EPROTO, "record CONFIG: %zu bytes is too short", len);
     memcpy(&cfg->mem_size, p, 8);
-    cfg->cpu_count = rd32(p + 8);
-    cfg->features = rd32(p + 12);
+    cfg->cpu_count = le_get32(p + 8);
+    cfg->features = le_get32(p + 12);
     if (cfg->mem_size == 0 || cfg->mem_size % MEM_PAGE_SIZE)
         return err_set(-EPROTO, "record CONFIG: RAM size %llu is not a non-zero multiple of 4 KiB",
                        (unsigned long long)cfg->mem_size);
@@ -50,7 +44,7 @@ int mig_config_parse(const uint8_t *p, size_t len, struct mig_config *cfg)
     for (uint32_t i = 0; i < cfg->cpu_count; i++) {
         if (len - pos < 4)
             return err_set(-EPROTO, "record CONFIG: vCPU %u's CPUID is cut off", i);
-        uint32_t nent = rd32(p + pos);
+        uint32_t nent = le_get32(p + pos);
         pos += 4;
         if (nent == 0 || nent > 256)
             return err_set(-EPROTO, "record CONFIG: vCPU %u has %u CPUID entries (1..256)", i,

@@ -1,8 +1,9 @@
 #include "migrate/mig_stream.h"
 
-#include "err/err.h"
 #include "devices/dev_acpi_pm.h"
 #include "devices/dev_rtc.h"
+#include "err/err.h"
+#include "le/le.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
@@ -189,34 +190,12 @@ static int mig_emit(struct mig_writer *w, const void *buf, size_t len)
     return rc;
 }
 
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 int mig_write_header(struct mig_writer *w)
 {
     uint8_t h[MIG_HEADER_SIZE] = {0};
     memcpy(h, MIG_MAGIC, 8);
-    put16(h + 8, MIG_VERSION_MAJOR);
-    put16(h + 10, MIG_VERSION_MINOR);
+    le_put16(h + 8, MIG_VERSION_MAJOR);
+    le_put16(h + 10, MIG_VERSION_MINOR);
     return mig_emit(w, h, sizeof(h));
 }
 
@@ -230,14 +209,14 @@ int mig_write_record_v(struct mig_writer *w, uint16_t type, uint32_t index, cons
         return err_set(-E2BIG, "record %s of %llu bytes exceeds the stream limit",
                        mig_record_name(type), (unsigned long long)len);
     uint8_t h[MIG_RECORD_HEADER_SIZE] = {0};
-    put16(h, type);
-    put16(h + 2, mig_record_default_flags(type));
-    put32(h + 4, index);
-    put32(h + 8, (uint32_t)len);
+    le_put16(h, type);
+    le_put16(h + 2, mig_record_default_flags(type));
+    le_put32(h + 4, index);
+    le_put32(h + 8, (uint32_t)len);
     uLong crc = crc32(0L, h, 12);
     for (int i = 0; i < iovcnt; i++)
         crc = crc32(crc, iov[i].iov_base, (uInt)iov[i].iov_len);
-    put32(h + 12, (uint32_t)crc);
+    le_put32(h + 12, (uint32_t)crc);
     int rc = mig_emit(w, h, sizeof(h));
     for (int i = 0; i < iovcnt && !rc; i++)
         rc = mig_emit(w, iov[i].iov_base, iov[i].iov_len);
@@ -284,8 +263,8 @@ int mig_read_header(struct mig_reader *r)
         return err_context(rc, "stream header");
     if (memcmp(h, MIG_MAGIC, 8))
         return err_set(-EPROTO, "stream header: bad magic (not a tern state stream)");
-    r->major = get16(h + 8);
-    r->minor = get16(h + 10);
+    r->major = le_get16(h + 8);
+    r->minor = le_get16(h + 10);
     if (r->major != MIG_VERSION_MAJOR)
         return err_set(-EPROTO,
                        "stream header: format version %u.%u; this tern reads major version %u",
@@ -305,11 +284,11 @@ int mig_read_record(struct mig_reader *r, struct mig_record *rec)
                            (unsigned long long)rec->offset);
         if (rc)
             return err_context(rc, "record header at offset %llu", (unsigned long long)rec->offset);
-        rec->type = get16(h);
-        rec->flags = get16(h + 2);
-        rec->index = get32(h + 4);
-        rec->length = get32(h + 8);
-        rec->crc = get32(h + 12);
+        rec->type = le_get16(h);
+        rec->flags = le_get16(h + 2);
+        rec->index = le_get32(h + 4);
+        rec->length = le_get32(h + 8);
+        rec->crc = le_get32(h + 12);
         char what[96];
         mig_record_describe(rec, what, sizeof(what));
 

@@ -1,6 +1,7 @@
 #include "nested/nested_state.h"
 
 #include "err/err.h"
+#include "le/le.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
@@ -26,20 +27,6 @@
 #define VMCS12_INSTRUCTION_ERROR_OFF 808
 #define VMCS12_EXIT_REASON_OFF 812
 #define VMCS12_SHADOW_BIT 0x80000000u
-
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
 
 int nested_parse_header(const uint8_t *blob, size_t len, struct nested_header *out)
 {
@@ -79,7 +66,7 @@ static bool page_address_ok(uint64_t gpa)
 
 static int check_vmcs12(const uint8_t *vmcs12, const char *which, bool want_shadow)
 {
-    uint32_t word = rd32(vmcs12 + VMCS12_REVISION_OFF);
+    uint32_t word = le_get32(vmcs12 + VMCS12_REVISION_OFF);
     if ((word & ~VMCS12_SHADOW_BIT) != NESTED_VMCS12_REVISION)
         return err_set(-EPROTO, "nested state: %s revision 0x%x is not KVM's 0x%x", which,
                        word & ~VMCS12_SHADOW_BIT, NESTED_VMCS12_REVISION);
@@ -179,16 +166,16 @@ bool nested_vmcs12_summary(const uint8_t *blob, size_t len, struct nested_vmcs12
     if (len < NESTED_HEADER_SIZE + NESTED_VMCS12_SIZE)
         return false;
     const uint8_t *v = blob + NESTED_HEADER_SIZE;
-    uint32_t word = rd32(v + VMCS12_REVISION_OFF);
+    uint32_t word = le_get32(v + VMCS12_REVISION_OFF);
     *out = (struct nested_vmcs12_summary){
         .revision = word & ~VMCS12_SHADOW_BIT,
         .shadow = (word & VMCS12_SHADOW_BIT) != 0,
-        .launch_state = rd32(v + VMCS12_LAUNCH_STATE_OFF),
-        .guest_rip = rd64(v + VMCS12_GUEST_RIP_OFF),
-        .guest_rsp = rd64(v + VMCS12_GUEST_RSP_OFF),
-        .guest_cr3 = rd64(v + VMCS12_GUEST_CR3_OFF),
-        .exit_reason = rd32(v + VMCS12_EXIT_REASON_OFF),
-        .instruction_error = rd32(v + VMCS12_INSTRUCTION_ERROR_OFF),
+        .launch_state = le_get32(v + VMCS12_LAUNCH_STATE_OFF),
+        .guest_rip = le_get64(v + VMCS12_GUEST_RIP_OFF),
+        .guest_rsp = le_get64(v + VMCS12_GUEST_RSP_OFF),
+        .guest_cr3 = le_get64(v + VMCS12_GUEST_CR3_OFF),
+        .exit_reason = le_get32(v + VMCS12_EXIT_REASON_OFF),
+        .instruction_error = le_get32(v + VMCS12_INSTRUCTION_ERROR_OFF),
     };
     return true;
 }

@@ -9,22 +9,9 @@
 #include "devices/dev_bus.h"
 #include "devices/dev_rtc.h"
 #include "err/err.h"
+#include "le/le.h"
 
 static uint8_t area[BOOT_ACPI_MAX];
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
 
 static uint8_t sum(const uint8_t *p, size_t len)
 {
@@ -41,7 +28,7 @@ static const uint8_t *table(uint64_t gpa, const char *sig)
               (unsigned long long)gpa);
     const uint8_t *t = area + (gpa - BOOT_ACPI_GPA);
     cr_assert(!memcmp(t, sig, 4), "%.4s where %s was expected", t, sig);
-    cr_expect_eq(sum(t, get32(t + 4)), 0, "%s checksum", sig);
+    cr_expect_eq(sum(t, le_get32(t + 4)), 0, "%s checksum", sig);
     return t;
 }
 
@@ -54,40 +41,40 @@ Test(acpi, tables_describe_cpus_ioapic_and_pm_block)
     cr_expect_eq(sum(area, 20), 0);
     cr_expect_eq(sum(area, 36), 0);
     cr_expect_eq(area[15], 2);
-    const uint8_t *xsdt = table(get64(area + 24), "XSDT");
-    cr_assert_eq(get32(xsdt + 4), 36 + 16);
-    const uint8_t *fadt = table(get64(xsdt + 36), "FACP");
-    const uint8_t *madt = table(get64(xsdt + 44), "APIC");
+    const uint8_t *xsdt = table(le_get64(area + 24), "XSDT");
+    cr_assert_eq(le_get32(xsdt + 4), 36 + 16);
+    const uint8_t *fadt = table(le_get64(xsdt + 36), "FACP");
+    const uint8_t *madt = table(le_get64(xsdt + 44), "APIC");
 
-    cr_expect_eq(get32(fadt + 4), 276);
+    cr_expect_eq(le_get32(fadt + 4), 276);
     cr_expect_eq(fadt[8], 6);
     cr_expect_eq(fadt[46] | fadt[47] << 8, DEV_ACPI_PM_SCI_IRQ);
-    cr_expect_eq(get32(fadt + 48), 0, "no SMI command port");
-    cr_expect_eq(get32(fadt + 56), DEV_ACPI_PM_PORT);
-    cr_expect_eq(get32(fadt + 64), DEV_ACPI_PM_PORT + 4);
-    cr_expect_eq(get32(fadt + 76), DEV_ACPI_PM_PORT + 8);
+    cr_expect_eq(le_get32(fadt + 48), 0, "no SMI command port");
+    cr_expect_eq(le_get32(fadt + 56), DEV_ACPI_PM_PORT);
+    cr_expect_eq(le_get32(fadt + 64), DEV_ACPI_PM_PORT + 4);
+    cr_expect_eq(le_get32(fadt + 76), DEV_ACPI_PM_PORT + 8);
     cr_expect(fadt[88] == 4 && fadt[89] == 2 && fadt[91] == 4);
     cr_expect_eq(fadt[108], DEV_RTC_CENTURY);
     cr_expect_eq((fadt[109] | fadt[110] << 8) & 0x2, 0, "no 8042 to probe");
-    const uint8_t *facs = area + (get32(fadt + 36) - BOOT_ACPI_GPA);
-    cr_expect(!memcmp(facs, "FACS", 4) && get32(facs + 4) == 64);
-    cr_expect_eq(get32(fadt + 36) % 64, 0, "FACS 64-byte aligned");
-    const uint8_t *dsdt = table(get32(fadt + 40), "DSDT");
+    const uint8_t *facs = area + (le_get32(fadt + 36) - BOOT_ACPI_GPA);
+    cr_expect(!memcmp(facs, "FACS", 4) && le_get32(facs + 4) == 64);
+    cr_expect_eq(le_get32(fadt + 36) % 64, 0, "FACS 64-byte aligned");
+    const uint8_t *dsdt = table(le_get32(fadt + 40), "DSDT");
     cr_expect(!memcmp(dsdt + 36, "\x08_S5_\x12", 6), "DSDT body is \\_S5");
 
-    cr_expect_eq(get32(madt + 36), BOOT_ACPI_LAPIC_GPA);
+    cr_expect_eq(le_get32(madt + 36), BOOT_ACPI_LAPIC_GPA);
     unsigned lapics = 0, ioapics = 0, overrides = 0;
-    for (uint32_t off = 44; off < get32(madt + 4); off += madt[off + 1]) {
+    for (uint32_t off = 44; off < le_get32(madt + 4); off += madt[off + 1]) {
         cr_assert_geq(madt[off + 1], 2);
         switch (madt[off]) {
         case 0:
             cr_expect_eq(madt[off + 3], lapics, "APIC IDs 0..n-1");
-            cr_expect_eq(get32(madt + off + 4) & 1, 1, "enabled");
+            cr_expect_eq(le_get32(madt + off + 4) & 1, 1, "enabled");
             lapics++;
             break;
         case 1:
-            cr_expect_eq(get32(madt + off + 4), BOOT_ACPI_IOAPIC_GPA);
-            cr_expect_eq(get32(madt + off + 8), 0, "GSI base");
+            cr_expect_eq(le_get32(madt + off + 4), BOOT_ACPI_IOAPIC_GPA);
+            cr_expect_eq(le_get32(madt + off + 8), 0, "GSI base");
             ioapics++;
             break;
         case 2:

@@ -7,20 +7,9 @@
 
 #include "boot/boot_linux.h"
 #include "err/err.h"
+#include "le/le.h"
 
 #define IMAGE_SIZE (64u << 10)
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static uint8_t *make_image(uint16_t protocol)
 {
@@ -28,15 +17,15 @@ static uint8_t *make_image(uint16_t protocol)
     d[0x1f1] = 27;
     d[0x201] = 0x6a; /* the jump over the header: it ends at 0x26c */
     memcpy(d + 0x202, "HdrS", 4);
-    put16(d + 0x206, protocol);
+    le_put16(d + 0x206, protocol);
     d[0x211] = 0x01; /* LOADED_HIGH */
-    put32(d + 0x22c, 0x7fffffff);
-    put32(d + 0x230, 0x200000);
+    le_put32(d + 0x22c, 0x7fffffff);
+    le_put32(d + 0x230, 0x200000);
     d[0x234] = 1;
-    put16(d + 0x236, 0x7f); /* XLF_KERNEL_64 and friends */
-    put32(d + 0x238, 2047);
-    put32(d + 0x258, 0x1000000);
-    put32(d + 0x260, IMAGE_SIZE * 2);
+    le_put16(d + 0x236, 0x7f); /* XLF_KERNEL_64 and friends */
+    le_put32(d + 0x238, 2047);
+    le_put32(d + 0x258, 0x1000000);
+    le_put32(d + 0x260, IMAGE_SIZE * 2);
     return d;
 }
 
@@ -75,13 +64,13 @@ Test(bzimage, rejects_bad_headers_naming_the_field)
     d[0x211] = 0;
     expect_parse_error(d, IMAGE_SIZE, "LOADED_HIGH");
     d[0x211] = 1;
-    put16(d + 0x236, 0);
+    le_put16(d + 0x236, 0);
     expect_parse_error(d, IMAGE_SIZE, "XLF_KERNEL_64");
-    put16(d + 0x236, 1);
+    le_put16(d + 0x236, 1);
     d[0x201] = 0x20;
     expect_parse_error(d, IMAGE_SIZE, "the setup header ends at 0x222");
     d[0x201] = 0x6a;
-    put32(d + 0x260, 100);
+    le_put32(d + 0x260, 100);
     expect_parse_error(d, IMAGE_SIZE, "init_size 100");
     memcpy(d + 0x202, "HdrX", 4);
     expect_parse_error(d, IMAGE_SIZE, "not a bzImage");
@@ -152,11 +141,6 @@ Test(bzimage, cmdline_limit_is_the_kernels)
     free(line);
 }
 
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 Test(bzimage, zero_page_carries_the_header_and_the_loader_fields)
 {
     uint8_t *d = make_image(0x020f);
@@ -181,15 +165,15 @@ Test(bzimage, zero_page_carries_the_header_and_the_loader_fields)
     cr_expect_eq(zp[0x26b], 0x5a);
     cr_expect_eq(zp[0x26c], 0);
     cr_expect_eq(zp[0x210], 0xff);
-    cr_expect_eq(get32(zp + 0x214), 0x1000000);
-    cr_expect_eq(get32(zp + 0x228), 0x2000);
-    cr_expect_eq(get32(zp + 0xc8), 0);
+    cr_expect_eq(le_get32(zp + 0x214), 0x1000000);
+    cr_expect_eq(le_get32(zp + 0x228), 0x2000);
+    cr_expect_eq(le_get32(zp + 0xc8), 0);
     /* The initrd's address and size split into the header's low halves and the ext_ fields. */
-    cr_expect_eq(get32(zp + 0x218), 0x34567000u);
-    cr_expect_eq(get32(zp + 0xc0), 0x12);
-    cr_expect_eq(get32(zp + 0x21c), 0x123u);
-    cr_expect_eq(get32(zp + 0xc4), 1);
-    cr_expect_eq(get32(zp + 0x70), 0xe0000); /* acpi_rsdp_addr: protocol 2.14+ */
+    cr_expect_eq(le_get32(zp + 0x218), 0x34567000u);
+    cr_expect_eq(le_get32(zp + 0xc0), 0x12);
+    cr_expect_eq(le_get32(zp + 0x21c), 0x123u);
+    cr_expect_eq(le_get32(zp + 0xc4), 1);
+    cr_expect_eq(le_get32(zp + 0x70), 0xe0000); /* acpi_rsdp_addr: protocol 2.14+ */
     cr_expect_eq(zp[0x1e8], 4);
     cr_expect(!memcmp(zp + 0x2d0, e820, 4 * 20));
     cr_expect_eq(zp[0x2d0 + 4 * 20], 0);
@@ -199,6 +183,6 @@ Test(bzimage, zero_page_carries_the_header_and_the_loader_fields)
     d = make_image(0x020d);
     cr_assert_eq(boot_linux_parse(d, IMAGE_SIZE, &img), 0, "%s", err_msg());
     boot_linux_zero_page(&img, d, &layout, e820, n, zp);
-    cr_expect_eq(get32(zp + 0x70), 0);
+    cr_expect_eq(le_get32(zp + 0x70), 0);
     free(d);
 }
