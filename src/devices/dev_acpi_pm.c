@@ -68,7 +68,7 @@ void dev_acpi_pm_destroy(struct dev_acpi_pm *pm)
 static uint32_t pm_read_register(const struct dev_acpi_pm *pm, unsigned reg)
 {
     switch (reg) {
-    case 0:
+    case DEV_ACPI_PM_EVT_OFFSET:
         return pm->status | (uint32_t)pm->enable << 16;
     case DEV_ACPI_PM_CNT_OFFSET:
         return pm->control | CNT_SCI_EN;
@@ -93,7 +93,7 @@ static enum dev_action pm_pio(void *opaque, uint16_t port, unsigned size, bool i
         *value = (pm_read_register(pm, reg) >> shift) & mask;
     } else {
         uint32_t v = (*value & mask) << shift, touched = mask << shift;
-        if (reg == 0) {
+        if (reg == DEV_ACPI_PM_EVT_OFFSET) {
             /* Status bits clear when written with 1. */
             pm->status &= (uint16_t) ~(v & touched & 0xffff);
             if (touched >> 16)

@@ -3,6 +3,7 @@
 #include "err/err.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,10 +67,9 @@ static uint8_t rtc_hours(const struct dev_rtc *rtc, unsigned hour)
     return (uint8_t)(rtc_encode(rtc, h12) | (hour >= 12 ? 0x80 : 0));
 }
 
-static uint8_t rtc_read(struct dev_rtc *rtc, uint8_t reg)
+/* The registers that show the host's time rather than CMOS RAM. */
+static bool rtc_is_clock(uint8_t reg)
 {
-    struct timespec now;
-    struct tm tm;
     switch (reg) {
     case REG_SECONDS:
     case REG_MINUTES:
@@ -79,26 +79,44 @@ static uint8_t rtc_read(struct dev_rtc *rtc, uint8_t reg)
     case REG_MONTH:
     case REG_YEAR:
     case DEV_RTC_CENTURY:
-        clock_gettime(CLOCK_REALTIME, &now);
-        gmtime_r(&now.tv_sec, &tm);
-        switch (reg) {
-        case REG_SECONDS:
-            return rtc_encode(rtc, (unsigned)tm.tm_sec);
-        case REG_MINUTES:
-            return rtc_encode(rtc, (unsigned)tm.tm_min);
-        case REG_HOURS:
-            return rtc_hours(rtc, (unsigned)tm.tm_hour);
-        case REG_WEEKDAY:
-            return rtc_encode(rtc, (unsigned)tm.tm_wday + 1);
-        case REG_DAY:
-            return rtc_encode(rtc, (unsigned)tm.tm_mday);
-        case REG_MONTH:
-            return rtc_encode(rtc, (unsigned)tm.tm_mon + 1);
-        case REG_YEAR:
-            return rtc_encode(rtc, (unsigned)(tm.tm_year + 1900) % 100);
-        default:
-            return rtc_encode(rtc, (unsigned)(tm.tm_year + 1900) / 100);
-        }
+        return true;
+    default:
+        return false; /* the alarms (1, 3, 5), the control registers and CMOS RAM */
+    }
+}
+
+/* One clock register, read from the host's UTC time. */
+static uint8_t rtc_read_clock(const struct dev_rtc *rtc, uint8_t reg)
+{
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    switch (reg) {
+    case REG_SECONDS:
+        return rtc_encode(rtc, (unsigned)tm.tm_sec);
+    case REG_MINUTES:
+        return rtc_encode(rtc, (unsigned)tm.tm_min);
+    case REG_HOURS:
+        return rtc_hours(rtc, (unsigned)tm.tm_hour);
+    case REG_WEEKDAY:
+        return rtc_encode(rtc, (unsigned)tm.tm_wday + 1);
+    case REG_DAY:
+        return rtc_encode(rtc, (unsigned)tm.tm_mday);
+    case REG_MONTH:
+        return rtc_encode(rtc, (unsigned)tm.tm_mon + 1);
+    case REG_YEAR:
+        return rtc_encode(rtc, (unsigned)(tm.tm_year + 1900) % 100);
+    default: /* DEV_RTC_CENTURY */
+        return rtc_encode(rtc, (unsigned)(tm.tm_year + 1900) / 100);
+    }
+}
+
+static uint8_t rtc_read(struct dev_rtc *rtc, uint8_t reg)
+{
+    if (rtc_is_clock(reg))
+        return rtc_read_clock(rtc, reg);
+    switch (reg) {
     case REG_A:
         return rtc->ram[REG_A] & (uint8_t)~REG_A_UIP;
     case REG_C:
@@ -112,21 +130,9 @@ static uint8_t rtc_read(struct dev_rtc *rtc, uint8_t reg)
 
 static void rtc_write(struct dev_rtc *rtc, uint8_t reg, uint8_t value)
 {
-    switch (reg) {
-    case REG_SECONDS:
-    case REG_MINUTES:
-    case REG_HOURS:
-    case REG_WEEKDAY:
-    case REG_DAY:
-    case REG_MONTH:
-    case REG_YEAR:
-    case DEV_RTC_CENTURY:
-    case REG_C:
-    case REG_D:
-        return; /* the clock is the host's; C and D are read-only */
-    default:
+    /* The clock is the host's; C and D are read-only. */
+    if (!rtc_is_clock(reg) && reg != REG_C && reg != REG_D)
         rtc->ram[reg] = value;
-    }
 }
 
 static enum dev_action rtc_pio(void *opaque, uint16_t port, unsigned size, bool is_write,
