@@ -582,7 +582,7 @@ struct mig_vcpu_state {
 
 struct mig_vm_state {
     struct mig_vcpu_state vcpu[VM_MAX_CPUS];
-    bool have_irqchip[3], have_pit, have_clock, have_serial;
+    bool have_irqchip[3], have_pit, have_clock;
     struct kvm_irqchip irqchip[3];
     struct kvm_pit_state2 pit;
     struct kvm_clock_data clock;
@@ -595,6 +595,29 @@ static void mig_vm_state_free(struct mig_vm_state *s)
         free(s->vcpu[i].msrs);
     }
     free(s);
+}
+
+/* A device record: the device checks its own bytes, and the error names the record. */
+static int mig_restore_device(struct vm *vm, const struct mig_record *rec)
+{
+    int rc;
+    switch (rec->type) {
+    case MIG_REC_SERIAL:
+        rc = dev_serial_load(vm_serial(vm), rec->payload, rec->length);
+        break;
+    case MIG_REC_RTC:
+        rc = dev_rtc_load(vm_rtc(vm), rec->payload, rec->length);
+        break;
+    default: /* MIG_REC_ACPI_PM */
+        rc = dev_acpi_pm_load(vm_acpi_pm(vm), rec->payload, rec->length);
+        break;
+    }
+    if (rc) {
+        char what[96];
+        mig_record_describe(rec, what, sizeof(what));
+        err_context(rc, "%s", what);
+    }
+    return rc;
 }
 
 /* Copies a fixed-size record into its slot. Lengths were checked by the reader. */
@@ -827,24 +850,9 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
             break;
         }
         case MIG_REC_SERIAL:
-            rc = dev_serial_load(vm_serial(vm), rec.payload, rec.length);
-            if (rc) {
-                char what[96];
-                mig_record_describe(&rec, what, sizeof(what));
-                err_context(rc, "%s", what);
-            }
-            s->have_serial = true;
-            break;
         case MIG_REC_RTC:
         case MIG_REC_ACPI_PM:
-            rc = rec.type == MIG_REC_RTC
-                     ? dev_rtc_load(vm_rtc(vm), rec.payload, rec.length)
-                     : dev_acpi_pm_load(vm_acpi_pm(vm), rec.payload, rec.length);
-            if (rc) {
-                char what[96];
-                mig_record_describe(&rec, what, sizeof(what));
-                err_context(rc, "%s", what);
-            }
+            rc = mig_restore_device(vm, &rec);
             break;
         case MIG_REC_IRQCHIP:
             take(&s->have_irqchip[rec.index], &s->irqchip[rec.index], &rec);
