@@ -68,6 +68,11 @@ static int boot_load_linux(struct mem *mem, const struct boot_load_params *p, co
     rc = boot_linux_check_cmdline(&img, cmdline);
     if (rc)
         return rc;
+    size_t cmdline_len = strlen(cmdline);
+    if (cmdline_len >
+        BOOT_CMDLINE_MAX) /* the area at BOOT_CMDLINE_GPA, whatever the kernel takes */
+        return err_set(-E2BIG, "--cmdline is %zu bytes; tern passes at most %u", cmdline_len,
+                       BOOT_CMDLINE_MAX);
 
     /* The decompressor works in place from the load address up to init_size. */
     uint64_t kernel_gpa = img.pref_address;
@@ -87,10 +92,6 @@ static int boot_load_linux(struct mem *mem, const struct boot_load_params *p, co
         if (rc)
             return rc;
     }
-    size_t cmdline_len = strlen(cmdline);
-    if (cmdline_len > BOOT_CMDLINE_MAX)
-        return err_set(-E2BIG, "--cmdline is %zu bytes; tern passes at most %u", cmdline_len,
-                       BOOT_CMDLINE_MAX);
     memcpy(mem_ptr(mem, BOOT_CMDLINE_GPA, cmdline_len + 1), cmdline, cmdline_len + 1);
 
     size_t acpi_len;
