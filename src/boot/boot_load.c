@@ -68,9 +68,9 @@ static int boot_load_linux(struct mem *mem, const struct boot_load_params *p, co
     rc = boot_linux_check_cmdline(&img, cmdline);
     if (rc)
         return rc;
+    /* Whatever the kernel takes, tern's area at BOOT_CMDLINE_GPA holds BOOT_CMDLINE_MAX. */
     size_t cmdline_len = strlen(cmdline);
-    if (cmdline_len >
-        BOOT_CMDLINE_MAX) /* the area at BOOT_CMDLINE_GPA, whatever the kernel takes */
+    if (cmdline_len > BOOT_CMDLINE_MAX)
         return err_set(-E2BIG, "--cmdline is %zu bytes; tern passes at most %u", cmdline_len,
                        BOOT_CMDLINE_MAX);
 
