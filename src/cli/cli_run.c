@@ -49,9 +49,9 @@ static const char run_usage[] =
     "  -s, --serial WHERE     COM1 goes to stdio (default), file:PATH or none\n"
     "  -h, --help             show this help\n"
     "\n"
-    "Exit status: the guest's exit code; 0 after a guest reset or power-off; 2 for errors and "
-    "fatal guest\n"
-    "exits (triple fault, KVM internal error, failed VM entry); 128+N when stopped by signal N.\n";
+    "Exit status: the guest's exit code; 0 after a guest reset or power-off; 2 for errors\n"
+    "and fatal guest exits (triple fault, KVM internal error, failed VM entry); 128+N when\n"
+    "stopped by signal N.\n";
 
 struct run_state {
     uv_loop_t loop;
