@@ -102,24 +102,25 @@ Test(linuxboot, ram_above_the_hole_and_the_default_cmdline)
     proc_free(&p);
 }
 
-Test(linuxboot, acpi_power_off_ends_the_vm)
+/* bzcheck, told by end=... how to end, ends the VM that way: status 0 and the reason. */
+static void expect_guest_ends(const char *end, const char *reason)
 {
     struct proc p;
-    int st = run_tern(&p, 30000, "run", "--kernel", bzimage(), "--mem", "64M", "--cmdline",
-                      "end=poweroff", NULL);
-    cr_expect_eq(st, 0, "status %d; stderr: %s", st, p.err);
-    cr_expect(strstr(p.err, "guest powered off (ACPI S5)"), "%s", p.err);
+    int st =
+        run_tern(&p, 30000, "run", "--kernel", bzimage(), "--mem", "64M", "--cmdline", end, NULL);
+    cr_expect_eq(st, 0, "%s: status %d; stderr: %s", end, st, p.err);
+    cr_expect(strstr(p.err, reason), "%s: '%s' not in: %s", end, reason, p.err);
     proc_free(&p);
+}
+
+Test(linuxboot, acpi_power_off_ends_the_vm)
+{
+    expect_guest_ends("end=poweroff", "guest powered off (ACPI S5)");
 }
 
 Test(linuxboot, i8042_reset_ends_the_vm)
 {
-    struct proc p;
-    int st = run_tern(&p, 30000, "run", "--kernel", bzimage(), "--mem", "64M", "--cmdline",
-                      "end=reset", NULL);
-    cr_expect_eq(st, 0, "status %d; stderr: %s", st, p.err);
-    cr_expect(strstr(p.err, "guest requested a reset through the i8042"), "%s", p.err);
-    proc_free(&p);
+    expect_guest_ends("end=reset", "guest requested a reset through the i8042");
 }
 
 static void expect_error(struct proc *p, int st, const char *fragment)

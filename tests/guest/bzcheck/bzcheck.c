@@ -222,7 +222,6 @@ static void check_acpi(uint64_t zp)
         t1 = inl(pm_tmr) & 0xffffff;
     check(t1 != t0, "PM timer advances");
     uint16_t pm1_cnt = (uint16_t)rd32(fadt + 64);
-    __asm__ volatile("" ::: "memory");
     uint16_t cnt;
     __asm__ volatile("inw %1, %0" : "=a"(cnt) : "Nd"(pm1_cnt));
     check(cnt & 1, "SCI_EN set: ACPI mode without an SMI port");
@@ -264,8 +263,7 @@ void bzcheck_main(uint64_t zp)
     put("\n");
     uint64_t cmdline = rd32(zp + 0x228);
     if (!failures && cmdline_has(cmdline, "end=poweroff")) {
-        uint64_t fadt = 0, xsdt = rd64(rd64(zp + 0x70) + 24);
-        fadt = find_table(xsdt, "FACP");
+        uint64_t fadt = find_table(rd64(rd64(zp + 0x70) + 24), "FACP");
         outw((uint16_t)rd32(fadt + 64), 5 << 10 | 1 << 13); /* SLP_TYP = \_S5, SLP_EN */
     }
     if (!failures && cmdline_has(cmdline, "end=reset"))
