@@ -27,47 +27,25 @@ run_suite() {
     fi
 }
 
-# The stream decoder under libFuzzer, seeded with real snapshots of a running guest.
-fuzz_stream() {
-    local seconds=${TERN_FUZZ_SECONDS:-60}
-    echo "== build-fuzz: libFuzzer on the stream decoder for ${seconds} s"
+# The libFuzzer targets, built with clang.
+fuzz_configure() {
     cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTERN_FUZZ=ON -DTERN_TESTS=OFF \
         -DTERN_GUESTS=OFF >/dev/null
-    cmake --build build-fuzz -j "$jobs" --target fuzz_stream >/dev/null
-    local seeds=build-fuzz/seeds corpus=build-fuzz/corpus
-    rm -rf "$seeds" && mkdir -p "$seeds" "$corpus"
-    if [ "$kvm_usable" = yes ]; then
-        local sock=build-fuzz/seed.sock
-        build/tern run --cpus 2 --mem 8M --serial none --api-socket "$sock" \
-            --kernel build/tests/guest/memstamp.elf --cmdline "mib=1 passes=0 every=1000000" &
-        local pid=$!
-        for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-        build/tern snapshot --api-socket "$sock" --compress zlib "file:$seeds/memstamp-zlib" >/dev/null
-        build/tern snapshot --api-socket "$sock" "file:$seeds/memstamp-raw" >/dev/null
-        build/tern quit --api-socket "$sock" >/dev/null 2>&1
-        wait "$pid"
-    fi
-    local log=build-fuzz/fuzz.log
-    if build-fuzz/tests/fuzz/fuzz_stream -max_total_time="$seconds" -max_len=2000000 \
-        -artifact_prefix=build-fuzz/ "$corpus" "$seeds" >"$log" 2>&1; then
-        echo "fuzz: $(grep -o 'Done [0-9]* runs' "$log" | head -1), no crash"
-    else
-        tail -40 "$log"
-        echo "error: the stream fuzzer found a crash (build-fuzz/crash-*)" >&2
-        return 1
-    fi
 }
 
-# A small libFuzzer target: fuzz_small NAME SECONDS SEED_FILE...
-fuzz_small() {
-    local name=$1 seconds=$2
-    shift 2
+# A fresh seed folder for target NAME: build-fuzz/NAME-seeds.
+fuzz_seed_dir() {
+    rm -rf "build-fuzz/$1-seeds" && mkdir -p "build-fuzz/$1-seeds"
+}
+
+# fuzz_run NAME SECONDS MAX_LEN: runs one target from build-fuzz/NAME-seeds; a crash fails.
+fuzz_run() {
+    local name=$1 seconds=$2 max_len=$3
     echo "== build-fuzz: libFuzzer on $name for ${seconds} s"
     cmake --build build-fuzz -j "$jobs" --target "$name" >/dev/null
     local seeds=build-fuzz/$name-seeds corpus=build-fuzz/$name-corpus log=build-fuzz/$name.log
-    rm -rf "$seeds" && mkdir -p "$seeds" "$corpus"
-    [ $# -gt 0 ] && cp "$@" "$seeds/"
-    if build-fuzz/tests/fuzz/"$name" -max_total_time="$seconds" -max_len=65536 \
+    mkdir -p "$corpus"
+    if build-fuzz/tests/fuzz/"$name" -max_total_time="$seconds" -max_len="$max_len" \
         -artifact_prefix="build-fuzz/$name-" "$corpus" "$seeds" >"$log" 2>&1; then
         echo "fuzz: $(grep -o 'Done [0-9]* runs' "$log" | head -1), no crash"
     else
@@ -77,10 +55,27 @@ fuzz_small() {
     fi
 }
 
+# Real snapshots of a running guest, raw and zlib, for the stream decoder (none without
+# /dev/kvm).
+stream_seeds() {
+    local dir=build-fuzz/fuzz_stream-seeds
+    fuzz_seed_dir fuzz_stream
+    [ "$kvm_usable" = yes ] || return 0
+    local sock=build-fuzz/seed.sock
+    build/tern run --cpus 2 --mem 8M --serial none --api-socket "$sock" \
+        --kernel build/tests/guest/memstamp.elf --cmdline "mib=1 passes=0 every=1000000" &
+    local pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+    build/tern snapshot --api-socket "$sock" --compress zlib "file:$dir/memstamp-zlib" >/dev/null
+    build/tern snapshot --api-socket "$sock" "file:$dir/memstamp-raw" >/dev/null
+    build/tern quit --api-socket "$sock" >/dev/null 2>&1
+    wait "$pid"
+}
+
 # Synthetic nested-state seeds: a header-only record (VMXON, no VMCS) and one with a vmcs12.
 nested_seeds() {
-    local dir=build-fuzz/nested-seed-src
-    mkdir -p "$dir"
+    local dir=build-fuzz/fuzz_nested-seeds
+    fuzz_seed_dir fuzz_nested
     python3 - "$dir" <<'PY'
 import struct, sys
 d = sys.argv[1]
@@ -88,7 +83,6 @@ hdr = lambda flags, size, vmxon, vmcs12: struct.pack('<HHIQQHHIQ', flags, 0, siz
 open(d + '/vmxon', 'wb').write(hdr(0, 128, 0x7000, 2**64 - 1))
 open(d + '/vmcs12', 'wb').write(hdr(1, 4224, 0x7000, 0x8000) + struct.pack('<I', 0x11e57ed0).ljust(4096, b'\0'))
 PY
-    echo "$dir/vmxon $dir/vmcs12"
 }
 
 # Nested tests run inside Bochs-emulated VT-x (scripts/nested-host), one boot for all of them.
@@ -106,10 +100,13 @@ trap 'rm -f "$totals"' EXIT
 start=$(date +%s)
 run_suite build -DTERN_SANITIZE=OFF
 run_suite build-asan -DTERN_SANITIZE=ON
-fuzz_stream
-fuzz_small fuzz_bzimage "${TERN_FUZZ_SMALL_SECONDS:-20}" build/tests/guest/bzcheck.bzImage
-# shellcheck disable=SC2046
-fuzz_small fuzz_nested "${TERN_FUZZ_SMALL_SECONDS:-20}" $(nested_seeds)
+fuzz_configure
+stream_seeds
+fuzz_run fuzz_stream "${TERN_FUZZ_SECONDS:-60}" 2000000
+fuzz_seed_dir fuzz_bzimage && cp build/tests/guest/bzcheck.bzImage build-fuzz/fuzz_bzimage-seeds/
+fuzz_run fuzz_bzimage "${TERN_FUZZ_SMALL_SECONDS:-20}" 65536
+nested_seeds
+fuzz_run fuzz_nested "${TERN_FUZZ_SMALL_SECONDS:-20}" 65536
 if [ "${TERN_SKIP_NESTED:-0}" = 1 ]; then
     echo "skipped: nested host stage (TERN_SKIP_NESTED=1)"
 else
