@@ -182,28 +182,23 @@ bool nested_vmcs12_summary(const uint8_t *blob, size_t len, struct nested_vmcs12
 
 void nested_describe_flags(const struct nested_header *h, char *buf, size_t cap)
 {
-    static const struct {
-        unsigned bit;
+    const struct {
+        bool set;
         const char *name;
     } names[] = {
-        {KVM_STATE_NESTED_GUEST_MODE, "guest-mode"},
-        {KVM_STATE_NESTED_RUN_PENDING, "run-pending"},
-        {KVM_STATE_NESTED_EVMCS, "evmcs-active"},
-        {KVM_STATE_NESTED_MTF_PENDING, "mtf-pending"},
+        {h->flags & KVM_STATE_NESTED_GUEST_MODE, "guest-mode"},
+        {h->flags & KVM_STATE_NESTED_RUN_PENDING, "run-pending"},
+        {h->flags & KVM_STATE_NESTED_EVMCS, "evmcs-active"},
+        {h->flags & KVM_STATE_NESTED_MTF_PENDING, "mtf-pending"},
+        {h->vmx_flags & KVM_STATE_VMX_PREEMPTION_TIMER_DEADLINE, "preemption-deadline"},
+        {h->smm_flags & KVM_STATE_NESTED_SMM_VMXON, "smm-vmxon"},
+        {h->smm_flags & KVM_STATE_NESTED_SMM_GUEST_MODE, "smm-guest-mode"},
     };
     size_t n = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (h->flags & names[i].bit)
-            n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s", n ? "," : "",
-                                  names[i].name);
-    if (h->vmx_flags & KVM_STATE_VMX_PREEMPTION_TIMER_DEADLINE)
-        n +=
-            (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%spreemption-deadline", n ? "," : "");
-    if (h->smm_flags & KVM_STATE_NESTED_SMM_VMXON)
-        n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%ssmm-vmxon", n ? "," : "");
-    if (h->smm_flags & KVM_STATE_NESTED_SMM_GUEST_MODE)
-        n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%ssmm-guest-mode", n ? "," : "");
+        if (names[i].set && n < cap) /* past cap, the text is already cut */
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? "," : "", names[i].name);
     if (!n)
         snprintf(buf, cap, "none");
 }
