@@ -47,6 +47,14 @@ static const char run_usage[] =
     "                         \"" BOOT_LINUX_DEFAULT_CMDLINE "\"), or a payload's, in\n"
     "                         its boot-info block (default empty)\n"
     "  -s, --serial WHERE     COM1 goes to stdio (default), file:PATH or none\n"
+    "      --nested           expose VMX: the guest may run its own guests (needs\n"
+    "                         kvm_intel nested=1); their state travels with the VM\n"
+    "      --hyperv[=evmcs]   Hyper-V enlightenments: the \"Microsoft Hv\" CPUID leaves\n"
+    "                         (KVM's own move to 0x40000100); evmcs also enables the\n"
+    "                         enlightened VMCS (version 1; needs --nested)\n"
+    "      --hide-cap CAP     behave as if the host's KVM lacked CAP, to try streams\n"
+    "                         against older hosts: nested-state (KVM_CAP_NESTED_STATE)\n"
+    "                         or evmcs (KVM_CAP_HYPERV_ENLIGHTENED_VMCS); repeatable\n"
     "  -h, --help             show this help\n"
     "\n"
     "Exit status: the guest's exit code; 0 after a guest reset or power-off; 2 for errors\n"
@@ -476,6 +484,7 @@ static int run_listen(struct run_state *st, const char *uri, uint64_t mem_given,
 {
     struct mig_dest_params p = {.mem_given = mem_given,
                                 .cpus_given = cpus_given,
+                                .hidden_caps = st->cfg->hidden_caps,
                                 .idle_ms = idle_s * 1000,
                                 .opaque = st,
                                 .create_vm = run_incoming_create_vm,
@@ -512,6 +521,9 @@ int cli_run(int argc, char **argv)
         {"paused", no_argument, NULL, 'p'},
         {"api-socket", required_argument, NULL, 'A'},
         {"incoming-idle-timeout", required_argument, NULL, 'T'},
+        {"nested", no_argument, NULL, 'N'},
+        {"hyperv", optional_argument, NULL, 'H'},
+        {"hide-cap", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     struct vm_config cfg = {.mem_size = RUN_DEFAULT_MEM, .cpu_count = 1};
@@ -555,6 +567,24 @@ int cli_run(int argc, char **argv)
         case 'a':
             cfg.cmdline = optarg;
             break;
+        case 'N':
+            cfg.nested = true;
+            break;
+        case 'H':
+            cfg.hyperv = true;
+            if (optarg && !strcmp(optarg, "evmcs"))
+                cfg.evmcs = true;
+            else if (optarg)
+                rc = err_set(-EINVAL, "--hyperv=%s: the only value is evmcs", optarg);
+            break;
+        case 'C':
+            if (!strcmp(optarg, "nested-state"))
+                cfg.hidden_caps |= VM_HIDE_NESTED_STATE;
+            else if (!strcmp(optarg, "evmcs"))
+                cfg.hidden_caps |= VM_HIDE_EVMCS;
+            else
+                rc = err_set(-EINVAL, "--hide-cap %s: known are nested-state and evmcs", optarg);
+            break;
         case 's':
             serial = optarg;
             break;
@@ -581,6 +611,11 @@ int cli_run(int argc, char **argv)
     }
     if (incoming && cfg.initrd_path) {
         rc = err_set(-EINVAL, "--initrd and --incoming exclude each other");
+        goto fail;
+    }
+    if (incoming && (cfg.nested || cfg.hyperv)) {
+        rc = err_set(-EINVAL, "%s and --incoming exclude each other: the stream carries the CPU",
+                     cfg.nested ? "--nested" : "--hyperv");
         goto fail;
     }
     if (!incoming && !cfg.kernel_path) {

@@ -132,9 +132,10 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
         return err_sys(-errno, "cannot open /dev/kvm");
     int xsize = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     caps->xsave_size = xsize > 4096 ? (uint32_t)xsize : 4096;
-    int nested = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_NESTED_STATE);
-    caps->nested_max = nested > 0 ? (uint32_t)nested : 0;
-    caps->evmcs = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_HYPERV_ENLIGHTENED_VMCS) > 0;
+    struct vm_host_nested hn;
+    vm_host_nested(kvm, d->params.hidden_caps, &hn);
+    caps->nested_max = hn.nested_max;
+    caps->evmcs = hn.evmcs;
     int rc = dst_probe_features(kvm, caps->features);
     close(kvm);
     /* tern sets the hypervisor bit itself (vcpu_cpuid). */

@@ -24,6 +24,7 @@ struct mig_dest_params {
     unsigned idle_ms;   /* 0: MIG_DEFAULT_IDLE_MS */
     uint64_t mem_given; /* --mem the destination was started with, or 0 */
     unsigned cpus_given;
+    unsigned hidden_caps; /* VM_HIDE_*: --hide-cap, what the handshake does not offer */
     void *opaque;
     int (*create_vm)(void *opaque, const struct mig_config *cfg, struct vm **out);
     int (*start_vm)(void *opaque);

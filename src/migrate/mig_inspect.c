@@ -2,6 +2,7 @@
 
 #include "err/err.h"
 #include "migrate/mig_state.h"
+#include "nested/nested_state.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -85,6 +86,28 @@ static int inspect_ram(const struct mig_record *rec, json_t *ram, uint8_t *scrat
     return 0;
 }
 
+static json_t *inspect_nested(const uint8_t *blob, uint32_t len)
+{
+    struct nested_header h;
+    nested_parse_header(blob, len, &h);
+    char flags[128];
+    nested_describe_flags(&h, flags, sizeof(flags));
+    json_t *n = json_pack("{s:I,s:s,s:o,s:o}", "size", (json_int_t)len, "flags", flags, "vmxon_pa",
+                          hex(h.vmxon_pa), "vmcs12_pa", hex(h.vmcs12_pa));
+    if (h.vmx_flags & KVM_STATE_VMX_PREEMPTION_TIMER_DEADLINE)
+        json_object_set_new(n, "preemption_timer_deadline", hex(h.preemption_timer_deadline));
+    struct nested_vmcs12_summary v;
+    if (nested_vmcs12_summary(blob, len, &v))
+        json_object_set_new(n, "vmcs12",
+                            json_pack("{s:o,s:b,s:s,s:o,s:o,s:o,s:o,s:I}", "revision",
+                                      hex(v.revision), "shadow", v.shadow, "launch_state",
+                                      v.launch_state ? "launched" : "clear", "l2_rip",
+                                      hex(v.guest_rip), "l2_rsp", hex(v.guest_rsp), "l2_cr3",
+                                      hex(v.guest_cr3), "exit_reason", hex(v.exit_reason),
+                                      "instruction_error", (json_int_t)v.instruction_error));
+    return n;
+}
+
 static void inspect_vcpu(const struct mig_record *rec, json_t *vcpus)
 {
     json_t *v = vcpu_entry(vcpus, rec->index);
@@ -128,6 +151,18 @@ static void inspect_vcpu(const struct mig_record *rec, json_t *vcpus)
     }
     case MIG_REC_MSRS:
         json_object_set_new(v, "msrs", json_integer(rec->length / sizeof(struct kvm_msr_entry)));
+        break;
+    case MIG_REC_EVMCS: {
+        struct mig_evmcs e;
+        memcpy(&e, rec->payload, sizeof(e));
+        char range[16];
+        snprintf(range, sizeof(range), "%u..%u", e.version & 0xff, e.version >> 8);
+        json_object_set_new(v, "evmcs_versions", json_string(range));
+        break;
+    }
+    case MIG_REC_NESTED_STATE:
+        /* mig_check_in_stream has validated it. */
+        json_object_set_new(v, "nested", inspect_nested(rec->payload, rec->length));
         break;
     case MIG_REC_MP_STATE: {
         struct kvm_mp_state mp;
@@ -249,6 +284,26 @@ void mig_inspect_print(json_t *s, FILE *out)
                 (long long)geti(v, "index"), gets(v, "rip"), gets(v, "rsp"), gets(v, "cr0"),
                 gets(v, "cr3"), gets(v, "cr4"), gets(v, "efer"), gets(v, "mode"),
                 (long long)geti(v, "msrs"), pending[0] ? pending : " none");
+        if (json_object_get(v, "evmcs_versions"))
+            fprintf(out, "  eVMCS enabled, versions %s\n", gets(v, "evmcs_versions"));
+        json_t *n = json_object_get(v, "nested");
+        if (!n)
+            continue;
+        fprintf(out, "  nested: %lld bytes, flags %s, vmxon_pa %s, vmcs12_pa %s",
+                (long long)geti(n, "size"), gets(n, "flags"), gets(n, "vmxon_pa"),
+                gets(n, "vmcs12_pa"));
+        if (json_object_get(n, "preemption_timer_deadline"))
+            fprintf(out, ", preemption deadline %s", gets(n, "preemption_timer_deadline"));
+        fputc('\n', out);
+        json_t *c = json_object_get(n, "vmcs12");
+        if (c)
+            fprintf(
+                out,
+                "  vmcs12: revision %s%s, %s, L2 RIP %s RSP %s CR3 %s, last exit reason %s, "
+                "VM-instruction error %lld\n",
+                gets(c, "revision"), json_is_true(json_object_get(c, "shadow")) ? " (shadow)" : "",
+                gets(c, "launch_state"), gets(c, "l2_rip"), gets(c, "l2_rsp"), gets(c, "l2_cr3"),
+                gets(c, "exit_reason"), (long long)geti(c, "instruction_error"));
     }
     json_t *ram = json_object_get(s, "ram");
     fprintf(out,

@@ -55,6 +55,8 @@ struct mig_source {
     uint64_t pass_start_offset;
     uint64_t progress_offset;
     char cancel_reason[128];
+    struct mig_hs_need need;      /* what the handshake said the VM needs */
+    struct mig_hs_caps dest_caps; /* what the destination said it offers */
 };
 
 static double now_ms(void)
@@ -198,13 +200,21 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     int xsize = ioctl(vm_kvm_fd(vm), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     need->xsave_size = xsize > 4096 ? (uint32_t)xsize : 4096;
     mig_hs_features(vm_vcpu_cpuid(vm, 0), need->features);
-    return 0;
+    /* Nested state is the vCPUs' own: ask them, in a pause of a few microseconds. */
+    bool was_paused = vm_is_paused(vm);
+    if (!was_paused)
+        vm_pause(vm);
+    int rc = mig_nested_need(vm, &need->nested_size, &need->evmcs);
+    if (!was_paused)
+        vm_resume(vm);
+    return rc;
 }
 
 static int src_handshake(struct mig_source *s)
 {
     struct mig_hs_need need;
     int rc = src_need(s, &need);
+    s->need = need;
     if (rc)
         return rc;
     rc = mig_chan_write_json(s->ch, json_pack("{s:o}", "hello", mig_hs_need_to_json(&need)));
@@ -231,6 +241,7 @@ static int src_handshake(struct mig_source *s)
     json_decref(reply);
     if (rc)
         return rc;
+    s->dest_caps = caps;
     return mig_chan_write_json(s->ch, json_pack("{s:b}", "start", 1));
 }
 
@@ -339,9 +350,17 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
     vm_pause(vm);
     *paused_at = now_ms();
     vm_set_throttle(vm, 0);
-    uint64_t dirty;
-    int rc = mem_dirty_sync(mem, vm_fd(vm), &dirty);
+    /* The guest may have entered VMX operation, or made an eVMCS active, since the handshake:
+     * ask again before any state leaves. A refusal here resumes the VM where it is. */
+    struct mig_hs_need now = s->need;
+    char why[512];
+    int rc = mig_nested_need(vm, &now.nested_size, &now.evmcs);
+    if (!rc && mig_hs_check(&now, &s->dest_caps, why, sizeof(why)))
+        rc = err_set(-ENOTSUP, "at switchover, the destination cannot take this VM: %s", why);
     if (rc)
+        return rc;
+    uint64_t dirty;
+    if ((rc = mem_dirty_sync(mem, vm_fd(vm), &dirty)))
         return rc;
     struct mig_switchover sw = {.dirty_pages = dirty};
     if ((rc = mig_write_record(&s->writer, MIG_REC_SWITCHOVER, 0, &sw, sizeof(sw))))

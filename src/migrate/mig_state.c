@@ -8,6 +8,8 @@
 #include "err/err.h"
 #include "le/le.h"
 #include "memory/mem.h"
+#include "nested/nested_kvm.h"
+#include "nested/nested_state.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -277,6 +279,13 @@ int mig_check_in_stream(const struct mig_record *rec, const struct mig_reader *r
         if (chip.chip_id != rec->index)
             return err_set(-EPROTO, "%s: holds chip %u", what, chip.chip_id);
     }
+    /* Every rule that does not depend on the host; the host's size limit is checked where the
+     * state is set. */
+    if (rec->type == MIG_REC_NESTED_STATE) {
+        int rc = nested_validate(rec->payload, rec->length, MIG_MAX_NESTED_STATE);
+        if (rc)
+            return err_context(rc, "%s", what);
+    }
     if (mig_record_is_ram(rec->type)) {
         struct mig_ram_header h;
         memcpy(&h, rec->payload, sizeof(h));
@@ -304,6 +313,10 @@ struct mig_vcpu_caps {
     int xsave_size; /* KVM_CAP_XSAVE2's size, or 0 for KVM_GET_XSAVE */
     bool xcrs, sregs2;
     struct kvm_msr_list *msrs; /* KVM_GET_MSR_INDEX_LIST */
+    /* KVM_CAP_NESTED_STATE as the host really has it (--hide-cap only limits what this VM
+     * accepts: a state it has must never be left out); 0: nothing to capture. */
+    uint32_t nested_max;
+    uint8_t *nested_buf;
 };
 
 static int mig_vcpu_caps_get(int kvm_fd, struct mig_vcpu_caps *caps)
@@ -313,6 +326,9 @@ static int mig_vcpu_caps_get(int kvm_fd, struct mig_vcpu_caps *caps)
     caps->xsave_size = xsize > 0 ? xsize : 0;
     caps->xcrs = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
     caps->sregs2 = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SREGS2) > 0;
+    caps->nested_max = nested_kvm_max_size(kvm_fd);
+    if (caps->nested_max && !(caps->nested_buf = malloc(caps->nested_max)))
+        return err_set(-ENOMEM, "out of memory");
     struct kvm_msr_list probe = {.nmsrs = 0};
     if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
         return err_sys(-errno, "KVM_GET_MSR_INDEX_LIST");
@@ -364,6 +380,52 @@ static int vcpu_get(int fd, unsigned long req, void *data, const char *name, uns
     if (ioctl(fd, req, data) < 0)
         return err_sys(-errno, "%s on vCPU %u", name, index);
     return 0;
+}
+
+/* The vCPU's nested state into caps->nested_buf, and whether the stream needs it: only a vCPU
+ * in VMX operation does, so that streams of other guests stay readable by destinations that
+ * cannot restore nested state. A blob that a destination would refuse is refused here. */
+static int mig_vcpu_nested(int fd, unsigned i, const struct mig_vcpu_caps *caps, uint32_t *len,
+                           bool *needed)
+{
+    *needed = false;
+    if (!caps->nested_max)
+        return 0;
+    int rc = nested_kvm_get(fd, i, caps->nested_buf, caps->nested_max, len);
+    struct nested_header h;
+    if (!rc)
+        rc = nested_parse_header(caps->nested_buf, *len, &h);
+    if (rc || !(*needed = nested_needed(&h)))
+        return rc;
+    if ((rc = nested_validate(caps->nested_buf, *len, caps->nested_max)))
+        return err_context(rc, "vCPU %u: KVM_GET_NESTED_STATE gave a state tern cannot carry", i);
+    return 0;
+}
+
+int mig_nested_need(struct vm *vm, uint32_t *size, bool *evmcs)
+{
+    *size = 0;
+    *evmcs = false;
+    struct mig_vcpu_caps caps = {.nested_max = nested_kvm_max_size(vm_kvm_fd(vm))};
+    if (!caps.nested_max)
+        return 0;
+    if (!(caps.nested_buf = malloc(caps.nested_max)))
+        return err_set(-ENOMEM, "out of memory");
+    int rc = 0;
+    for (unsigned i = 0; i < vm_cpu_count(vm) && !rc; i++) {
+        uint32_t len;
+        bool needed;
+        rc = mig_vcpu_nested(vm_vcpu_fd(vm, i), i, &caps, &len, &needed);
+        if (rc || !needed)
+            continue;
+        struct nested_header h;
+        nested_parse_header(caps.nested_buf, len, &h);
+        if (len > *size)
+            *size = len;
+        *evmcs |= nested_needs_evmcs(&h);
+    }
+    free(caps.nested_buf);
+    return rc;
 }
 
 /* Capture order. MP_STATE comes first: reading it makes KVM process pending INIT/SIPI events,
@@ -439,8 +501,18 @@ static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w,
     if (khz <= 0)
         return err_sys(-errno, "KVM_GET_TSC_KHZ on vCPU %u", i);
     uint32_t k = (uint32_t)khz;
-    return mig_write_record(w, MIG_REC_TSC_KHZ, i, &k, sizeof(k));
-    /* NESTED_STATE, when the nested issue adds it, goes last: see design notes. */
+    if ((rc = mig_write_record(w, MIG_REC_TSC_KHZ, i, &k, sizeof(k))))
+        return rc;
+    struct mig_evmcs ev_cap = {.version = vm_vcpu_evmcs_version(vm, i)};
+    if (ev_cap.version && (rc = mig_write_record(w, MIG_REC_EVMCS, i, &ev_cap, sizeof(ev_cap))))
+        return rc;
+    /* NESTED_STATE last: everything above is L1's view, which KVM gives while L2 runs too,
+     * and this record is what ties them together. */
+    uint32_t len;
+    bool needed;
+    if ((rc = mig_vcpu_nested(fd, i, caps, &len, &needed)) || !needed)
+        return rc;
+    return mig_write_record(w, MIG_REC_NESTED_STATE, i, caps->nested_buf, len);
 }
 
 /* ---- capture --------------------------------------------------------------------------- */
@@ -511,6 +583,7 @@ int mig_capture_state(struct mig_capture *c)
     for (unsigned i = 0; i < vm_cpu_count(vm) && !rc; i++)
         rc = mig_capture_vcpu(vm, i, w, &caps);
     free(caps.msrs);
+    free(caps.nested_buf);
     if (!rc) {
         /* A restored VM that never ran still holds its clock for the first resume. */
         struct kvm_clock_data clock = {0};
@@ -561,6 +634,8 @@ enum {
     HAVE_LAPIC,
     HAVE_DEBUGREGS,
     HAVE_TSC_KHZ,
+    HAVE_NESTED,
+    HAVE_EVMCS,
     HAVE_COUNT
 };
 
@@ -578,6 +653,9 @@ struct mig_vcpu_state {
     struct kvm_lapic_state lapic;
     struct kvm_debugregs debugregs;
     uint32_t tsc_khz;
+    uint8_t *nested;
+    uint32_t nested_len;
+    struct mig_evmcs evmcs;
 };
 
 struct mig_vm_state {
@@ -593,6 +671,7 @@ static void mig_vm_state_free(struct mig_vm_state *s)
     for (unsigned i = 0; i < VM_MAX_CPUS; i++) {
         free(s->vcpu[i].xsave);
         free(s->vcpu[i].msrs);
+        free(s->vcpu[i].nested);
     }
     free(s);
 }
@@ -657,6 +736,17 @@ static int mig_stash_vcpu_record(struct mig_vcpu_state *v, const struct mig_reco
     case MIG_REC_TSC_KHZ:
         take(&v->have[HAVE_TSC_KHZ], &v->tsc_khz, rec);
         break;
+    case MIG_REC_EVMCS:
+        take(&v->have[HAVE_EVMCS], &v->evmcs, rec);
+        break;
+    case MIG_REC_NESTED_STATE:
+        free(v->nested);
+        if (!(v->nested = malloc(rec->length)))
+            return err_set(-ENOMEM, "out of memory");
+        memcpy(v->nested, rec->payload, rec->length);
+        v->nested_len = rec->length;
+        v->have[HAVE_NESTED] = true;
+        break;
     case MIG_REC_XSAVE:
         free(v->xsave);
         v->xsave = malloc(rec->length);
@@ -712,14 +802,15 @@ static int mig_set_msrs(int fd, unsigned index, const struct kvm_msrs *list,
     return rc;
 }
 
-static bool msr_is_feature_control(uint32_t msr)
+static bool msr_before_nested(uint32_t msr)
 {
-    return msr == MSR_IA32_FEATURE_CONTROL;
+    return msr == MSR_IA32_FEATURE_CONTROL || nested_vmx_msr_restorable(msr);
 }
 
+/* The VMX capability MSRs KVM cannot restore are derived (from the "true" ones and CPUID). */
 static bool msr_is_ordinary(uint32_t msr)
 {
-    return msr != MSR_IA32_FEATURE_CONTROL && msr != MSR_IA32_TSC_DEADLINE;
+    return msr != MSR_IA32_FEATURE_CONTROL && msr != MSR_IA32_TSC_DEADLINE && !nested_vmx_msr(msr);
 }
 
 static bool msr_is_tsc_deadline(uint32_t msr)
@@ -734,9 +825,9 @@ static int mig_restore_vcpu(struct vm *vm, unsigned i, struct mig_vcpu_state *v)
 {
     int fd = vm_vcpu_fd(vm, i);
     int rc;
-    static const char *const names[HAVE_COUNT] = {"MP_STATE", "VCPU_EVENTS", "REGS",   "XSAVE",
-                                                  "XCRS",     "SREGS2",      "SREGS",  "MSRS",
-                                                  "LAPIC",    "DEBUGREGS",   "TSC_KHZ"};
+    static const char *const names[HAVE_COUNT] = {
+        "MP_STATE", "VCPU_EVENTS", "REGS",      "XSAVE",   "XCRS",         "SREGS2", "SREGS",
+        "MSRS",     "LAPIC",       "DEBUGREGS", "TSC_KHZ", "NESTED_STATE", "EVMCS"};
     const int required[] = {HAVE_MP,   HAVE_EVENTS, HAVE_REGS,      HAVE_XSAVE,
                             HAVE_MSRS, HAVE_LAPIC,  HAVE_DEBUGREGS, HAVE_TSC_KHZ};
     for (size_t k = 0; k < sizeof(required) / sizeof(required[0]); k++)
@@ -745,9 +836,25 @@ static int mig_restore_vcpu(struct vm *vm, unsigned i, struct mig_vcpu_state *v)
     if (!v->have[HAVE_SREGS2] && !v->have[HAVE_SREGS])
         return err_set(-EPROTO, "vCPU %u: the stream has no SREGS2 or SREGS record", i);
 
-    /* IA32_FEATURE_CONTROL before SREGS2 and nested state: writing it takes the vCPU out of VMX
-     * root operation on reset, and KVM checks VMXON against it. */
-    if ((rc = mig_set_msrs(fd, i, v->msrs, msr_is_feature_control)))
+    /* eVMCS right after CPUID and before nested state: KVM refuses a nested state flagged
+     * KVM_STATE_NESTED_EVMCS on a vCPU without it. A host without eVMCS still takes a vCPU
+     * whose eVMCS was enabled but never active (KVM commit 323d73a8ec). */
+    struct nested_header nh = {0};
+    if (v->have[HAVE_NESTED] && (rc = nested_parse_header(v->nested, v->nested_len, &nh)))
+        return err_context(rc, "vCPU %u", i);
+    if (v->have[HAVE_EVMCS] && vm_nested_caps(vm)->evmcs) {
+        if ((rc = vm_enable_evmcs(vm, i, NULL)))
+            return rc;
+    } else if (v->have[HAVE_NESTED] && nested_needs_evmcs(&nh)) {
+        return err_set(-ENOTSUP, "vCPU %u runs L2 through an active enlightened VMCS; %s", i,
+                       v->have[HAVE_EVMCS] ? "this host lacks KVM_CAP_HYPERV_ENLIGHTENED_VMCS"
+                                           : "the stream has no EVMCS record to enable it");
+    }
+    /* The VMX capability MSRs and IA32_FEATURE_CONTROL before SREGS2 and nested state: KVM
+     * refuses changes to the capability MSRs once the vCPU is in VMX operation, writing
+     * feature control takes the vCPU out of VMX root operation on reset, and KVM checks VMXON
+     * against it. */
+    if ((rc = mig_set_msrs(fd, i, v->msrs, msr_before_nested)))
         return rc;
     /* SREGS2 before nested state: KVM validates nested state against EFER and CR0/CR4. */
     if (v->have[HAVE_SREGS2])
@@ -756,7 +863,12 @@ static int mig_restore_vcpu(struct vm *vm, unsigned i, struct mig_vcpu_state *v)
         rc = vcpu_set(fd, KVM_SET_SREGS, &v->sregs, "KVM_SET_SREGS", i);
     if (rc)
         return rc;
-    /* (NESTED_STATE goes here once tern carries it.) */
+    /* Nested state after all RAM (KVM maps vmcs12 and the eVMCS from guest memory), CPUID,
+     * eVMCS, feature control and SREGS2, and before REGS: in guest mode KVM loads L2's state
+     * from vmcs12 as it sets this, and REGS (L2's live registers then) must land on top. */
+    if (v->have[HAVE_NESTED] &&
+        (rc = nested_kvm_set(fd, i, v->nested, v->nested_len, vm_nested_caps(vm)->nested_max)))
+        return rc;
 
     /* TSC frequency before the TSC MSR, so the TSC value is scaled at the right rate. */
     int khz = ioctl(fd, KVM_GET_TSC_KHZ, 0);

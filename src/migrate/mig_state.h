@@ -59,6 +59,11 @@ int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent);
 int mig_capture_state(struct mig_capture *c);
 void mig_capture_end(struct mig_capture *c);
 
+/* What the VM's nested state asks of a destination right now: the largest nested record a vCPU
+ * would carry (0: none, no vCPU is in VMX operation) and whether an enlightened VMCS is active.
+ * The VM must be paused. */
+int mig_nested_need(struct vm *vm, uint32_t *size, bool *evmcs);
+
 /* Pure: decodes and checks a CONFIG payload. */
 int mig_config_parse(const uint8_t *payload, size_t len, struct mig_config *cfg);
 void mig_config_free(struct mig_config *cfg);

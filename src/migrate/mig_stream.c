@@ -49,6 +49,8 @@ static const struct mig_type_info mig_types[] = {
     {MIG_REC_LAPIC, "LAPIC", sizeof(struct kvm_lapic_state), 0, 0},
     {MIG_REC_DEBUGREGS, "DEBUGREGS", sizeof(struct kvm_debugregs), 0, 0},
     {MIG_REC_TSC_KHZ, "TSC_KHZ", 4, 0, 0},
+    {MIG_REC_NESTED_STATE, "NESTED_STATE", 0, 128, MIG_MAX_NESTED_STATE},
+    {MIG_REC_EVMCS, "EVMCS", sizeof(struct mig_evmcs), 0, 0},
     {MIG_REC_SWITCHOVER, "SWITCHOVER", sizeof(struct mig_switchover), 0, 0},
     {MIG_REC_END, "END", sizeof(struct mig_end), 0, 0},
 };
@@ -70,8 +72,10 @@ const char *mig_record_name(uint16_t type)
 uint16_t mig_record_default_flags(uint16_t type)
 {
     /* What an older reader may do without: it has no such devices, and loses only their
-     * registers. */
-    if (type == MIG_REC_SWITCHOVER || type == MIG_REC_RTC || type == MIG_REC_ACPI_PM)
+     * registers; or, for EVMCS, a guest that never made an enlightened VMCS active (one that
+     * did has a NESTED_STATE record that says so, and that one is mandatory). */
+    if (type == MIG_REC_SWITCHOVER || type == MIG_REC_RTC || type == MIG_REC_ACPI_PM ||
+        type == MIG_REC_EVMCS)
         return 0;
     return MIG_REC_MANDATORY;
 }
@@ -83,7 +87,7 @@ bool mig_record_is_ram(uint16_t type)
 
 bool mig_record_is_per_vcpu(uint16_t type)
 {
-    return type >= MIG_REC_MP_STATE && type <= MIG_REC_TSC_KHZ;
+    return type >= MIG_REC_MP_STATE && type <= MIG_REC_EVMCS;
 }
 
 void mig_record_describe(const struct mig_record *rec, char *buf, size_t size)

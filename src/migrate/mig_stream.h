@@ -17,7 +17,7 @@
 
 #define MIG_MAGIC "TERNSTRM"
 #define MIG_VERSION_MAJOR 1u
-#define MIG_VERSION_MINOR 1u
+#define MIG_VERSION_MINOR 2u
 #define MIG_HEADER_SIZE 16u
 #define MIG_RECORD_HEADER_SIZE 20u
 #define MIG_REC_MANDATORY 0x0001u
@@ -45,7 +45,9 @@ enum mig_record_type {
     MIG_REC_LAPIC = 0x0048,
     MIG_REC_DEBUGREGS = 0x0049,
     MIG_REC_TSC_KHZ = 0x004a,
-    MIG_REC_SWITCHOVER = 0x0100, /* optional: live migration's source paused here */
+    MIG_REC_NESTED_STATE = 0x004b, /* since 1.2, only for a vCPU in VMX operation */
+    MIG_REC_EVMCS = 0x004c,        /* optional since 1.2: eVMCS was enabled on the vCPU */
+    MIG_REC_SWITCHOVER = 0x0100,   /* optional: live migration's source paused here */
     MIG_REC_END = 0x7fff,
 };
 
@@ -61,6 +63,14 @@ struct mig_ram_header {
 struct mig_switchover {
     uint64_t dirty_pages; /* pages the final pass sends */
 };
+
+/* EVMCS: the version range KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS) returned. */
+struct mig_evmcs {
+    uint16_t version; /* bits 7:0 oldest, 15:8 newest */
+    uint16_t reserved0;
+    uint32_t reserved1;
+};
+#define MIG_MAX_NESTED_STATE (64u << 10)
 
 /* END: counts the reader checks against what it received. */
 struct mig_end {

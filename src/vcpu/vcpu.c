@@ -40,6 +40,7 @@ struct vcpu {
     bool io_pending;          /* last exit was IO/MMIO: KVM completes it on the next KVM_RUN */
     uint64_t throttle_ns;     /* sleep this long before running on (auto-converge) */
     struct kvm_cpuid2 *cpuid; /* as KVM holds it after the last vcpu_set_cpuid */
+    uint16_t evmcs_version;   /* what enabling eVMCS returned; 0: not enabled */
 };
 
 static void vcpu_kick_handler(int sig)
@@ -133,6 +134,25 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
     free(v->cpuid);
     v->cpuid = got;
     return 0;
+}
+
+int vcpu_enable_evmcs(struct vcpu *v, uint16_t *version)
+{
+    uint16_t got = 0;
+    struct kvm_enable_cap cap = {.cap = KVM_CAP_HYPERV_ENLIGHTENED_VMCS,
+                                 .args = {(uint64_t)(uintptr_t)&got}};
+    if (ioctl(v->fd, KVM_ENABLE_CAP, &cap) < 0)
+        return err_sys(-errno, "KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS) on vCPU %u",
+                       v->index);
+    v->evmcs_version = got;
+    if (version)
+        *version = got;
+    return 0;
+}
+
+uint16_t vcpu_evmcs_version(const struct vcpu *v)
+{
+    return v->evmcs_version;
 }
 
 const struct kvm_cpuid2 *vcpu_cpuid(const struct vcpu *v)

@@ -41,6 +41,12 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid);
  * vCPU runs. */
 const struct kvm_cpuid2 *vcpu_cpuid(const struct vcpu *v);
 
+/* KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS): the guest may use an enlightened VMCS.
+ * *version receives the range KVM supports (bits 7:0 oldest, 15:8 newest), also kept for
+ * vcpu_evmcs_version, which answers 0 until then. */
+int vcpu_enable_evmcs(struct vcpu *v, uint16_t *version);
+uint16_t vcpu_evmcs_version(const struct vcpu *v);
+
 /* 64-bit mode at entry->rip, paging on entry->cr3, RDI = index, RSI = entry->rsi; made runnable
  * at once when entry->start_all. */
 int vcpu_setup_boot_entry(struct vcpu *v, const struct boot_entry *entry);

@@ -9,7 +9,7 @@
 #include "err/err.h"
 #include "memory/mem.h"
 #include "vcpu/vcpu.h"
-#include "vcpu/vcpu_cpuid.h"
+#include "vm/vm_cpu.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +32,8 @@ struct vm {
     int kvm_fd;
     int vm_fd;
     unsigned cpu_count;
+    unsigned hidden_caps;
+    struct vm_host_nested host_nested;
     struct mem *mem;
     struct dev_bus *bus;
     struct dev_serial *serial;
@@ -144,6 +146,7 @@ static int vm_create_kvm(struct vm *vm)
         return err_set(-EINVAL, "--cpus %u exceeds the host KVM's limit of %d (KVM_CAP_MAX_VCPUS)",
                        vm->cpu_count, max_vcpus);
 
+    vm_host_nested(vm->kvm_fd, vm->hidden_caps, &vm->host_nested);
     vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
     if (vm->vm_fd < 0)
         return err_sys(-errno, "KVM_CREATE_VM");
@@ -201,32 +204,9 @@ static int vm_create_vcpus(struct vm *vm)
     return rc;
 }
 
-/* A fresh boot's CPUID, built from what KVM supports (a restore sets the stream's instead). */
-static int vm_set_boot_cpuid(struct vm *vm)
-{
-    struct kvm_cpuid2 *supported;
-    int rc = vcpu_cpuid_supported(vm->kvm_fd, &supported);
-    if (rc)
-        return rc;
-    struct kvm_cpuid2 *cpuid =
-        calloc(1, sizeof(*cpuid) + supported->nent * sizeof(cpuid->entries[0]));
-    if (!cpuid) {
-        free(supported);
-        return err_set(-ENOMEM, "out of memory");
-    }
-    cpuid->nent = supported->nent;
-    for (unsigned i = 0; i < vm->cpu_count && !rc; i++) {
-        vcpu_cpuid_build(supported->entries, supported->nent, i, vm->cpu_count, cpuid->entries);
-        rc = vcpu_set_cpuid(vm->vcpus[i], cpuid);
-    }
-    free(cpuid);
-    free(supported);
-    return rc;
-}
-
 static int vm_boot(struct vm *vm, const struct vm_config *cfg)
 {
-    int rc = vm_set_boot_cpuid(vm);
+    int rc = vm_cpu_setup(vm, cfg);
     if (rc)
         return rc;
     int khz = ioctl(vcpu_fd(vm->vcpus[0]), KVM_GET_TSC_KHZ, 0);
@@ -270,6 +250,7 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
     vm->loop = loop;
     vm->kvm_fd = vm->vm_fd = -1;
     vm->cpu_count = cfg->cpu_count;
+    vm->hidden_caps = cfg->hidden_caps;
     vm->on_end = on_end;
     vm->on_end_opaque = opaque;
     pthread_mutex_init(&vm->end_lock, NULL);
@@ -481,6 +462,32 @@ int vm_set_vcpu_cpuid(struct vm *vm, unsigned index, const struct kvm_cpuid2 *cp
 const struct kvm_cpuid2 *vm_vcpu_cpuid(const struct vm *vm, unsigned index)
 {
     return vcpu_cpuid(vm->vcpus[index]);
+}
+
+void vm_host_nested(int kvm_fd, unsigned hidden_caps, struct vm_host_nested *out)
+{
+    int n = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NESTED_STATE);
+    out->nested_max = n > 0 && !(hidden_caps & VM_HIDE_NESTED_STATE) ? (uint32_t)n : 0;
+    out->evmcs = !(hidden_caps & VM_HIDE_EVMCS) &&
+                 ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_HYPERV_ENLIGHTENED_VMCS) > 0;
+}
+
+const struct vm_host_nested *vm_nested_caps(const struct vm *vm)
+{
+    return &vm->host_nested;
+}
+
+int vm_enable_evmcs(struct vm *vm, unsigned index, uint16_t *version)
+{
+    if (!vm->host_nested.evmcs)
+        return err_set(-ENOTSUP, "vCPU %u: this host lacks KVM_CAP_HYPERV_ENLIGHTENED_VMCS%s",
+                       index, vm->hidden_caps & VM_HIDE_EVMCS ? " (hidden by --hide-cap)" : "");
+    return vcpu_enable_evmcs(vm->vcpus[index], version);
+}
+
+uint16_t vm_vcpu_evmcs_version(const struct vm *vm, unsigned index)
+{
+    return vcpu_evmcs_version(vm->vcpus[index]);
 }
 
 unsigned vm_cpu_count(const struct vm *vm)

@@ -16,6 +16,18 @@
 
 #define VM_MAX_CPUS 64
 
+/* --hide-cap: the VM behaves as if the host's KVM lacked these (to try streams against older
+ * or smaller hosts). */
+#define VM_HIDE_NESTED_STATE (1u << 0) /* KVM_CAP_NESTED_STATE */
+#define VM_HIDE_EVMCS (1u << 1)        /* KVM_CAP_HYPERV_ENLIGHTENED_VMCS */
+
+/* What the host offers for nested guests, as the VM sees it (after --hide-cap). */
+struct vm_host_nested {
+    uint32_t nested_max; /* KVM_CAP_NESTED_STATE: the largest nested state; 0 when none */
+    bool evmcs;          /* KVM_CAP_HYPERV_ENLIGHTENED_VMCS */
+};
+void vm_host_nested(int kvm_fd, unsigned hidden_caps, struct vm_host_nested *out);
+
 struct vm_config {
     uint64_t mem_size;
     unsigned cpu_count;
@@ -24,6 +36,11 @@ struct vm_config {
     const char *cmdline;     /* NULL: the boot protocol's default */
     int serial_out_fd;       /* -1: output discarded */
     int serial_in_fd;        /* -1: no input */
+    /* The CPU a fresh boot gives its vCPUs (a restore takes the stream's instead). */
+    bool nested;          /* VMX, feature control and the VMX capability MSRs */
+    bool hyperv;          /* the Hyper-V CPUID leaves */
+    bool evmcs;           /* enlightened VMCS enabled (needs nested and hyperv) */
+    unsigned hidden_caps; /* VM_HIDE_* */
 };
 
 enum vm_end_kind {
@@ -73,6 +90,11 @@ struct dev_acpi_pm *vm_acpi_pm(const struct vm *vm);
 struct kvm_cpuid2;
 int vm_set_vcpu_cpuid(struct vm *vm, unsigned index, const struct kvm_cpuid2 *cpuid);
 const struct kvm_cpuid2 *vm_vcpu_cpuid(const struct vm *vm, unsigned index);
+
+const struct vm_host_nested *vm_nested_caps(const struct vm *vm);
+/* Enables eVMCS on a vCPU (vcpu_enable_evmcs); the version stays readable for captures. */
+int vm_enable_evmcs(struct vm *vm, unsigned index, uint16_t *version);
+uint16_t vm_vcpu_evmcs_version(const struct vm *vm, unsigned index);
 
 /* A restored VM's clock is set right before its vCPUs first run (see mig_state.c). */
 struct kvm_clock_data;

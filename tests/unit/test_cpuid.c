@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vcpu/vcpu_cpuid.h"
@@ -39,7 +40,7 @@ static const struct kvm_cpuid_entry2 *find(const struct kvm_cpuid_entry2 *t, uin
 Test(cpuid, sets_hypervisor_bit_and_apic_ids)
 {
     struct kvm_cpuid_entry2 out[N];
-    vcpu_cpuid_build(supported, N, 3, 4, out);
+    vcpu_cpuid_build(supported, N, 3, 4, true, out);
     const struct kvm_cpuid_entry2 *l1 = find(out, 1, 0);
     cr_assert(l1->ecx & (1u << 31), "hypervisor bit");
     cr_assert_eq(l1->ebx >> 24, 3, "initial APIC id");
@@ -54,9 +55,25 @@ Test(cpuid, sets_hypervisor_bit_and_apic_ids)
 Test(cpuid, leaves_other_leaves_alone)
 {
     struct kvm_cpuid_entry2 out[N];
-    vcpu_cpuid_build(supported, N, 0, 1, out);
+    vcpu_cpuid_build(supported, N, 0, 1, true, out);
     cr_assert_eq(memcmp(find(out, 0, 0), &supported[0], sizeof(supported[0])), 0);
     cr_assert_eq(memcmp(find(out, 0x40000000, 0), &supported[5], sizeof(supported[5])), 0);
     cr_assert_eq(find(out, 1, 0)->ecx, supported[1].ecx | (1u << 31));
     cr_assert_eq(find(out, 1, 0)->edx, supported[1].edx, "no HTT change with one vCPU");
+}
+
+Test(cpuid, vmx_only_when_asked_for)
+{
+    struct kvm_cpuid_entry2 out[N];
+    cr_assert(supported[1].ecx & (1u << 5), "the input offers VMX, as KVM does with nested=1");
+    vcpu_cpuid_build(supported, N, 0, 1, false, out);
+    cr_assert_eq(find(out, 1, 0)->ecx, (supported[1].ecx | (1u << 31)) & ~(1u << 5));
+    struct kvm_cpuid2 *t = calloc(1, sizeof(*t) + sizeof(out));
+    cr_assert_not_null(t);
+    t->nent = N;
+    memcpy(t->entries, out, sizeof(out));
+    cr_assert_not(vcpu_cpuid_has_vmx(t));
+    vcpu_cpuid_build(supported, N, 0, 1, true, t->entries);
+    cr_assert(vcpu_cpuid_has_vmx(t));
+    free(t);
 }
