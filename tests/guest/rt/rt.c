@@ -39,7 +39,7 @@ static volatile int rt_print_lock;
 
 extern char _end[];
 
-static void rt_cpl3_entry(unsigned cpu, const struct boot_info *info);
+static void rt_main_entry(unsigned cpu, const struct boot_info *info);
 
 void rt_cpl0_entry(unsigned cpu, const struct boot_info *info)
 {
@@ -63,6 +63,8 @@ void rt_cpl0_entry(unsigned cpu, const struct boot_info *info)
     } __attribute__((packed)) gdtr = {sizeof(rt_gdt) - 1, (uint64_t)(uintptr_t)rt_gdt};
     __asm__ volatile("lgdt %0" ::"m"(gdtr));
     __asm__ volatile("ltr %w0" ::"r"((uint16_t)(slot * 8)));
+    if (&rt_guest_cpl0 && rt_guest_cpl0)
+        rt_main_entry(cpu, info);
 
     /* Enter CPL3 with interrupts off; the frame for the callee looks like after a call. */
     uint64_t user_rsp = (uint64_t)(uintptr_t)&rt_ustacks[cpu][sizeof(rt_ustacks[cpu])] - 8;
@@ -74,12 +76,12 @@ void rt_cpl0_entry(unsigned cpu, const struct boot_info *info)
                      "iretq"
                      :
                      : [ss] "i"(RT_SEL_UDATA | 3), [rsp] "r"(user_rsp), [cs] "i"(RT_SEL_UCODE | 3),
-                       [rip] "r"((uint64_t)(uintptr_t)rt_cpl3_entry), "D"(cpu), "S"(info)
+                       [rip] "r"((uint64_t)(uintptr_t)rt_main_entry), "D"(cpu), "S"(info)
                      : "memory");
     __builtin_unreachable();
 }
 
-static void rt_cpl3_entry(unsigned cpu, const struct boot_info *info)
+static void rt_main_entry(unsigned cpu, const struct boot_info *info)
 {
     if (cpu == 0)
         if (info->magic != BOOT_INFO_MAGIC) {
@@ -90,6 +92,21 @@ static void rt_cpl3_entry(unsigned cpu, const struct boot_info *info)
     if (cpu == 0)
         rt_exit((uint32_t)code);
     rt_park();
+}
+
+uint16_t rt_tss_selector(unsigned cpu)
+{
+    return (uint16_t)((RT_GDT_FIXED + 2 * cpu) * 8);
+}
+
+uint64_t rt_tss_base(unsigned cpu)
+{
+    return (uint64_t)(uintptr_t)&rt_tss[cpu];
+}
+
+uint32_t rt_tss_limit(void)
+{
+    return sizeof(struct rt_tss) - 1;
 }
 
 void rt_exit(uint32_t code)

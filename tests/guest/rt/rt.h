@@ -15,6 +15,16 @@
 
 int guest_main(unsigned cpu, const struct boot_info *info);
 
+/* A guest that defines this as true runs guest_main at CPL0 (for guests that need privileged
+ * instructions, such as an L1 hypervisor; under PVM, CPL0 code is emulated, so such guests
+ * belong on VT-x hosts). */
+extern const bool rt_guest_cpl0 __attribute__((weak));
+
+/* The TSS selector and base of this vCPU (for a guest that builds VMCS host state). */
+uint16_t rt_tss_selector(unsigned cpu);
+uint64_t rt_tss_base(unsigned cpu);
+uint32_t rt_tss_limit(void);
+
 void rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void rt_exit(uint32_t code);
 _Noreturn void rt_park(void);

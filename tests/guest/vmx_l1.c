@@ -1,0 +1,399 @@
+/* vmx_l1: a minimal L1 hypervisor, for tern run --nested on a VT-x host (it runs at CPL0).
+ *
+ * It checks CPUID and IA32_FEATURE_CONTROL, then VMXON, VMCLEAR, VMPTRLD and the VMWRITEs of a
+ * 64-bit L2 that shares its page tables and GDT, and VMLAUNCH. L2 counts in a loop and does a
+ * VMCALL every `step` iterations with its count in RDI; L1 checks that each count follows the
+ * last by exactly `step` and resumes it, `rounds` times. Each stage is printed; the exit code is
+ * the number of discontinuities (0: L2's count was continuous throughout).
+ *
+ * Command line (all optional): rounds=R step=N hold=H hold_ms=MS fill=MiB, where H stops L1 for
+ * MS milliseconds (TSC time) at a stage, so that a test can snapshot or migrate the VM there:
+ * 1 before VMXON, 2 after VMXON with no current VMCS, 3 with the VMCS loaded and written but
+ * not launched. fill=MiB first writes a pattern over that much RAM from 4 MiB up, to give a
+ * live migration's pre-copy something to send.
+ */
+#include "rt.h"
+
+const bool rt_guest_cpl0 = true;
+
+#define MSR_FEATURE_CONTROL 0x3a
+#define MSR_VMX_BASIC 0x480
+#define MSR_VMX_PINBASED 0x481
+#define MSR_VMX_PROCBASED 0x482
+#define MSR_VMX_EXIT 0x483
+#define MSR_VMX_ENTRY 0x484
+#define MSR_VMX_CR0_FIXED0 0x486
+#define MSR_VMX_CR0_FIXED1 0x487
+#define MSR_VMX_CR4_FIXED0 0x488
+#define MSR_VMX_CR4_FIXED1 0x489
+#define MSR_VMX_TRUE_PINBASED 0x48d
+#define MSR_VMX_TRUE_PROCBASED 0x48e
+#define MSR_VMX_TRUE_EXIT 0x48f
+#define MSR_VMX_TRUE_ENTRY 0x490
+#define CR4_VMXE (1ul << 13)
+
+/* VMCS field encodings (SDM Vol. 3, appendix B). */
+enum {
+    PIN_BASED_CONTROLS = 0x4000,
+    PROC_BASED_CONTROLS = 0x4002,
+    EXCEPTION_BITMAP = 0x4004,
+    CR3_TARGET_COUNT = 0x400a,
+    EXIT_CONTROLS = 0x400c,
+    EXIT_MSR_STORE_COUNT = 0x400e,
+    EXIT_MSR_LOAD_COUNT = 0x4010,
+    ENTRY_CONTROLS = 0x4012,
+    ENTRY_MSR_LOAD_COUNT = 0x4014,
+    ENTRY_INTR_INFO = 0x4016,
+    VM_INSTRUCTION_ERROR = 0x4400,
+    EXIT_REASON = 0x4402,
+    EXIT_QUALIFICATION = 0x6400,
+    EXIT_INSTRUCTION_LEN = 0x440c,
+    VMCS_LINK_POINTER = 0x2800,
+    GUEST_ES_SELECTOR = 0x0800, /* ES CS SS DS FS GS LDTR TR, 2 apart */
+    GUEST_ES_LIMIT = 0x4800,
+    GUEST_GDTR_LIMIT = 0x4810,
+    GUEST_IDTR_LIMIT = 0x4812,
+    GUEST_ES_AR = 0x4814,
+    GUEST_INTERRUPTIBILITY = 0x4824,
+    GUEST_ACTIVITY_STATE = 0x4826,
+    GUEST_SYSENTER_CS = 0x482a,
+    GUEST_CR0 = 0x6800,
+    GUEST_CR3 = 0x6802,
+    GUEST_CR4 = 0x6804,
+    GUEST_ES_BASE = 0x6806,
+    GUEST_GDTR_BASE = 0x6816,
+    GUEST_IDTR_BASE = 0x6818,
+    GUEST_DR7 = 0x681a,
+    GUEST_RSP = 0x681c,
+    GUEST_RIP = 0x681e,
+    GUEST_RFLAGS = 0x6820,
+    GUEST_PENDING_DBG = 0x6822,
+    GUEST_SYSENTER_ESP = 0x6824,
+    GUEST_SYSENTER_EIP = 0x6826,
+    HOST_ES_SELECTOR = 0x0c00, /* ES CS SS DS FS GS TR, 2 apart */
+    HOST_SYSENTER_CS = 0x4c00,
+    HOST_CR0 = 0x6c00,
+    HOST_CR3 = 0x6c02,
+    HOST_CR4 = 0x6c04,
+    HOST_FS_BASE = 0x6c06,
+    HOST_GS_BASE = 0x6c08,
+    HOST_TR_BASE = 0x6c0a,
+    HOST_GDTR_BASE = 0x6c0c,
+    HOST_IDTR_BASE = 0x6c0e,
+    HOST_SYSENTER_ESP = 0x6c10,
+    HOST_SYSENTER_EIP = 0x6c12,
+    HOST_RIP = 0x6c16,
+};
+#define EXIT_REASON_VMCALL 18
+#define EXIT_HOST_64BIT (1u << 9)
+#define ENTRY_IA32E_GUEST (1u << 9)
+#define SEL_CODE 0x08
+#define SEL_DATA 0x10
+
+static uint8_t vmxon_region[4096] __attribute__((aligned(4096)));
+static uint8_t vmcs_region[4096] __attribute__((aligned(4096)));
+static uint8_t l2_stack[16384] __attribute__((aligned(16)));
+
+/* L2's general registers while L1 runs: saved at every exit, loaded at every entry. */
+struct l2_regs {
+    uint64_t rax, rbx, rcx, rdx, rsi, rdi, rbp, r8, r9, r10, r11, r12, r13, r14, r15;
+};
+struct l2_regs l2_regs;
+uint8_t l1_launched;
+static volatile uint64_t l2_step;
+
+/* l1_run_l2: enters L2 (VMLAUNCH the first time, VMRESUME after) and returns 0 at its next
+ * VM exit, with L2's registers in l2_regs; returns 1 when the entry itself failed. HOST_RSP is
+ * written here, so that the exit lands on this frame. */
+int l1_run_l2(void);
+void l1_exit_point(void);
+__asm__(".text\n"
+        ".global l1_run_l2\n"
+        "l1_run_l2:\n"
+        "  push %rbx\n push %rbp\n push %r12\n push %r13\n push %r14\n push %r15\n"
+        "  mov $0x6c14, %rax\n"
+        "  vmwrite %rsp, %rax\n"
+        "  mov l2_regs+8(%rip), %rbx\n  mov l2_regs+16(%rip), %rcx\n"
+        "  mov l2_regs+24(%rip), %rdx\n  mov l2_regs+32(%rip), %rsi\n"
+        "  mov l2_regs+40(%rip), %rdi\n  mov l2_regs+48(%rip), %rbp\n"
+        "  mov l2_regs+56(%rip), %r8\n  mov l2_regs+64(%rip), %r9\n"
+        "  mov l2_regs+72(%rip), %r10\n  mov l2_regs+80(%rip), %r11\n"
+        "  mov l2_regs+88(%rip), %r12\n  mov l2_regs+96(%rip), %r13\n"
+        "  mov l2_regs+104(%rip), %r14\n  mov l2_regs+112(%rip), %r15\n"
+        "  cmpb $0, l1_launched(%rip)\n"
+        "  mov l2_regs(%rip), %rax\n"
+        "  jne 1f\n"
+        "  vmlaunch\n"
+        "  jmp 2f\n"
+        "1: vmresume\n"
+        "2: pop %r15\n pop %r14\n pop %r13\n pop %r12\n pop %rbp\n pop %rbx\n"
+        "  mov $1, %eax\n"
+        "  ret\n"
+        ".global l1_exit_point\n"
+        "l1_exit_point:\n"
+        "  mov %rax, l2_regs(%rip)\n  mov %rbx, l2_regs+8(%rip)\n"
+        "  mov %rcx, l2_regs+16(%rip)\n  mov %rdx, l2_regs+24(%rip)\n"
+        "  mov %rsi, l2_regs+32(%rip)\n  mov %rdi, l2_regs+40(%rip)\n"
+        "  mov %rbp, l2_regs+48(%rip)\n  mov %r8, l2_regs+56(%rip)\n"
+        "  mov %r9, l2_regs+64(%rip)\n  mov %r10, l2_regs+72(%rip)\n"
+        "  mov %r11, l2_regs+80(%rip)\n  mov %r12, l2_regs+88(%rip)\n"
+        "  mov %r13, l2_regs+96(%rip)\n  mov %r14, l2_regs+104(%rip)\n"
+        "  mov %r15, l2_regs+112(%rip)\n"
+        "  pop %r15\n pop %r14\n pop %r13\n pop %r12\n pop %rbp\n pop %rbx\n"
+        "  xor %eax, %eax\n"
+        "  ret\n");
+
+/* L2: counts for ever, telling L1 its count every l2_step iterations. */
+static void __attribute__((noreturn, used)) l2_main(void)
+{
+    uint64_t count = 0, step = l2_step;
+    for (;;) {
+        for (uint64_t i = 0; i < step; i++) {
+            count++;
+            __asm__ volatile("" : "+r"(count));
+        }
+        __asm__ volatile("vmcall" ::"D"(count) : "memory");
+    }
+}
+
+static uint64_t rdmsr(uint32_t msr)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+#define READ_CR(n)                                                                                 \
+    static uint64_t read_cr##n(void)                                                               \
+    {                                                                                              \
+        uint64_t v;                                                                                \
+        __asm__ volatile("mov %%cr" #n ", %0" : "=r"(v));                                          \
+        return v;                                                                                  \
+    }
+READ_CR(0)
+READ_CR(3)
+READ_CR(4)
+
+/* Each VMX instruction reports failure in CF (VMfailInvalid) or ZF (VMfailValid); setna reads
+ * both in the same asm statement, before anything else can touch the flags. */
+#define VMX_OP(name, insn)                                                                         \
+    static bool name(uint64_t pa)                                                                  \
+    {                                                                                              \
+        uint8_t failed;                                                                            \
+        __asm__ volatile(insn " %1\n setna %0" : "=qm"(failed) : "m"(pa) : "cc", "memory");       \
+        return !failed;                                                                            \
+    }
+VMX_OP(vmxon, "vmxon")
+VMX_OP(vmclear, "vmclear")
+VMX_OP(vmptrld, "vmptrld")
+
+static int vmwrite_errors;
+static void vmwrite(uint64_t field, uint64_t value)
+{
+    uint8_t failed;
+    __asm__ volatile("vmwrite %2, %1\n setna %0"
+                     : "=qm"(failed)
+                     : "r"(field), "rm"(value)
+                     : "cc", "memory");
+    if (failed) {
+        rt_printf("vmx_l1: VMWRITE 0x%lx failed\n", field);
+        vmwrite_errors++;
+    }
+}
+
+static uint64_t vmread(uint64_t field)
+{
+    uint64_t v = 0;
+    __asm__ volatile("vmread %1, %0" : "=rm"(v) : "r"(field) : "cc");
+    return v;
+}
+
+/* A control value with the bits the CPU requires set and those it forbids cleared. */
+static uint32_t vmx_adjust(uint32_t msr, uint32_t want)
+{
+    uint64_t caps = rdmsr(msr);
+    return (want | (uint32_t)caps) & (uint32_t)(caps >> 32);
+}
+
+struct desc_ptr {
+    uint16_t limit;
+    uint64_t base;
+} __attribute__((packed));
+
+static void write_segment(unsigned seg, uint16_t sel, uint32_t ar)
+{
+    vmwrite(GUEST_ES_SELECTOR + 2 * seg, sel);
+    vmwrite(GUEST_ES_LIMIT + 2 * seg, 0xffffffff);
+    vmwrite(GUEST_ES_AR + 2 * seg, ar);
+    vmwrite(GUEST_ES_BASE + 2 * seg, 0);
+}
+
+static void vmcs_setup(void)
+{
+    bool true_ctls = rdmsr(MSR_VMX_BASIC) & (1ull << 55);
+    vmwrite(PIN_BASED_CONTROLS,
+            vmx_adjust(true_ctls ? MSR_VMX_TRUE_PINBASED : MSR_VMX_PINBASED, 0));
+    vmwrite(PROC_BASED_CONTROLS,
+            vmx_adjust(true_ctls ? MSR_VMX_TRUE_PROCBASED : MSR_VMX_PROCBASED, 0));
+    vmwrite(EXIT_CONTROLS, vmx_adjust(true_ctls ? MSR_VMX_TRUE_EXIT : MSR_VMX_EXIT,
+                                      EXIT_HOST_64BIT));
+    vmwrite(ENTRY_CONTROLS, vmx_adjust(true_ctls ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY,
+                                       ENTRY_IA32E_GUEST));
+    vmwrite(EXCEPTION_BITMAP, 0);
+    vmwrite(CR3_TARGET_COUNT, 0);
+    vmwrite(EXIT_MSR_STORE_COUNT, 0);
+    vmwrite(EXIT_MSR_LOAD_COUNT, 0);
+    vmwrite(ENTRY_MSR_LOAD_COUNT, 0);
+    vmwrite(ENTRY_INTR_INFO, 0);
+    vmwrite(VMCS_LINK_POINTER, ~0ull);
+
+    struct desc_ptr gdt, idt;
+    __asm__ volatile("sgdt %0\n sidt %1" : "=m"(gdt), "=m"(idt));
+    uint16_t tr = rt_tss_selector(0);
+    /* Host: L1 itself, as it runs now. */
+    vmwrite(HOST_CR0, read_cr0());
+    vmwrite(HOST_CR3, read_cr3());
+    vmwrite(HOST_CR4, read_cr4());
+    for (unsigned seg = 0; seg < 6; seg++)
+        vmwrite(HOST_ES_SELECTOR + 2 * seg, seg == 1 ? SEL_CODE : SEL_DATA);
+    vmwrite(HOST_ES_SELECTOR + 12, tr);
+    vmwrite(HOST_FS_BASE, 0);
+    vmwrite(HOST_GS_BASE, 0);
+    vmwrite(HOST_TR_BASE, rt_tss_base(0));
+    vmwrite(HOST_GDTR_BASE, gdt.base);
+    vmwrite(HOST_IDTR_BASE, idt.base);
+    vmwrite(HOST_SYSENTER_CS, 0);
+    vmwrite(HOST_SYSENTER_ESP, 0);
+    vmwrite(HOST_SYSENTER_EIP, 0);
+    vmwrite(HOST_RIP, (uint64_t)(uintptr_t)l1_exit_point);
+
+    /* Guest: 64-bit, same paging and GDT, its own stack, at l2_main. */
+    vmwrite(GUEST_CR0, read_cr0());
+    vmwrite(GUEST_CR3, read_cr3());
+    vmwrite(GUEST_CR4, read_cr4());
+    for (unsigned seg = 0; seg < 6; seg++)
+        write_segment(seg, seg == 1 ? SEL_CODE : SEL_DATA, seg == 1 ? 0xa09b : 0xc093);
+    vmwrite(GUEST_ES_SELECTOR + 12, 0); /* LDTR: unusable */
+    vmwrite(GUEST_ES_LIMIT + 12, 0);
+    vmwrite(GUEST_ES_AR + 12, 0x10000);
+    vmwrite(GUEST_ES_BASE + 12, 0);
+    vmwrite(GUEST_ES_SELECTOR + 14, tr); /* TR: busy 64-bit TSS */
+    vmwrite(GUEST_ES_LIMIT + 14, rt_tss_limit());
+    vmwrite(GUEST_ES_AR + 14, 0x8b);
+    vmwrite(GUEST_ES_BASE + 14, rt_tss_base(0));
+    vmwrite(GUEST_GDTR_BASE, gdt.base);
+    vmwrite(GUEST_GDTR_LIMIT, gdt.limit);
+    vmwrite(GUEST_IDTR_BASE, idt.base);
+    vmwrite(GUEST_IDTR_LIMIT, idt.limit);
+    vmwrite(GUEST_DR7, 0x400);
+    vmwrite(GUEST_RSP, (uint64_t)(uintptr_t)&l2_stack[sizeof(l2_stack)] - 8);
+    vmwrite(GUEST_RIP, (uint64_t)(uintptr_t)l2_main);
+    vmwrite(GUEST_RFLAGS, 0x2);
+    vmwrite(GUEST_PENDING_DBG, 0);
+    vmwrite(GUEST_INTERRUPTIBILITY, 0);
+    vmwrite(GUEST_ACTIVITY_STATE, 0);
+    vmwrite(GUEST_SYSENTER_CS, 0);
+    vmwrite(GUEST_SYSENTER_ESP, 0);
+    vmwrite(GUEST_SYSENTER_EIP, 0);
+}
+
+static void hold(unsigned stage, unsigned at, uint64_t ms, uint32_t tsc_khz, const char *what)
+{
+    if (stage != at)
+        return;
+    rt_printf("vmx_l1: holding %s for %lu ms\n", what, ms);
+    uint64_t end = rt_rdtsc() + ms * (tsc_khz ? tsc_khz : 1000000);
+    while (rt_rdtsc() < end)
+        rt_pause();
+    rt_printf("vmx_l1: hold over\n");
+}
+
+int guest_main(unsigned cpu, const struct boot_info *info)
+{
+    if (cpu != 0)
+        return 0;
+    uint64_t rounds = rt_cmdline_u64(info, "rounds", 50);
+    uint64_t step = rt_cmdline_u64(info, "step", 1000000);
+    unsigned stage = (unsigned)rt_cmdline_u64(info, "hold", 0);
+    uint64_t hold_ms = rt_cmdline_u64(info, "hold_ms", 3000);
+    uint64_t fill = rt_cmdline_u64(info, "fill", 0);
+    l2_step = step ? step : 1;
+
+    if (fill) {
+        uint64_t *p = (uint64_t *)(uintptr_t)(4ul << 20);
+        uint64_t n = (fill << 20) / 8;
+        if ((4ul << 20) + (fill << 20) > info->ram_size) {
+            rt_printf("vmx_l1: fill=%lu MiB does not fit the RAM\n", fill);
+            return 90;
+        }
+        for (uint64_t i = 0; i < n; i++)
+            p[i] = i * 0x9e3779b97f4a7c15ull + 1;
+        rt_printf("vmx_l1: filled %lu MiB\n", fill);
+    }
+    uint32_t a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    uint64_t fc = rdmsr(MSR_FEATURE_CONTROL);
+    if (!(c & (1u << 5)) || (fc & 5) != 5) {
+        rt_printf("vmx_l1: no VMX: CPUID.1:ECX 0x%x, IA32_FEATURE_CONTROL 0x%lx\n", c, fc);
+        return 91;
+    }
+    uint64_t basic = rdmsr(MSR_VMX_BASIC);
+    uint32_t revision = (uint32_t)basic & 0x7fffffff;
+    rt_printf("vmx_l1: VMX offered: feature control 0x%lx, VMX basic 0x%lx\n", fc, basic);
+    hold(stage, 1, hold_ms, info->tsc_khz, "before VMXON");
+
+    uint64_t cr0 = (read_cr0() | rdmsr(MSR_VMX_CR0_FIXED0)) & rdmsr(MSR_VMX_CR0_FIXED1);
+    uint64_t cr4 = ((read_cr4() | CR4_VMXE) | rdmsr(MSR_VMX_CR4_FIXED0)) &
+                   rdmsr(MSR_VMX_CR4_FIXED1);
+    __asm__ volatile("mov %0, %%cr0\n mov %1, %%cr4" ::"r"(cr0), "r"(cr4) : "memory");
+    *(uint32_t *)vmxon_region = revision;
+    *(uint32_t *)vmcs_region = revision;
+    if (!vmxon((uint64_t)(uintptr_t)vmxon_region)) {
+        rt_printf("vmx_l1: VMXON failed\n");
+        return 92;
+    }
+    rt_printf("vmx_l1: VMXON done at 0x%lx\n", (uint64_t)(uintptr_t)vmxon_region);
+    hold(stage, 2, hold_ms, info->tsc_khz, "in VMX operation with no current VMCS");
+
+    if (!vmclear((uint64_t)(uintptr_t)vmcs_region) || !vmptrld((uint64_t)(uintptr_t)vmcs_region)) {
+        rt_printf("vmx_l1: VMCLEAR/VMPTRLD failed\n");
+        return 93;
+    }
+    vmcs_setup();
+    if (vmwrite_errors)
+        return 94;
+    rt_printf("vmx_l1: VMCS at 0x%lx loaded and written\n", (uint64_t)(uintptr_t)vmcs_region);
+    hold(stage, 3, hold_ms, info->tsc_khz, "with the VMCS loaded, L2 not launched");
+
+    uint64_t last = 0;
+    int bad = 0;
+    for (uint64_t r = 1; r <= rounds; r++) {
+        if (l1_run_l2()) {
+            rt_printf("vmx_l1: VM%s failed: VM-instruction error %lu\n",
+                      l1_launched ? "RESUME" : "LAUNCH", vmread(VM_INSTRUCTION_ERROR));
+            return 95;
+        }
+        uint64_t reason = vmread(EXIT_REASON);
+        if ((reason & 0xffff) != EXIT_REASON_VMCALL) {
+            rt_printf("vmx_l1: unexpected exit reason 0x%lx (qualification 0x%lx) at L2 RIP "
+                      "0x%lx\n",
+                      reason, vmread(EXIT_QUALIFICATION), vmread(GUEST_RIP));
+            return 96;
+        }
+        if (!l1_launched)
+            rt_printf("vmx_l1: L2 running\n");
+        l1_launched = 1;
+        uint64_t count = l2_regs.rdi;
+        if (count != last + step) {
+            rt_printf("vmx_l1: L2's count jumped from %lu to %lu (round %lu)\n", last, count, r);
+            bad++;
+        }
+        last = count;
+        vmwrite(GUEST_RIP, vmread(GUEST_RIP) + vmread(EXIT_INSTRUCTION_LEN));
+        if (r % 10 == 0 || r == rounds)
+            rt_printf("vmx_l1: round %lu, L2 count %lu\n", r, count);
+    }
+    if (!bad)
+        rt_printf("vmx_l1: PASS: L2 counted to %lu continuously over %lu VMCALLs\n", last, rounds);
+    return bad;
+}
