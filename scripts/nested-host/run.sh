@@ -56,6 +56,7 @@ cp "$kdir"/*.ko "$stage/lib/modules/"
 cp build/tern build/tests/nested/nested_probe build/tests/nested/e9log "$stage/bin/"
 cp build/tests/guest/*.elf "$stage/guests/"
 cp scripts/nested-host/tests/*.sh "$stage/tests/"
+cp scripts/nested-host/lib.sh "$stage/lib/tern-nested.sh"
 # The Linux guest for tests/linux.sh: the same kernel, and busybox with its own /init.
 guest=$work/linux-guest
 rm -rf "$guest" && mkdir -p "$guest"/{bin,proc} "$stage/linux"

@@ -469,6 +469,11 @@ static void run_incoming_done(void *opaque, bool ok, const char *message)
     fprintf(stderr,
             "tern: migration received: %.1f MiB in %.0f ms; downtime on this side %.1f ms\n",
             r.bytes / 1048576.0, r.total_ms, r.downtime_ms);
+    if (r.nested_vcpus)
+        fprintf(stderr,
+                "tern: nested state restored: %u vCPU(s) in VMX operation, %u of them running "
+                "L2; largest record %u bytes\n",
+                r.nested_vcpus, r.guest_mode_vcpus, r.nested_bytes);
     if (st->end_after_migration) {
         run_finish(st);
         return;

@@ -44,6 +44,7 @@ struct mig_dest {
     struct mig_config cfg;
     struct vm *vm;
     double accept_ms, resumed_ms, switchover_ms;
+    struct mig_restore_info restored;
     uint64_t bytes;
 };
 
@@ -205,6 +206,7 @@ static int dst_run(struct mig_dest *d)
             mig_chan_fail(d->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut");
         rc = mig_restore(d->vm, &r, &d->cfg, &info);
         d->switchover_ms = info.switchover_ns / 1e6;
+        d->restored = info;
         if (rc) {
             char why[400];
             snprintf(why, sizeof(why), "%s", err_msg());
@@ -449,6 +451,9 @@ void mig_dest_result(const struct mig_dest *d, struct mig_dest_result *out)
     out->downtime_ms = d->switchover_ms ? d->resumed_ms - d->switchover_ms : 0;
     out->total_ms = d->resumed_ms - d->accept_ms;
     out->bytes = d->bytes;
+    out->nested_vcpus = d->restored.nested_vcpus;
+    out->guest_mode_vcpus = d->restored.guest_mode_vcpus;
+    out->nested_bytes = d->restored.nested_bytes;
 }
 
 void mig_dest_cancel(struct mig_dest *d)

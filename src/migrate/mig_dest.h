@@ -35,6 +35,8 @@ struct mig_dest_result {
     double downtime_ms; /* SWITCHOVER record -> VM running */
     double total_ms;    /* connection -> VM running */
     uint64_t bytes;
+    unsigned nested_vcpus, guest_mode_vcpus; /* as mig_restore_info */
+    uint32_t nested_bytes;
 };
 
 struct mig_dest;

@@ -501,6 +501,29 @@ static void src_free_self(uv_handle_t *h)
     free(h->data);
 }
 
+static void src_timer_closed_free(uv_handle_t *h)
+{
+    struct mig_source *s = h->data;
+    uv_close((uv_handle_t *)&s->done_async, src_free_self);
+}
+
+/* The timer lives inside s: everything that may free s waits for its close to finish (libuv
+ * finishes closes in no promised order). */
+static void src_timer_closed(uv_handle_t *h)
+{
+    struct mig_source *s = h->data;
+    if (s->ch) {
+        mig_chan_close(s->ch, src_chan_closed, s);
+    } else {
+        if (s->tcp) {
+            s->tcp->data = s;
+            uv_close((uv_handle_t *)s->tcp, src_free_handle);
+            s->tcp = NULL;
+        }
+        uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
+    }
+}
+
 /* Ends on the loop: the worker (if any) has finished. */
 static void src_end(struct mig_source *s)
 {
@@ -509,17 +532,7 @@ static void src_end(struct mig_source *s)
         s->worker_started = false;
     }
     uv_timer_stop(&s->timeout_timer);
-    uv_close((uv_handle_t *)&s->timeout_timer, NULL);
-    if (s->ch)
-        mig_chan_close(s->ch, src_chan_closed, s);
-    else if (s->tcp) {
-        s->tcp->data = s;
-        uv_close((uv_handle_t *)s->tcp, src_free_handle);
-        s->tcp = NULL;
-        uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
-    } else {
-        uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
-    }
+    uv_close((uv_handle_t *)&s->timeout_timer, src_timer_closed);
 }
 
 static void src_on_done_async(uv_async_t *a)
@@ -626,8 +639,7 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
     s->resolve.data = s;
     int rc = uv_getaddrinfo(loop, &s->resolve, src_on_resolved, params->host, params->port, &hints);
     if (rc) {
-        uv_close((uv_handle_t *)&s->timeout_timer, NULL);
-        uv_close((uv_handle_t *)&s->done_async, src_free_self);
+        uv_close((uv_handle_t *)&s->timeout_timer, src_timer_closed_free);
         return err_set(-EINVAL, "cannot resolve %s: %s", params->host, uv_strerror(rc));
     }
     *out = s;

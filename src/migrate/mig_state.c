@@ -984,6 +984,16 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
     }
     if (!rc)
         rc = mig_apply(vm, s, cfg);
+    for (unsigned i = 0; i < cfg->cpu_count && !rc; i++) {
+        struct nested_header h;
+        if (!s->vcpu[i].have[HAVE_NESTED] ||
+            nested_parse_header(s->vcpu[i].nested, s->vcpu[i].nested_len, &h))
+            continue;
+        info->nested_vcpus++;
+        info->guest_mode_vcpus += (h.flags & KVM_STATE_NESTED_GUEST_MODE) != 0;
+        if (s->vcpu[i].nested_len > info->nested_bytes)
+            info->nested_bytes = s->vcpu[i].nested_len;
+    }
     mig_vm_state_free(s);
     return rc;
 }

@@ -74,6 +74,9 @@ int mig_read_config(struct mig_reader *r, struct mig_config *cfg);
 struct mig_restore_info {
     uint64_t switchover_ns; /* CLOCK_MONOTONIC when it was read */
     uint64_t ram_records;
+    unsigned nested_vcpus;     /* vCPUs that came in VMX operation */
+    unsigned guest_mode_vcpus; /* of those, vCPUs that were running L2 */
+    uint32_t nested_bytes;     /* the largest nested record */
 };
 int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
                 struct mig_restore_info *info);

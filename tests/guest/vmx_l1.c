@@ -143,7 +143,11 @@ __asm__(".text\n"
         "  xor %eax, %eax\n"
         "  ret\n");
 
-/* L2: counts for ever, telling L1 its count every l2_step iterations. */
+/* L2: counts for ever, telling L1 its count every l2_step iterations. Every 65536 iterations
+ * it also writes port 0x80: L1 does not intercept I/O, so that exit goes to tern itself, with
+ * the vCPU in L2. It gives the host a point to pause the vCPU while L2 runs, which Bochs
+ * needs: its host receives no timer interrupt while an L2 runs, so otherwise a pause (and the
+ * whole host) would wait for L2's next VMCALL, and always find L1. */
 static void __attribute__((noreturn, used)) l2_main(void)
 {
     uint64_t count = 0, step = l2_step;
@@ -151,6 +155,8 @@ static void __attribute__((noreturn, used)) l2_main(void)
         for (uint64_t i = 0; i < step; i++) {
             count++;
             __asm__ volatile("" : "+r"(count));
+            if (!(count & 0xffff))
+                rt_outb(0x80, 0);
         }
         __asm__ volatile("vmcall" ::"D"(count) : "memory");
     }
