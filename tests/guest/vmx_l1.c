@@ -143,7 +143,7 @@ __asm__(".text\n"
         "  xor %eax, %eax\n"
         "  ret\n");
 
-/* L2: counts for ever, telling L1 its count every l2_step iterations. Every 65536 iterations
+/* L2: counts for ever, telling L1 its count every l2_step iterations. Every 2^20 iterations
  * it also writes port 0x80: L1 does not intercept I/O, so that exit goes to tern itself, with
  * the vCPU in L2. It gives the host a point to pause the vCPU while L2 runs, which Bochs
  * needs: its host receives no timer interrupt while an L2 runs, so otherwise a pause (and the
@@ -155,7 +155,7 @@ static void __attribute__((noreturn, used)) l2_main(void)
         for (uint64_t i = 0; i < step; i++) {
             count++;
             __asm__ volatile("" : "+r"(count));
-            if (!(count & 0xffff))
+            if (!(count & 0xfffff))
                 rt_outb(0x80, 0);
         }
         __asm__ volatile("vmcall" ::"D"(count) : "memory");
@@ -186,7 +186,7 @@ READ_CR(4)
     static bool name(uint64_t pa)                                                                  \
     {                                                                                              \
         uint8_t failed;                                                                            \
-        __asm__ volatile(insn " %1\n setna %0" : "=qm"(failed) : "m"(pa) : "cc", "memory");       \
+        __asm__ volatile(insn " %1\n setna %0" : "=qm"(failed) : "m"(pa) : "cc", "memory");        \
         return !failed;                                                                            \
     }
 VMX_OP(vmxon, "vmxon")
@@ -241,10 +241,10 @@ static void vmcs_setup(void)
             vmx_adjust(true_ctls ? MSR_VMX_TRUE_PINBASED : MSR_VMX_PINBASED, 0));
     vmwrite(PROC_BASED_CONTROLS,
             vmx_adjust(true_ctls ? MSR_VMX_TRUE_PROCBASED : MSR_VMX_PROCBASED, 0));
-    vmwrite(EXIT_CONTROLS, vmx_adjust(true_ctls ? MSR_VMX_TRUE_EXIT : MSR_VMX_EXIT,
-                                      EXIT_HOST_64BIT));
-    vmwrite(ENTRY_CONTROLS, vmx_adjust(true_ctls ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY,
-                                       ENTRY_IA32E_GUEST));
+    vmwrite(EXIT_CONTROLS,
+            vmx_adjust(true_ctls ? MSR_VMX_TRUE_EXIT : MSR_VMX_EXIT, EXIT_HOST_64BIT));
+    vmwrite(ENTRY_CONTROLS,
+            vmx_adjust(true_ctls ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY, ENTRY_IA32E_GUEST));
     vmwrite(EXCEPTION_BITMAP, 0);
     vmwrite(CR3_TARGET_COUNT, 0);
     vmwrite(EXIT_MSR_STORE_COUNT, 0);
@@ -349,8 +349,8 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     hold(stage, 1, hold_ms, info->tsc_khz, "before VMXON");
 
     uint64_t cr0 = (read_cr0() | rdmsr(MSR_VMX_CR0_FIXED0)) & rdmsr(MSR_VMX_CR0_FIXED1);
-    uint64_t cr4 = ((read_cr4() | CR4_VMXE) | rdmsr(MSR_VMX_CR4_FIXED0)) &
-                   rdmsr(MSR_VMX_CR4_FIXED1);
+    uint64_t cr4 =
+        ((read_cr4() | CR4_VMXE) | rdmsr(MSR_VMX_CR4_FIXED0)) & rdmsr(MSR_VMX_CR4_FIXED1);
     __asm__ volatile("mov %0, %%cr0\n mov %1, %%cr4" ::"r"(cr0), "r"(cr4) : "memory");
     *(uint32_t *)vmxon_region = revision;
     *(uint32_t *)vmcs_region = revision;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "err/err.h"
+#include "nested/nested_kvm.h"
 #include "nested/nested_state.h"
 
 static uint8_t blob[NESTED_MAX_SIZE];
@@ -216,4 +217,21 @@ Test(nested, vmcs12_fields_and_flag_names_for_inspect)
     h = parsed(4224);
     nested_describe_flags(&h, buf, 10); /* truncated, still terminated */
     cr_expect_eq(strlen(buf), 9);
+}
+
+/* KVM restores the "true" control MSRs, BASIC, MISC, the FIXED0s, VMCS_ENUM, PROCBASED_CTLS2
+ * and EPT_VPID_CAP; it derives the rest and refuses to set them (vmx_set_vmx_msr). */
+Test(nested, vmx_msrs_that_kvm_restores)
+{
+    static const uint32_t yes[] = {0x480, 0x485, 0x486, 0x488, 0x48a, 0x48b,
+                                   0x48c, 0x48d, 0x48e, 0x48f, 0x490};
+    static const uint32_t no[] = {0x481, 0x482, 0x483, 0x484, 0x487, 0x489, 0x491, 0x3a, 0x47f};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        cr_expect(nested_vmx_msr_restorable(yes[i]), "0x%x", yes[i]);
+        cr_expect(nested_vmx_msr(yes[i]), "0x%x", yes[i]);
+    }
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        cr_expect_not(nested_vmx_msr_restorable(no[i]), "0x%x", no[i]);
+    cr_expect(nested_vmx_msr(0x491) && nested_vmx_msr(0x487));
+    cr_expect_not(nested_vmx_msr(0x3a) || nested_vmx_msr(0x492));
 }

@@ -238,3 +238,51 @@ Test(stream, config_parse)
     cr_assert(strstr(err_msg(), "300 CPUID entries"), "%s", err_msg());
     mig_config_free(&cfg);
 }
+
+/* A NESTED_STATE record (a header-only struct kvm_nested_state, as KVM gives for a vCPU after
+ * VMXON with no current VMCS) read through the rules every reader applies. */
+static int check_nested_record(uint64_t vmxon_pa, uint32_t index)
+{
+    struct membuf m;
+    write_sample(&m);
+    struct kvm_nested_state s = {.format = KVM_STATE_NESTED_FORMAT_VMX,
+                                 .size = 128,
+                                 .hdr.vmx.vmxon_pa = vmxon_pa,
+                                 .hdr.vmx.vmcs12_pa = ~0ull};
+    struct mig_writer w;
+    mig_writer_init(&w, mem_sink, &m);
+    cr_assert_eq(mig_write_record(&w, MIG_REC_NESTED_STATE, index, &s, 128), 0);
+    struct mig_mem_source src = {.data = m.data, .len = m.len};
+    struct mig_reader r;
+    mig_reader_init(&r, mig_mem_source, &src);
+    struct mig_record rec;
+    cr_assert_eq(mig_read_header(&r), 0, "%s", err_msg());
+    for (int i = 0; i < 3; i++) /* REGS, MP_STATE, NESTED_STATE */
+        cr_assert_eq(mig_read_record(&r, &rec), 0, "%s", err_msg());
+    cr_assert_eq(rec.type, MIG_REC_NESTED_STATE);
+    struct mig_config cfg = {.mem_size = 64 << 20, .cpu_count = 2};
+    uint64_t pages = 0;
+    int rc = mig_check_in_stream(&rec, &r, &cfg, &pages);
+    mig_reader_free(&r);
+    free(m.data);
+    return rc;
+}
+
+Test(stream, nested_state_record_is_checked_in_the_stream)
+{
+    cr_assert_eq(check_nested_record(0x209000, 1), 0, "%s", err_msg());
+    cr_assert_lt(check_nested_record(0x209010, 1), 0);
+    cr_assert(strstr(err_msg(), "record NESTED_STATE (vCPU 1)"), "%s", err_msg());
+    cr_assert(strstr(err_msg(), "vmxon_pa"), "%s", err_msg());
+    cr_assert_lt(check_nested_record(0x209000, 2), 0);
+    cr_assert(strstr(err_msg(), "the VM has only 2 vCPUs"), "%s", err_msg());
+}
+
+Test(stream, evmcs_record_is_optional_and_nested_state_mandatory)
+{
+    cr_assert_eq(mig_record_default_flags(MIG_REC_EVMCS), 0);
+    cr_assert_eq(mig_record_default_flags(MIG_REC_NESTED_STATE), MIG_REC_MANDATORY);
+    cr_assert(mig_record_is_per_vcpu(MIG_REC_EVMCS) &&
+              mig_record_is_per_vcpu(MIG_REC_NESTED_STATE));
+    cr_assert_str_eq(mig_record_name(MIG_REC_NESTED_STATE), "NESTED_STATE");
+}

@@ -5,7 +5,7 @@
 . /lib/tern-nested.sh
 
 # a: never ran VMXON: a destination without nested state takes it.
-l1 a "hold=1 hold_ms=5000 rounds=100"
+l1 a "hold=1 hold_ms=5000 rounds=30"
 wait_for "holding before VMXON" /tmp/a.log 60 || fail "a: no hold line"
 dst_opts="--hide-cap nested-state" migrate a a2 4401 || fail "a: migration failed"
 finish a2
@@ -17,7 +17,7 @@ for s in b:2:"in VMX operation" c:3:"with the VMCS loaded"; do
     rest=${s#*:}
     stage=${rest%%:*}
     what=${rest#*:}
-    l1 $n "hold=$stage hold_ms=5000 rounds=100"
+    l1 $n "hold=$stage hold_ms=5000 rounds=30"
     wait_for "holding $what" /tmp/$n.log 60 || fail "$n: no hold line"
     dst_opts="" migrate $n ${n}2 $((4400 + stage)) || fail "$n: migration failed"
     finish ${n}2
@@ -25,7 +25,7 @@ for s in b:2:"in VMX operation" c:3:"with the VMCS loaded"; do
 done
 
 # d: L2 running.
-l1 d "rounds=120 step=10000000"
+l1 d "rounds=60 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/d.log 60 || fail "d: L2 not running"
 sleep 0.5
 dst_opts="" migrate d d2 4404 || fail "d: migration failed"
@@ -35,7 +35,7 @@ finish d2
 echo "d: last on the source: $(grep "vmx_l1: round" /tmp/d.log | tail -1); first on the destination: $(grep "vmx_l1: round" /tmp/d2.log | head -1)"
 
 # g, at the handshake: L2 runs, the destination hides KVM_CAP_NESTED_STATE.
-l1 g "rounds=60 step=10000000"
+l1 g "rounds=40 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/g.log 60 || fail "g: L2 not running"
 dst_opts="--hide-cap nested-state" migrate g g2 4405 && fail "g: the migration went through"
 grep -q "KVM_CAP_NESTED_STATE" /tmp/g.migrate || fail "g: the refusal does not name the capability"

@@ -5,7 +5,7 @@
 
 # a: --nested, the guest never ran VMXON: no nested record, and a destination that hides
 # KVM_CAP_NESTED_STATE takes it.
-l1 a "hold=1 hold_ms=4000 rounds=100"
+l1 a "hold=1 hold_ms=4000 rounds=30"
 wait_for "holding before VMXON" /tmp/a.log 60 || fail "a: no hold line"
 snapshot a
 echo "a: nested record: $(nested_line a)"
@@ -16,7 +16,7 @@ grep -q "hold over" /tmp/a2.log || fail "a: the hold did not end in the restored
 
 # b: VMXON done, no current VMCS: a header-only record (128 bytes). A destination without
 # nested state refuses it, naming the capability, and stays clean.
-l1 b "hold=2 hold_ms=4000 rounds=100"
+l1 b "hold=2 hold_ms=4000 rounds=30"
 wait_for "holding in VMX operation" /tmp/b.log 60 || fail "b: no hold line"
 snapshot b
 echo "b: nested record: $(nested_line b)"
@@ -31,7 +31,7 @@ finish b2
 grep -q "hold over" /tmp/b2.log || fail "b: the hold did not end in the restored VM"
 
 # c: the VMCS loaded and written, L1 running: the record carries vmcs12 (128 + 4096 bytes).
-l1 c "hold=3 hold_ms=4000 rounds=100"
+l1 c "hold=3 hold_ms=4000 rounds=30"
 wait_for "holding with the VMCS loaded" /tmp/c.log 60 || fail "c: no hold line"
 snapshot c
 echo "c: nested record: $(nested_line c)"
@@ -43,7 +43,7 @@ grep -q "hold over" /tmp/c2.log || fail "c: the hold did not end in the restored
 
 # d: L2 running: guest mode set, and L2 continues where it was. L1 takes a few microseconds
 # of each 100 ms round (and its prints), so a snapshot may land in L1: take another then.
-l1 d "rounds=120 step=10000000"
+l1 d "rounds=60 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/d.log 60 || fail "d: L2 not running"
 for try in 1 2 3 4 5; do
     sleep 0.5
