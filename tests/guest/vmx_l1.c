@@ -6,15 +6,23 @@
  * last by exactly `step` and resumes it, `rounds` times. Each stage is printed; the exit code is
  * the number of discontinuities (0: L2's count was continuous throughout).
  *
- * Command line (all optional): rounds=R step=N hold=H hold_ms=MS fill=MiB, where H stops L1 for
- * MS milliseconds (TSC time) at a stage, so that a test can snapshot or migrate the VM there:
- * 1 before VMXON, 2 after VMXON with no current VMCS, 3 with the VMCS loaded and written but
+ * Built as evmcs_l1 (needs --hyperv=evmcs too), it enters L2 through Hyper-V's enlightened VMCS
+ * instead, named in the VP assist page, in the manner of KVM's hyperv_evmcs selftest; with
+ * evmcs=1 it sets up the VP assist page but never makes an eVMCS active (plain VMCS entries).
+ *
+ * Command line (all optional): rounds=R step=N hold=H hold_ms=MS fill=MiB evmcs=0|1|2, where H
+ * stops L1 for MS milliseconds (TSC time) at a stage, so that a test can snapshot or migrate the VM
+ * there: 1 before VMXON, 2 after VMXON with no current VMCS, 3 with the VMCS loaded and written but
  * not launched. fill=MiB first writes a pattern over that much RAM from 4 MiB up, to give a
  * live migration's pre-copy something to send.
  */
 #include "rt.h"
 
 const bool rt_guest_cpl0 = true;
+
+#ifndef L1_EVMCS_DEFAULT
+#define L1_EVMCS_DEFAULT 0
+#endif
 
 #define MSR_FEATURE_CONTROL 0x3a
 #define MSR_VMX_BASIC 0x480
@@ -90,6 +98,176 @@ enum {
 #define SEL_CODE 0x08
 #define SEL_DATA 0x10
 
+/* Hyper-V's enlightened VMCS, version 1, as the TLFS lays it out (HV_VMX_ENLIGHTENED_VMCS);
+ * natural alignment gives its offsets. */
+struct evmcs_v1 {
+    uint32_t revision_id, abort;
+    uint16_t host_sel[7]; /* ES CS SS DS FS GS TR */
+    uint64_t host_pat, host_efer, host_cr0, host_cr3, host_cr4;
+    uint64_t host_sysenter_esp, host_sysenter_eip, host_rip;
+    uint32_t host_sysenter_cs, pin_controls, exit_controls, secondary_controls;
+    uint64_t io_bitmap_a, io_bitmap_b, msr_bitmap;
+    uint16_t guest_sel[8];    /* ES CS SS DS FS GS LDTR TR */
+    uint32_t guest_limit[10]; /* the same, then GDTR IDTR */
+    uint32_t guest_ar[8];
+    uint64_t guest_base[10];
+    uint64_t reserved1[3];
+    uint64_t exit_msr_store_addr, exit_msr_load_addr, entry_msr_load_addr;
+    uint64_t cr3_target[4];
+    uint32_t pfec_mask, pfec_match, cr3_target_count, exit_msr_store_count;
+    uint32_t exit_msr_load_count, entry_msr_load_count;
+    uint64_t tsc_offset, virtual_apic_page, vmcs_link_pointer;
+    uint64_t guest_debugctl, guest_pat, guest_efer, guest_pdpte[4];
+    uint64_t guest_pending_dbg, guest_sysenter_esp, guest_sysenter_eip;
+    uint32_t guest_activity_state, guest_sysenter_cs;
+    uint64_t cr0_mask, cr4_mask, cr0_shadow, cr4_shadow;
+    uint64_t guest_cr0, guest_cr3, guest_cr4, guest_dr7;
+    uint64_t host_fs_base, host_gs_base, host_tr_base, host_gdtr_base, host_idtr_base;
+    uint64_t host_rsp, ept_pointer;
+    uint16_t vpid, reserved2[3];
+    uint64_t reserved3[5];
+    uint64_t exit_guest_physical;
+    uint32_t instruction_error, exit_reason, exit_intr_info, exit_intr_error;
+    uint32_t idt_vectoring_info, idt_vectoring_error, exit_instruction_len, exit_instruction_info;
+    uint64_t exit_qualification, io_rcx, io_rsi, io_rdi, io_rip, guest_linear;
+    uint64_t guest_rsp, guest_rflags;
+    uint32_t guest_interruptibility, proc_controls, exception_bitmap, entry_controls;
+    uint32_t entry_intr_info, entry_exception_error, entry_instruction_len, tpr_threshold;
+    uint64_t guest_rip;
+    uint32_t clean_fields, reserved4, synthetic_controls, enlightenments_control;
+    uint32_t vp_id;
+    uint64_t vm_id, partition_assist_page;
+};
+_Static_assert(__builtin_offsetof(struct evmcs_v1, host_pat) == 24, "eVMCS layout");
+
+/* Whole pages: KVM reads the eVMCS's later fields (zero here) too. */
+static union {
+    struct evmcs_v1 e;
+    uint8_t page[4096];
+} evmcs_page __attribute__((aligned(4096)));
+#define evmcs evmcs_page.e
+/* What VMWRITE/VMREAD reach in the eVMCS: the encodings vmcs_setup and the exit path use. */
+static const struct {
+    uint16_t field;
+    uint16_t offset;
+    uint8_t size;
+} evmcs_fields[] = {
+#define F(enc, member)                                                                             \
+    {                                                                                              \
+        enc, __builtin_offsetof(struct evmcs_v1, member), sizeof(evmcs.member)                     \
+    }
+#define FA(enc, member, i)                                                                         \
+    {                                                                                              \
+        enc, __builtin_offsetof(struct evmcs_v1, member[i]), sizeof(evmcs.member[0])               \
+    }
+    F(0x4000, pin_controls),
+    F(0x4002, proc_controls),
+    F(0x4004, exception_bitmap),
+    F(0x400a, cr3_target_count),
+    F(0x400c, exit_controls),
+    F(0x400e, exit_msr_store_count),
+    F(0x4010, exit_msr_load_count),
+    F(0x4012, entry_controls),
+    F(0x4014, entry_msr_load_count),
+    F(0x4016, entry_intr_info),
+    F(0x4400, instruction_error),
+    F(0x4402, exit_reason),
+    F(0x6400, exit_qualification),
+    F(0x440c, exit_instruction_len),
+    F(0x2800, vmcs_link_pointer),
+    FA(0x0800, guest_sel, 0),
+    FA(0x0802, guest_sel, 1),
+    FA(0x0804, guest_sel, 2),
+    FA(0x0806, guest_sel, 3),
+    FA(0x0808, guest_sel, 4),
+    FA(0x080a, guest_sel, 5),
+    FA(0x080c, guest_sel, 6),
+    FA(0x080e, guest_sel, 7),
+    FA(0x4800, guest_limit, 0),
+    FA(0x4802, guest_limit, 1),
+    FA(0x4804, guest_limit, 2),
+    FA(0x4806, guest_limit, 3),
+    FA(0x4808, guest_limit, 4),
+    FA(0x480a, guest_limit, 5),
+    FA(0x480c, guest_limit, 6),
+    FA(0x480e, guest_limit, 7),
+    FA(0x4810, guest_limit, 8),
+    FA(0x4812, guest_limit, 9),
+    FA(0x4814, guest_ar, 0),
+    FA(0x4816, guest_ar, 1),
+    FA(0x4818, guest_ar, 2),
+    FA(0x481a, guest_ar, 3),
+    FA(0x481c, guest_ar, 4),
+    FA(0x481e, guest_ar, 5),
+    FA(0x4820, guest_ar, 6),
+    FA(0x4822, guest_ar, 7),
+    FA(0x6806, guest_base, 0),
+    FA(0x6808, guest_base, 1),
+    FA(0x680a, guest_base, 2),
+    FA(0x680c, guest_base, 3),
+    FA(0x680e, guest_base, 4),
+    FA(0x6810, guest_base, 5),
+    FA(0x6812, guest_base, 6),
+    FA(0x6814, guest_base, 7),
+    FA(0x6816, guest_base, 8),
+    FA(0x6818, guest_base, 9),
+    F(0x4824, guest_interruptibility),
+    F(0x4826, guest_activity_state),
+    F(0x482a, guest_sysenter_cs),
+    F(0x6800, guest_cr0),
+    F(0x6802, guest_cr3),
+    F(0x6804, guest_cr4),
+    F(0x681a, guest_dr7),
+    F(0x681c, guest_rsp),
+    F(0x681e, guest_rip),
+    F(0x6820, guest_rflags),
+    F(0x6822, guest_pending_dbg),
+    F(0x6824, guest_sysenter_esp),
+    F(0x6826, guest_sysenter_eip),
+    FA(0x0c00, host_sel, 0),
+    FA(0x0c02, host_sel, 1),
+    FA(0x0c04, host_sel, 2),
+    FA(0x0c06, host_sel, 3),
+    FA(0x0c08, host_sel, 4),
+    FA(0x0c0a, host_sel, 5),
+    FA(0x0c0c, host_sel, 6),
+    F(0x4c00, host_sysenter_cs),
+    F(0x6c00, host_cr0),
+    F(0x6c02, host_cr3),
+    F(0x6c04, host_cr4),
+    F(0x6c06, host_fs_base),
+    F(0x6c08, host_gs_base),
+    F(0x6c0a, host_tr_base),
+    F(0x6c0c, host_gdtr_base),
+    F(0x6c0e, host_idtr_base),
+    F(0x6c10, host_sysenter_esp),
+    F(0x6c12, host_sysenter_eip),
+    F(0x6c14, host_rsp),
+    F(0x6c16, host_rip),
+#undef F
+#undef FA
+};
+
+/* The VP assist page (HV_VP_ASSIST_PAGE): where L1 says which eVMCS its next entry uses. */
+struct vp_assist {
+    uint32_t apic_assist, reserved;
+    uint64_t vtl_control[2], nested_control[2];
+    uint32_t enlighten_vmentry;
+    uint64_t current_nested_vmcs;
+};
+static union {
+    struct vp_assist a;
+    uint8_t page[4096];
+} vp_assist_page __attribute__((aligned(4096)));
+#define vp_assist vp_assist_page.a
+#define HV_MSR_GUEST_OS_ID 0x40000000
+#define HV_MSR_VP_ASSIST_PAGE 0x40000073
+
+/* 0: ordinary VMCS; 1: the same with the VP assist page set up (eVMCS enabled, never
+ * active); 2: entries through the enlightened VMCS. */
+static unsigned l1_evmcs;
+uint64_t *l1_host_rsp_slot; /* in eVMCS mode, where l1_run_l2 stores HOST_RSP */
+
 static uint8_t vmxon_region[4096] __attribute__((aligned(4096)));
 static uint8_t vmcs_region[4096] __attribute__((aligned(4096)));
 static uint8_t l2_stack[16384] __attribute__((aligned(16)));
@@ -111,8 +289,14 @@ __asm__(".text\n"
         ".global l1_run_l2\n"
         "l1_run_l2:\n"
         "  push %rbx\n push %rbp\n push %r12\n push %r13\n push %r14\n push %r15\n"
-        "  mov $0x6c14, %rax\n"
+        "  mov l1_host_rsp_slot(%rip), %rax\n"
+        "  test %rax, %rax\n"
+        "  jz 3f\n"
+        "  mov %rsp, (%rax)\n"
+        "  jmp 4f\n"
+        "3: mov $0x6c14, %rax\n"
         "  vmwrite %rsp, %rax\n"
+        "4:\n"
         "  mov l2_regs+8(%rip), %rbx\n  mov l2_regs+16(%rip), %rcx\n"
         "  mov l2_regs+24(%rip), %rdx\n  mov l2_regs+32(%rip), %rsi\n"
         "  mov l2_regs+40(%rip), %rdi\n  mov l2_regs+48(%rip), %rbp\n"
@@ -162,6 +346,11 @@ static void __attribute__((noreturn, used)) l2_main(void)
     }
 }
 
+static void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" ::"c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
 static uint64_t rdmsr(uint32_t msr)
 {
     uint32_t lo, hi;
@@ -194,8 +383,31 @@ VMX_OP(vmclear, "vmclear")
 VMX_OP(vmptrld, "vmptrld")
 
 static int vmwrite_errors;
+
+static void *evmcs_field(uint64_t field, unsigned *size)
+{
+    for (unsigned i = 0; i < sizeof(evmcs_fields) / sizeof(evmcs_fields[0]); i++)
+        if (evmcs_fields[i].field == field) {
+            *size = evmcs_fields[i].size;
+            return (uint8_t *)&evmcs + evmcs_fields[i].offset;
+        }
+    return NULL;
+}
+
 static void vmwrite(uint64_t field, uint64_t value)
 {
+    if (l1_evmcs == 2) {
+        unsigned size;
+        uint8_t *p = evmcs_field(field, &size);
+        if (!p) {
+            rt_printf("vmx_l1: field 0x%lx has no place in the eVMCS\n", field);
+            vmwrite_errors++;
+            return;
+        }
+        for (unsigned i = 0; i < size; i++)
+            p[i] = (uint8_t)(value >> (8 * i));
+        return;
+    }
     uint8_t failed;
     __asm__ volatile("vmwrite %2, %1\n setna %0"
                      : "=qm"(failed)
@@ -210,6 +422,13 @@ static void vmwrite(uint64_t field, uint64_t value)
 static uint64_t vmread(uint64_t field)
 {
     uint64_t v = 0;
+    if (l1_evmcs == 2) {
+        unsigned size;
+        const uint8_t *p = evmcs_field(field, &size);
+        for (unsigned i = 0; p && i < size; i++)
+            v |= (uint64_t)p[i] << (8 * i);
+        return v;
+    }
     __asm__ volatile("vmread %1, %0" : "=rm"(v) : "r"(field) : "cc");
     return v;
 }
@@ -303,6 +522,36 @@ static void vmcs_setup(void)
     vmwrite(GUEST_SYSENTER_EIP, 0);
 }
 
+static void cpuid(uint32_t leaf, uint32_t r[4])
+{
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(0));
+}
+
+/* The Hyper-V side: the vendor leaf, the eVMCS version and recommendation, then the guest OS
+ * id and the VP assist page, as a Hyper-V-aware L1 sets them up. */
+static int hyperv_setup(void)
+{
+    uint32_t r[4];
+    cpuid(0x40000000, r);
+    char vendor[13];
+    for (int i = 0; i < 12; i++)
+        vendor[i] = (char)(r[1 + i / 4] >> (8 * (i % 4)));
+    vendor[12] = 0;
+    uint32_t nested[4], recommended[4];
+    cpuid(0x4000000a, nested);
+    cpuid(0x40000004, recommended);
+    rt_printf("vmx_l1: hypervisor \"%s\", eVMCS versions %u..%u, recommended %u\n", vendor,
+              nested[0] & 0xff, (nested[0] >> 8) & 0xff, (recommended[0] >> 14) & 1);
+    if (vendor[0] != 'M' || (nested[0] & 0xffff) != 0x0101 || !(recommended[0] & (1u << 14))) {
+        rt_printf("vmx_l1: no enlightened VMCS offered\n");
+        return 97;
+    }
+    wrmsr(HV_MSR_GUEST_OS_ID, 0x8100000000000001ull);
+    wrmsr(HV_MSR_VP_ASSIST_PAGE, (uint64_t)(uintptr_t)&vp_assist_page | 1);
+    rt_printf("vmx_l1: VP assist page at 0x%lx\n", (uint64_t)(uintptr_t)&vp_assist_page);
+    return 0;
+}
+
 static void hold(unsigned stage, unsigned at, uint64_t ms, uint32_t tsc_khz, const char *what)
 {
     if (stage != at)
@@ -324,6 +573,7 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     uint64_t hold_ms = rt_cmdline_u64(info, "hold_ms", 3000);
     uint64_t fill = rt_cmdline_u64(info, "fill", 0);
     l2_step = step ? step : 1;
+    l1_evmcs = (unsigned)rt_cmdline_u64(info, "evmcs", L1_EVMCS_DEFAULT);
 
     if (fill) {
         uint64_t *p = (uint64_t *)(uintptr_t)(4ul << 20);
@@ -346,6 +596,11 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     uint64_t basic = rdmsr(MSR_VMX_BASIC);
     uint32_t revision = (uint32_t)basic & 0x7fffffff;
     rt_printf("vmx_l1: VMX offered: feature control 0x%lx, VMX basic 0x%lx\n", fc, basic);
+    if (l1_evmcs) {
+        int rc = hyperv_setup();
+        if (rc)
+            return rc;
+    }
     hold(stage, 1, hold_ms, info->tsc_khz, "before VMXON");
 
     uint64_t cr0 = (read_cr0() | rdmsr(MSR_VMX_CR0_FIXED0)) & rdmsr(MSR_VMX_CR0_FIXED1);
@@ -361,19 +616,30 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     rt_printf("vmx_l1: VMXON done at 0x%lx\n", (uint64_t)(uintptr_t)vmxon_region);
     hold(stage, 2, hold_ms, info->tsc_khz, "in VMX operation with no current VMCS");
 
-    if (!vmclear((uint64_t)(uintptr_t)vmcs_region) || !vmptrld((uint64_t)(uintptr_t)vmcs_region)) {
+    if (l1_evmcs == 2) {
+        /* No VMPTRLD: the next VM entry takes the eVMCS the VP assist page names. */
+        evmcs.revision_id = 1;
+        vp_assist.current_nested_vmcs = (uint64_t)(uintptr_t)&evmcs_page;
+        vp_assist.enlighten_vmentry = 1;
+        l1_host_rsp_slot = &evmcs.host_rsp;
+    } else if (!vmclear((uint64_t)(uintptr_t)vmcs_region) ||
+               !vmptrld((uint64_t)(uintptr_t)vmcs_region)) {
         rt_printf("vmx_l1: VMCLEAR/VMPTRLD failed\n");
         return 93;
     }
     vmcs_setup();
     if (vmwrite_errors)
         return 94;
-    rt_printf("vmx_l1: VMCS at 0x%lx loaded and written\n", (uint64_t)(uintptr_t)vmcs_region);
+    if (l1_evmcs == 2)
+        rt_printf("vmx_l1: eVMCS at 0x%lx written and current\n", (uint64_t)(uintptr_t)&evmcs_page);
+    else
+        rt_printf("vmx_l1: VMCS at 0x%lx loaded and written\n", (uint64_t)(uintptr_t)vmcs_region);
     hold(stage, 3, hold_ms, info->tsc_khz, "with the VMCS loaded, L2 not launched");
 
     uint64_t last = 0;
     int bad = 0;
     for (uint64_t r = 1; r <= rounds; r++) {
+        evmcs.clean_fields = 0; /* every field may have changed: KVM rereads them all */
         if (l1_run_l2()) {
             rt_printf("vmx_l1: VM%s failed: VM-instruction error %lu\n",
                       l1_launched ? "RESUME" : "LAUNCH", vmread(VM_INSTRUCTION_ERROR));
