@@ -1,7 +1,10 @@
 /* Bad command lines: each gives one clear line naming the culprit and exit status 2. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -110,4 +113,42 @@ Test(cli, cmdline_too_long)
     int st =
         run_tern(&p, 5000, "run", "--cmdline", longline, "--kernel", harness_guest("hello"), NULL);
     expect_error("--cmdline is 4999 bytes; the limit is 4095", &p, st);
+}
+
+static int kvm_cap(long cap)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    int r = fd < 0 ? 0 : ioctl(fd, KVM_CHECK_EXTENSION, cap);
+    if (fd >= 0)
+        close(fd);
+    return r > 0 ? r : 0;
+}
+
+Test(cli, nested_and_hyperv_options)
+{
+    struct proc p;
+    const char *hello = harness_guest("hello");
+    int st = run_tern(&p, 5000, "run", "--hyperv=foo", "--kernel", hello, NULL);
+    expect_error("--hyperv=foo: the only value is evmcs", &p, st);
+    st = run_tern(&p, 5000, "run", "--hide-cap", "vmx", "--kernel", hello, NULL);
+    expect_error("--hide-cap vmx: known are nested-state and evmcs", &p, st);
+    st = run_tern(&p, 5000, "run", "--nested", "--incoming", "file:/nonexistent", NULL);
+    expect_error("--nested and --incoming exclude each other", &p, st);
+    st = run_tern(&p, 5000, "run", "--hyperv=evmcs", "--kernel", hello, NULL);
+    expect_error("--hyperv=evmcs needs --nested", &p, st);
+    /* Whatever the host: with its nested state hidden, --nested has nothing to stand on. */
+    st = run_tern(&p, 5000, "run", "--nested", "--hide-cap", "nested-state", "--kernel", hello,
+                  NULL);
+    expect_error("--nested: host KVM", &p, st);
+    /* The refusals of a host without the feature (these machines); a host with it runs the
+     * guest instead, which the nested host's tests cover. */
+    if (!kvm_cap(KVM_CAP_NESTED_STATE)) {
+        st = run_tern(&p, 5000, "run", "--nested", "--kernel", hello, NULL);
+        expect_error("--nested: host KVM offers no nested VMX (kvm_intel nested=0, or not VT-x)",
+                     &p, st);
+    }
+    if (!kvm_cap(KVM_CAP_HYPERV_CPUID) && !kvm_cap(KVM_CAP_SYS_HYPERV_CPUID)) {
+        st = run_tern(&p, 5000, "run", "--hyperv", "--kernel", hello, NULL);
+        expect_error("--hyperv: host KVM offers no Hyper-V CPUID", &p, st);
+    }
 }

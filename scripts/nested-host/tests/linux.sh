@@ -4,17 +4,7 @@
 # its /init powers it off (ACPI S5), which ends that tern with status 0.
 log=/tmp/linux.log
 sock=/tmp/linux.sock
-now() { cut -d' ' -f1 /proc/uptime; }
-# wait_for PATTERN FILE SECONDS: poll FILE until a line matches.
-wait_for() {
-    i=0
-    while [ $i -lt $(($3 * 5)) ]; do
-        grep -q "$1" "$2" && return 0
-        sleep 0.2
-        i=$((i + 1))
-    done
-    return 1
-}
+. /lib/tern-nested.sh # now, wait_for
 fail() {
     echo "FAIL: $*"
     echo "--- guest log tail:"

@@ -26,7 +26,7 @@ snapshot_in_l2() {
 }
 
 # e by snapshot.
-ev e "rounds=60 step=10000000"
+ev e "rounds=15 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/e.log 60 || fail "e: L2 not running"
 grep "hypervisor\|eVMCS at" /tmp/e.log
 snapshot_in_l2 e
@@ -42,7 +42,7 @@ start e2 --incoming file:/tmp/e.snap
 finish e2
 
 # e by live migration; first to a destination that hides eVMCS (refused at the handshake).
-ev m "rounds=60 step=10000000"
+ev m "rounds=15 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/m.log 60 || fail "e/migrate: L2 not running"
 sleep 0.5
 dst_opts="--hide-cap evmcs" migrate m m0 4411 && fail "e: migrated to a destination without eVMCS"
@@ -52,7 +52,7 @@ grep "nested state restored" /tmp/m2.err || fail "e: the destination restored no
 finish m2
 
 # f: eVMCS enabled, never active: no eVMCS requirement.
-ev f "evmcs=1 rounds=60 step=10000000"
+ev f "evmcs=1 rounds=15 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/f.log 60 || fail "f: L2 not running"
 grep "VP assist page" /tmp/f.log
 snapshot_in_l2 f
@@ -61,7 +61,7 @@ grep "eVMCS enabled" /tmp/f.inspect || fail "f: no EVMCS record"
 grep -q "evmcs-active" /tmp/f.inspect && fail "f: an eVMCS shows as active"
 start f2 --incoming file:/tmp/f.snap --hide-cap evmcs
 finish f2
-ev n "evmcs=1 rounds=60 step=10000000"
+ev n "evmcs=1 rounds=15 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/n.log 60 || fail "f/migrate: L2 not running"
 sleep 0.5
 dst_opts="--hide-cap evmcs" migrate n n2 4413 || fail "f: refused by a destination without eVMCS"

@@ -25,7 +25,7 @@ for s in b:2:"in VMX operation" c:3:"with the VMCS loaded"; do
 done
 
 # d: L2 running.
-l1 d "rounds=60 step=10000000"
+l1 d "rounds=15 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/d.log 60 || fail "d: L2 not running"
 sleep 0.5
 dst_opts="" migrate d d2 4404 || fail "d: migration failed"
@@ -35,7 +35,7 @@ finish d2
 echo "d: last on the source: $(grep "vmx_l1: round" /tmp/d.log | tail -1); first on the destination: $(grep "vmx_l1: round" /tmp/d2.log | head -1)"
 
 # g, at the handshake: L2 runs, the destination hides KVM_CAP_NESTED_STATE.
-l1 g "rounds=40 step=10000000"
+l1 g "rounds=12 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/g.log 60 || fail "g: L2 not running"
 dst_opts="--hide-cap nested-state" migrate g g2 4405 && fail "g: the migration went through"
 grep -q "KVM_CAP_NESTED_STATE" /tmp/g.migrate || fail "g: the refusal does not name the capability"
@@ -43,7 +43,7 @@ finish g
 echo "g (handshake): the source kept the guest"
 
 # g, at switchover: VMXON during pre-copy (8 MiB at 1 MiB/s), to the same destination.
-l1 h "fill=8 hold=1 hold_ms=2000 rounds=150 step=10000000"
+l1 h "fill=8 hold=1 hold_ms=2000 rounds=20 step=10000000"
 wait_for "holding before VMXON" /tmp/h.log 60 || fail "h: no hold line"
 dst_opts="--hide-cap nested-state" migrate h h2 4406 --bandwidth 1M && fail "h: the migration went through"
 grep -q "at switchover.*KVM_CAP_NESTED_STATE" /tmp/h.migrate || fail "h: not refused at switchover"

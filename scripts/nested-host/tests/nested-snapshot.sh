@@ -43,7 +43,7 @@ grep -q "hold over" /tmp/c2.log || fail "c: the hold did not end in the restored
 
 # d: L2 running: guest mode set, and L2 continues where it was. L1 takes a few microseconds
 # of each 100 ms round (and its prints), so a snapshot may land in L1: take another then.
-l1 d "rounds=60 step=10000000"
+l1 d "rounds=15 step=10000000"
 wait_for "vmx_l1: L2 running" /tmp/d.log 60 || fail "d: L2 not running"
 for try in 1 2 3 4 5; do
     sleep 0.5
