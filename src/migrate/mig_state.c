@@ -506,8 +506,9 @@ static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w,
     struct mig_evmcs ev_cap = {.version = vm_vcpu_evmcs_version(vm, i)};
     if (ev_cap.version && (rc = mig_write_record(w, MIG_REC_EVMCS, i, &ev_cap, sizeof(ev_cap))))
         return rc;
-    /* NESTED_STATE last: everything above is L1's view, which KVM gives while L2 runs too,
-     * and this record is what ties them together. */
+    /* NESTED_STATE last: the records above hold the vCPU's current registers (L2's, in guest
+     * mode); this one adds vmcs12 (L1's view of L2 and L1's own host state), which KVM brings
+     * up to date from the running L2 as it is read. */
     uint32_t len;
     bool needed;
     if ((rc = mig_vcpu_nested(fd, i, caps, &len, &needed)) || !needed)
