@@ -39,22 +39,23 @@ static int vm_cpu_check(const struct vm *vm, const struct vm_config *cfg,
 static int vm_cpu_set_vmx_msrs(struct vm *vm, unsigned i, const struct kvm_msr_entry *vmx,
                                unsigned nvmx)
 {
-    struct {
-        struct kvm_msrs head;
-        struct kvm_msr_entry e[NESTED_VMX_MSR_MAX + 1];
-    } m = {0};
-    memcpy(m.e, vmx, nvmx * sizeof(vmx[0]));
-    m.e[nvmx] = (struct kvm_msr_entry){.index = NESTED_MSR_FEATURE_CONTROL,
-                                       .data = NESTED_FEATURE_CONTROL_LOCKED |
-                                               NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX};
-    m.head.nmsrs = nvmx + 1;
-    int n = ioctl(vm_vcpu_fd(vm, i), KVM_SET_MSRS, &m);
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + (nvmx + 1) * sizeof(m->entries[0]));
+    if (!m)
+        return err_set(-ENOMEM, "out of memory");
+    memcpy(m->entries, vmx, nvmx * sizeof(vmx[0]));
+    m->entries[nvmx] = (struct kvm_msr_entry){.index = NESTED_MSR_FEATURE_CONTROL,
+                                              .data = NESTED_FEATURE_CONTROL_LOCKED |
+                                                      NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX};
+    m->nmsrs = nvmx + 1;
+    int n = ioctl(vm_vcpu_fd(vm, i), KVM_SET_MSRS, m);
+    int rc = 0;
     if (n < 0)
-        return err_sys(-errno, "KVM_SET_MSRS on vCPU %u", i);
-    if ((unsigned)n < m.head.nmsrs)
-        return err_set(-EINVAL, "--nested: vCPU %u: KVM refused MSR 0x%x = 0x%llx", i, m.e[n].index,
-                       (unsigned long long)m.e[n].data);
-    return 0;
+        rc = err_sys(-errno, "KVM_SET_MSRS on vCPU %u", i);
+    else if ((unsigned)n < m->nmsrs)
+        rc = err_set(-EINVAL, "--nested: vCPU %u: KVM refused MSR 0x%x = 0x%llx", i,
+                     m->entries[n].index, (unsigned long long)m->entries[n].data);
+    free(m);
+    return rc;
 }
 
 int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg)
