@@ -10,6 +10,7 @@
 #include "memory/mem.h"
 #include "nested/nested_kvm.h"
 #include "nested/nested_state.h"
+#include "vcpu/vcpu.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -790,15 +791,7 @@ static int mig_set_msrs(int fd, unsigned index, const struct kvm_msrs *list,
     for (uint32_t i = 0; i < list->nmsrs; i++)
         if (pick(list->entries[i].index))
             m->entries[m->nmsrs++] = list->entries[i];
-    int rc = 0;
-    if (m->nmsrs) {
-        int n = ioctl(fd, KVM_SET_MSRS, m);
-        if (n < 0)
-            rc = err_sys(-errno, "KVM_SET_MSRS on vCPU %u", index);
-        else if ((uint32_t)n < m->nmsrs)
-            rc = err_set(-EINVAL, "vCPU %u: KVM rejected MSR 0x%x = 0x%llx", index,
-                         m->entries[n].index, (unsigned long long)m->entries[n].data);
-    }
+    int rc = vcpu_set_msrs_fd(fd, index, m);
     free(m);
     return rc;
 }

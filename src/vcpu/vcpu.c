@@ -136,6 +136,19 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
     return 0;
 }
 
+int vcpu_set_msrs_fd(int fd, unsigned index, const struct kvm_msrs *msrs)
+{
+    if (!msrs->nmsrs)
+        return 0;
+    int n = ioctl(fd, KVM_SET_MSRS, msrs);
+    if (n < 0)
+        return err_sys(-errno, "KVM_SET_MSRS on vCPU %u", index);
+    if ((uint32_t)n < msrs->nmsrs)
+        return err_set(-EINVAL, "vCPU %u: KVM rejected MSR 0x%x = 0x%llx", index,
+                       msrs->entries[n].index, (unsigned long long)msrs->entries[n].data);
+    return 0;
+}
+
 int vcpu_enable_evmcs(struct vcpu *v, uint16_t *version)
 {
     uint16_t got = 0;

@@ -41,6 +41,10 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid);
  * vCPU runs. */
 const struct kvm_cpuid2 *vcpu_cpuid(const struct vcpu *v);
 
+/* KVM_SET_MSRS of every entry of msrs on the vCPU behind fd; KVM stops at the first it
+ * rejects, and the error names that MSR and its value. */
+int vcpu_set_msrs_fd(int fd, unsigned index, const struct kvm_msrs *msrs);
+
 /* KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS): the guest may use an enlightened VMCS.
  * *version receives the range KVM supports (bits 7:0 oldest, 15:8 newest), also kept for
  * vcpu_evmcs_version, which answers 0 until then. */

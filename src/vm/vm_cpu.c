@@ -4,6 +4,7 @@
 #include "hyperv_cpuid/hyperv_cpuid.h"
 #include "hyperv_cpuid/hyperv_cpuid_kvm.h"
 #include "nested/nested_kvm.h"
+#include "vcpu/vcpu.h"
 #include "vcpu/vcpu_cpuid.h"
 
 #include <errno.h>
@@ -47,15 +48,9 @@ static int vm_cpu_set_vmx_msrs(struct vm *vm, unsigned i, const struct kvm_msr_e
                                               .data = NESTED_FEATURE_CONTROL_LOCKED |
                                                       NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX};
     m->nmsrs = nvmx + 1;
-    int n = ioctl(vm_vcpu_fd(vm, i), KVM_SET_MSRS, m);
-    int rc = 0;
-    if (n < 0)
-        rc = err_sys(-errno, "KVM_SET_MSRS on vCPU %u", i);
-    else if ((unsigned)n < m->nmsrs)
-        rc = err_set(-EINVAL, "--nested: vCPU %u: KVM refused MSR 0x%x = 0x%llx", i,
-                     m->entries[n].index, (unsigned long long)m->entries[n].data);
+    int rc = vcpu_set_msrs_fd(vm_vcpu_fd(vm, i), i, m);
     free(m);
-    return rc;
+    return rc ? err_context(rc, "--nested") : 0;
 }
 
 int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg)
