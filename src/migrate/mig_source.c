@@ -200,7 +200,10 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     int xsize = ioctl(vm_kvm_fd(vm), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     need->xsave_size = xsize > 4096 ? (uint32_t)xsize : 4096;
     mig_hs_features(vm_vcpu_cpuid(vm, 0), need->features);
-    /* Nested state is the vCPUs' own: ask them, in a pause of a few microseconds. */
+    /* Nested state is the vCPUs' own: ask them, in a pause of a few microseconds, where any
+     * of them can have some. */
+    if (!mig_nested_max(vm))
+        return 0;
     bool was_paused = vm_is_paused(vm);
     if (!was_paused)
         vm_pause(vm);

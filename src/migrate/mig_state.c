@@ -11,6 +11,7 @@
 #include "nested/nested_kvm.h"
 #include "nested/nested_state.h"
 #include "vcpu/vcpu.h"
+#include "vcpu/vcpu_cpuid.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -314,20 +315,32 @@ struct mig_vcpu_caps {
     int xsave_size; /* KVM_CAP_XSAVE2's size, or 0 for KVM_GET_XSAVE */
     bool xcrs, sregs2;
     struct kvm_msr_list *msrs; /* KVM_GET_MSR_INDEX_LIST */
-    /* KVM_CAP_NESTED_STATE as the host really has it (--hide-cap only limits what this VM
-     * accepts: a state it has must never be left out); 0: nothing to capture. */
+    /* mig_nested_max: the host's real KVM_CAP_NESTED_STATE (--hide-cap only limits what this
+     * VM accepts: a state it has must never be left out); 0: no vCPU can have any. */
     uint32_t nested_max;
     uint8_t *nested_buf;
 };
 
-static int mig_vcpu_caps_get(int kvm_fd, struct mig_vcpu_caps *caps)
+uint32_t mig_nested_max(struct vm *vm)
 {
+    /* KVM refuses VMXON on a vCPU whose CPUID does not offer VMX. */
+    for (unsigned i = 0; i < vm_cpu_count(vm); i++) {
+        const struct kvm_cpuid2 *c = vm_vcpu_cpuid(vm, i);
+        if (c && vcpu_cpuid_has_vmx(c))
+            return nested_kvm_max_size(vm_kvm_fd(vm));
+    }
+    return 0;
+}
+
+static int mig_vcpu_caps_get(struct vm *vm, struct mig_vcpu_caps *caps)
+{
+    int kvm_fd = vm_kvm_fd(vm);
     memset(caps, 0, sizeof(*caps));
     int xsize = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     caps->xsave_size = xsize > 0 ? xsize : 0;
     caps->xcrs = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
     caps->sregs2 = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SREGS2) > 0;
-    caps->nested_max = nested_kvm_max_size(kvm_fd);
+    caps->nested_max = mig_nested_max(vm);
     if (caps->nested_max && !(caps->nested_buf = malloc(caps->nested_max)))
         return err_set(-ENOMEM, "out of memory");
     struct kvm_msr_list probe = {.nmsrs = 0};
@@ -387,16 +400,15 @@ static int vcpu_get(int fd, unsigned long req, void *data, const char *name, uns
  * in VMX operation does, so that streams of other guests stay readable by destinations that
  * cannot restore nested state. A blob that a destination would refuse is refused here. */
 static int mig_vcpu_nested(int fd, unsigned i, const struct mig_vcpu_caps *caps, uint32_t *len,
-                           bool *needed)
+                           struct nested_header *h, bool *needed)
 {
     *needed = false;
     if (!caps->nested_max)
         return 0;
     int rc = nested_kvm_get(fd, i, caps->nested_buf, caps->nested_max, len);
-    struct nested_header h;
     if (!rc)
-        rc = nested_parse_header(caps->nested_buf, *len, &h);
-    if (rc || !(*needed = nested_needed(&h)))
+        rc = nested_parse_header(caps->nested_buf, *len, h);
+    if (rc || !(*needed = nested_needed(h)))
         return rc;
     if ((rc = nested_validate(caps->nested_buf, *len, caps->nested_max)))
         return err_context(rc, "vCPU %u: KVM_GET_NESTED_STATE gave a state tern cannot carry", i);
@@ -407,7 +419,7 @@ int mig_nested_need(struct vm *vm, uint32_t *size, bool *evmcs)
 {
     *size = 0;
     *evmcs = false;
-    struct mig_vcpu_caps caps = {.nested_max = nested_kvm_max_size(vm_kvm_fd(vm))};
+    struct mig_vcpu_caps caps = {.nested_max = mig_nested_max(vm)};
     if (!caps.nested_max)
         return 0;
     if (!(caps.nested_buf = malloc(caps.nested_max)))
@@ -415,12 +427,11 @@ int mig_nested_need(struct vm *vm, uint32_t *size, bool *evmcs)
     int rc = 0;
     for (unsigned i = 0; i < vm_cpu_count(vm) && !rc; i++) {
         uint32_t len;
+        struct nested_header h;
         bool needed;
-        rc = mig_vcpu_nested(vm_vcpu_fd(vm, i), i, &caps, &len, &needed);
+        rc = mig_vcpu_nested(vm_vcpu_fd(vm, i), i, &caps, &len, &h, &needed);
         if (rc || !needed)
             continue;
-        struct nested_header h;
-        nested_parse_header(caps.nested_buf, len, &h);
         if (len > *size)
             *size = len;
         *evmcs |= nested_needs_evmcs(&h);
@@ -511,8 +522,9 @@ static int mig_capture_vcpu(struct vm *vm, unsigned i, struct mig_writer *w,
      * mode); this one adds vmcs12 (L1's view of L2 and L1's own host state), which KVM brings
      * up to date from the running L2 as it is read. */
     uint32_t len;
+    struct nested_header h;
     bool needed;
-    if ((rc = mig_vcpu_nested(fd, i, caps, &len, &needed)) || !needed)
+    if ((rc = mig_vcpu_nested(fd, i, caps, &len, &h, &needed)) || !needed)
         return rc;
     return mig_write_record(w, MIG_REC_NESTED_STATE, i, caps->nested_buf, len);
 }
@@ -581,7 +593,7 @@ int mig_capture_state(struct mig_capture *c)
     }
     struct mig_vcpu_caps caps = {0};
     if (!rc)
-        rc = mig_vcpu_caps_get(vm_kvm_fd(vm), &caps);
+        rc = mig_vcpu_caps_get(vm, &caps);
     for (unsigned i = 0; i < vm_cpu_count(vm) && !rc; i++)
         rc = mig_capture_vcpu(vm, i, w, &caps);
     free(caps.msrs);

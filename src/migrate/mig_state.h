@@ -59,6 +59,10 @@ int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent);
 int mig_capture_state(struct mig_capture *c);
 void mig_capture_end(struct mig_capture *c);
 
+/* The most nested state this VM's vCPUs can have: the host's KVM_CAP_NESTED_STATE when some
+ * vCPU's CPUID offers VMX (only those can enter VMX operation), else 0: nothing to ask. */
+uint32_t mig_nested_max(struct vm *vm);
+
 /* What the VM's nested state asks of a destination right now: the largest nested record a vCPU
  * would carry (0: none, no vCPU is in VMX operation) and whether an enlightened VMCS is active.
  * The VM must be paused. */
