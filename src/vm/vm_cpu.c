@@ -57,6 +57,7 @@ int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg)
 {
     int kvm = vm_kvm_fd(vm);
     struct kvm_cpuid2 *supported = NULL, *hv = NULL, *table = NULL;
+    struct kvm_cpuid_entry2 *base = NULL;
     struct kvm_msr_entry vmx[NESTED_VMX_MSR_MAX];
     unsigned nvmx = 0;
     int rc = vcpu_cpuid_supported(kvm, &supported);
@@ -74,21 +75,17 @@ int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg)
     if (!rc &&
         !(table = calloc(1, sizeof(*table) + VCPU_CPUID_MAX_ENTRIES * sizeof(table->entries[0]))))
         rc = err_set(-ENOMEM, "out of memory");
+    /* With --hyperv the ordinary table is only hyperv_cpuid_build's input. */
+    if (!rc && hv && !(base = malloc(supported->nent * sizeof(base[0]))))
+        rc = err_set(-ENOMEM, "out of memory");
     for (unsigned i = 0; i < vm_cpu_count(vm) && !rc; i++) {
         vcpu_cpuid_build(supported->entries, supported->nent, i, vm_cpu_count(vm), cfg->nested,
-                         table->entries);
+                         hv ? base : table->entries);
         table->nent = supported->nent;
         if (hv) {
-            struct kvm_cpuid_entry2 *base = malloc(table->nent * sizeof(base[0]));
-            if (!base) {
-                rc = err_set(-ENOMEM, "out of memory");
-                break;
-            }
-            memcpy(base, table->entries, table->nent * sizeof(base[0]));
             struct hyperv_cpuid_options opt = {.evmcs = cfg->evmcs};
-            rc = hyperv_cpuid_build(base, table->nent, hv->entries, hv->nent, &opt, table->entries,
-                                    VCPU_CPUID_MAX_ENTRIES, &table->nent);
-            free(base);
+            rc = hyperv_cpuid_build(base, supported->nent, hv->entries, hv->nent, &opt,
+                                    table->entries, VCPU_CPUID_MAX_ENTRIES, &table->nent);
             if (rc) {
                 err_context(rc, "--hyperv");
                 break;
@@ -98,6 +95,7 @@ int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg)
         if (!rc && cfg->nested)
             rc = vm_cpu_set_vmx_msrs(vm, i, vmx, nvmx);
     }
+    free(base);
     free(table);
     free(hv);
     free(supported);
