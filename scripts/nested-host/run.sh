@@ -6,13 +6,15 @@
 #
 # Usage: scripts/nested-host/run.sh [FILTER]   (run only tests whose name contains FILTER)
 # Environment: TERN_NESTED_TIMEOUT (seconds, default 900), TERN_NESTED_FAIL=1 (add a test that
-# fails on purpose). Everything built is cached under build/nested-host/.
+# fails on purpose), TERN_NESTED_GOLDEN=1 (add golden-make, for scripts/nested-host/golden.sh).
+# Everything built is cached under build/nested-host/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 filter=${1:-}
 limit=${TERN_NESTED_TIMEOUT:-900}
 fail_on_purpose=${TERN_NESTED_FAIL:-0}
+golden=${TERN_NESTED_GOLDEN:-0}
 work=$root/build/nested-host
 mkdir -p "$work"
 t_start=$(date +%s.%N)
@@ -49,13 +51,14 @@ fi
 
 # --- the initramfs: busybox, modules, tern and its libraries, guests, tests -------------------
 stage=$work/initramfs
-rm -rf "$stage" && mkdir -p "$stage"/{bin,lib/modules,guests,tests,proc,sys,dev,tmp}
+rm -rf "$stage" && mkdir -p "$stage"/{bin,lib/modules,guests,golden,tests,proc,sys,dev,tmp}
 cp /bin/busybox "$stage/bin/busybox"
 cp scripts/nested-host/init "$stage/init" && chmod +x "$stage/init"
 cp "$kdir"/*.ko "$stage/lib/modules/"
 cp build/tern build/tests/nested/nested_probe build/tests/nested/e9log "$stage/bin/"
 cp build/tests/guest/*.elf "$stage/guests/"
 cp scripts/nested-host/tests/*.sh "$stage/tests/"
+cp tests/golden/expect tests/golden/*-nested-*.snap "$stage/golden/"
 cp scripts/nested-host/lib.sh "$stage/lib/tern-nested.sh"
 # The Linux guest for tests/linux.sh: the same kernel, and busybox with its own /init.
 guest=$work/linux-guest
@@ -83,7 +86,7 @@ PROMPT 0
 TIMEOUT 0
 LABEL tern
   KERNEL /boot/vmlinuz
-  APPEND initrd=/boot/initrd.gz console=ttyS0 quiet mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests tern.filter=${filter} tern.fail=${fail_on_purpose}
+  APPEND initrd=/boot/initrd.gz console=ttyS0 quiet mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests tern.filter=${filter} tern.fail=${fail_on_purpose} tern.golden=${golden}
 CFG
 xorriso -as mkisofs -quiet -o "$work/nested.iso.new" -b isolinux/isolinux.bin -c isolinux/boot.cat \
     -no-emul-boot -boot-load-size 4 -boot-info-table "$iso" 2>/dev/null
