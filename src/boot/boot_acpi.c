@@ -84,38 +84,25 @@ static const uint8_t dsdt_s5[] = {0x08, '_',
                                   0x0a, DEV_ACPI_PM_S5_TYPE,
                                   0x00, 0x00};
 
-int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count, size_t *used)
+static void build_facs(uint8_t *f)
 {
-    if (cpu_count < 1 || cpu_count > 255)
-        return err_set(-EINVAL, "ACPI: %u vCPUs; the MADT's xAPIC entries take 1 to 255",
-                       cpu_count);
-    size_t rsdp = 0, xsdt = 64, xsdt_len = HEADER_SIZE + 2 * 8;
-    size_t facs = align(xsdt + xsdt_len, 64);
-    size_t fadt = facs + FACS_SIZE;
-    size_t dsdt = align(fadt + FADT_SIZE, 16), dsdt_len = HEADER_SIZE + sizeof(dsdt_s5);
-    size_t madt = align(dsdt + dsdt_len, 16);
-    size_t madt_len =
-        HEADER_SIZE + 8 + cpu_count * MADT_LAPIC_SIZE + MADT_IOAPIC_SIZE + MADT_OVERRIDE_SIZE;
-    size_t end = madt + madt_len;
-    if (end > cap || base + end > 0x100000000ull)
-        return err_set(-ENOSPC, "ACPI: tables of %zu bytes do not fit their %zu-byte area", end,
-                       cap);
-    memset(buf, 0, end);
-
-    uint8_t *f = buf + facs;
     memcpy(f, "FACS", 4);
     le_put32(f + 4, FACS_SIZE);
     f[32] = 2; /* version */
+}
 
-    uint8_t *d = buf + dsdt;
-    header(d, "DSDT", (uint32_t)dsdt_len, 2);
+static void build_dsdt(uint8_t *d, size_t len)
+{
+    header(d, "DSDT", (uint32_t)len, 2);
     memcpy(d + HEADER_SIZE, dsdt_s5, sizeof(dsdt_s5));
-    seal(d, (uint32_t)dsdt_len);
+    seal(d, (uint32_t)len);
+}
 
-    uint8_t *p = buf + fadt;
+static void build_fadt(uint8_t *p, uint64_t facs_gpa, uint64_t dsdt_gpa)
+{
     header(p, "FACP", FADT_SIZE, 6);
-    le_put32(p + FADT_FIRMWARE_CTRL, (uint32_t)(base + facs));
-    le_put32(p + FADT_DSDT, (uint32_t)(base + dsdt));
+    le_put32(p + FADT_FIRMWARE_CTRL, (uint32_t)facs_gpa);
+    le_put32(p + FADT_DSDT, (uint32_t)dsdt_gpa);
     le_put16(p + FADT_SCI_INT, DEV_ACPI_PM_SCI_IRQ);
     /* No SMI command port: the platform is in ACPI mode from the start. */
     le_put32(p + FADT_PM1A_EVT_BLK, DEV_ACPI_PM_PORT + DEV_ACPI_PM_EVT_OFFSET);
@@ -130,9 +117,11 @@ int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count,
     le_put16(p + FADT_IAPC_BOOT_ARCH, BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT);
     le_put32(p + FADT_FLAGS, FADT_WBINVD | FADT_PROC_C1 | FADT_PWR_BUTTON | FADT_SLP_BUTTON);
     seal(p, FADT_SIZE);
+}
 
-    uint8_t *m = buf + madt;
-    header(m, "APIC", (uint32_t)madt_len, 4);
+static void build_madt(uint8_t *m, size_t len, unsigned cpu_count)
+{
+    header(m, "APIC", (uint32_t)len, 4);
     le_put32(m + 36, BOOT_ACPI_LAPIC_GPA);
     le_put32(m + 40, MADT_PCAT_COMPAT);
     uint8_t *e = m + 44;
@@ -154,22 +143,51 @@ int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count,
     e[3] = DEV_ACPI_PM_SCI_IRQ;
     le_put32(e + 4, DEV_ACPI_PM_SCI_IRQ);
     le_put16(e + 8, MADT_LEVEL_HIGH);
-    seal(m, (uint32_t)madt_len);
+    seal(m, (uint32_t)len);
+}
 
-    uint8_t *x = buf + xsdt;
-    header(x, "XSDT", (uint32_t)xsdt_len, 1);
-    le_put64(x + HEADER_SIZE, base + fadt);
-    le_put64(x + HEADER_SIZE + 8, base + madt);
-    seal(x, (uint32_t)xsdt_len);
+static void build_xsdt(uint8_t *x, size_t len, uint64_t fadt_gpa, uint64_t madt_gpa)
+{
+    header(x, "XSDT", (uint32_t)len, 1);
+    le_put64(x + HEADER_SIZE, fadt_gpa);
+    le_put64(x + HEADER_SIZE + 8, madt_gpa);
+    seal(x, (uint32_t)len);
+}
 
-    uint8_t *r = buf + rsdp;
+static void build_rsdp(uint8_t *r, uint64_t xsdt_gpa)
+{
     memcpy(r, "RSD PTR ", 8);
     memcpy(r + 9, "TERN  ", 6);
     r[15] = 2; /* ACPI 2.0+: the XSDT is used */
     le_put32(r + 20, RSDP_SIZE);
-    le_put64(r + 24, base + xsdt);
+    le_put64(r + 24, xsdt_gpa);
     r[8] = checksum(r, 20);
     r[32] = checksum(r, RSDP_SIZE);
+}
+
+int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count, size_t *used)
+{
+    if (cpu_count < 1 || cpu_count > 255)
+        return err_set(-EINVAL, "ACPI: %u vCPUs; the MADT's xAPIC entries take 1 to 255",
+                       cpu_count);
+    size_t rsdp = 0, xsdt = 64, xsdt_len = HEADER_SIZE + 2 * 8;
+    size_t facs = align(xsdt + xsdt_len, 64);
+    size_t fadt = facs + FACS_SIZE;
+    size_t dsdt = align(fadt + FADT_SIZE, 16), dsdt_len = HEADER_SIZE + sizeof(dsdt_s5);
+    size_t madt = align(dsdt + dsdt_len, 16);
+    size_t madt_len =
+        HEADER_SIZE + 8 + cpu_count * MADT_LAPIC_SIZE + MADT_IOAPIC_SIZE + MADT_OVERRIDE_SIZE;
+    size_t end = madt + madt_len;
+    if (end > cap || base + end > 0x100000000ull)
+        return err_set(-ENOSPC, "ACPI: tables of %zu bytes do not fit their %zu-byte area", end,
+                       cap);
+    memset(buf, 0, end);
+    build_facs(buf + facs);
+    build_dsdt(buf + dsdt, dsdt_len);
+    build_fadt(buf + fadt, base + facs, base + dsdt);
+    build_madt(buf + madt, madt_len, cpu_count);
+    build_xsdt(buf + xsdt, xsdt_len, base + fadt, base + madt);
+    build_rsdp(buf + rsdp, base + xsdt);
     *used = end;
     return 0;
 }

@@ -24,6 +24,13 @@ int cli_parse_size(const char *flag, const char *text, uint64_t *out);
 /* Parses a rate in bytes per second, with the same suffixes; no 4 KiB rule. */
 int cli_parse_rate(const char *flag, const char *text, uint64_t *out);
 
+/* getopt_long over argv for subcommand name: each option but -h goes to each(opt, ctx), -h
+ * prints usage (returns 1), a missing value or an unknown option is an error naming it. */
+struct option;
+typedef int (*cli_option_fn)(int opt, void *ctx);
+int cli_getopt(int argc, char **argv, const char *name, const char *shortopts,
+               const struct option *longopts, const char *usage, cli_option_fn each, void *ctx);
+
 /* Parses a decimal integer within [min, max]; the error names flag. */
 int cli_parse_uint(const char *flag, const char *text, unsigned long min, unsigned long max,
                    unsigned long *out);

@@ -155,85 +155,78 @@ static int follow(struct ctl_client *c, const char *socket_path, bool json, bool
     }
 }
 
-int cli_migrate(int argc, char **argv)
-{
-    static const struct option options[] = {
-        {"api-socket", required_argument, NULL, 'A'},
-        {"downtime-ms", required_argument, NULL, 'd'},
-        {"bandwidth", required_argument, NULL, 'b'},
-        {"compress", required_argument, NULL, 'z'},
-        {"timeout", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *socket_path = NULL, *compress = NULL;
-    unsigned long downtime = MIG_DEFAULT_DOWNTIME_MS, timeout = 0;
-    uint64_t bandwidth = 0;
-    bool json = false;
-    int opt, rc = 0, level;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":A:d:b:z:t:jh", options, NULL)) != -1) {
-        switch (opt) {
-        case 'A':
-            socket_path = optarg;
-            break;
-        case 'd':
-            rc = cli_parse_uint("--downtime-ms", optarg, 1, 3600000, &downtime);
-            break;
-        case 'b':
-            rc = cli_parse_rate("--bandwidth", optarg, &bandwidth);
-            break;
-        case 'z':
-            compress = optarg;
-            rc = mig_parse_compress("--compress", compress, &level);
-            break;
-        case 't':
-            rc = cli_parse_uint("--timeout", optarg, 1, 86400 * 365, &timeout);
-            break;
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(migrate_usage, stdout);
-            return 0;
-        case ':':
-            rc = err_set(-EINVAL, "%s needs a value (see tern migrate --help)", argv[optind - 1]);
-            break;
-        default:
-            rc =
-                err_set(-EINVAL, "unknown option '%s' (see tern migrate --help)", argv[optind - 1]);
-            break;
-        }
-        if (rc)
-            goto fail;
-    }
-    if (!socket_path) {
-        rc = err_set(-EINVAL, "--api-socket PATH is required (see tern migrate --help)");
-        goto fail;
-    }
-    if (optind + 1 != argc) {
-        rc =
-            err_set(-EINVAL, optind == argc ? "the destination tcp:HOST:PORT is missing"
-                                            : "one destination URI only (see tern migrate --help)");
-        goto fail;
-    }
-    char host[256], port[16];
-    const char *uri = argv[optind];
-    if ((rc = mig_parse_tcp_uri("destination", uri, host, sizeof(host), port, sizeof(port))))
-        goto fail;
+struct migrate_options {
+    const char *socket_path, *compress, *uri;
+    unsigned long downtime, timeout;
+    uint64_t bandwidth;
+    bool json;
+};
 
-    json_t *req = json_pack("{s:s,s:s,s:I,s:I,s:I,s:b}", "command", "migrate", "uri", uri,
-                            "downtime_ms", (json_int_t)downtime, "bandwidth", (json_int_t)bandwidth,
-                            "timeout", (json_int_t)timeout, "events", 1);
-    if (compress)
-        json_object_set_new(req, "compress", json_string(compress));
-    struct ctl_client *c;
-    rc = ctl_open(socket_path, req, &c);
+static const struct option migrate_long_options[] = {
+    {"api-socket", required_argument, NULL, 'A'},
+    {"downtime-ms", required_argument, NULL, 'd'},
+    {"bandwidth", required_argument, NULL, 'b'},
+    {"compress", required_argument, NULL, 'z'},
+    {"timeout", required_argument, NULL, 't'},
+    {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int migrate_option(int opt, void *ctx)
+{
+    struct migrate_options *o = ctx;
+    int level;
+    switch (opt) {
+    case 'A':
+        o->socket_path = optarg;
+        return 0;
+    case 'd':
+        return cli_parse_uint("--downtime-ms", optarg, 1, 3600000, &o->downtime);
+    case 'b':
+        return cli_parse_rate("--bandwidth", optarg, &o->bandwidth);
+    case 'z':
+        o->compress = optarg;
+        return mig_parse_compress("--compress", o->compress, &level);
+    case 't':
+        return cli_parse_uint("--timeout", optarg, 1, 86400 * 365, &o->timeout);
+    default: /* 'j' */
+        o->json = true;
+        return 0;
+    }
+}
+
+/* Parses argv into o; 1 when --help was printed. */
+static int migrate_parse(int argc, char **argv, struct migrate_options *o)
+{
+    int rc = cli_getopt(argc, argv, "migrate", ":A:d:b:z:t:jh", migrate_long_options, migrate_usage,
+                        migrate_option, o);
+    if (rc)
+        return rc;
+    if (!o->socket_path)
+        return err_set(-EINVAL, "--api-socket PATH is required (see tern migrate --help)");
+    if (optind + 1 != argc)
+        return err_set(-EINVAL, optind == argc
+                                    ? "the destination tcp:HOST:PORT is missing"
+                                    : "one destination URI only (see tern migrate --help)");
+    char host[256], port[16];
+    o->uri = argv[optind];
+    return mig_parse_tcp_uri("destination", o->uri, host, sizeof(host), port, sizeof(port));
+}
+
+/* Sends the migrate request and reads its answer; *c is the connection events follow on. */
+static int migrate_request(const struct migrate_options *o, struct ctl_client **c)
+{
+    json_t *req =
+        json_pack("{s:s,s:s,s:I,s:I,s:I,s:b}", "command", "migrate", "uri", o->uri, "downtime_ms",
+                  (json_int_t)o->downtime, "bandwidth", (json_int_t)o->bandwidth, "timeout",
+                  (json_int_t)o->timeout, "events", 1);
+    if (o->compress)
+        json_object_set_new(req, "compress", json_string(o->compress));
+    int rc = ctl_open(o->socket_path, req, c);
     json_decref(req);
     if (rc)
-        goto fail;
+        return rc;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = migrate_on_sigint;
@@ -241,25 +234,32 @@ int cli_migrate(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     json_t *reply;
     do
-        rc = ctl_read_message(c, -1, &reply);
+        rc = ctl_read_message(*c, -1, &reply);
     while (rc == -EINTR);
-    if (rc) {
-        ctl_client_close(c);
-        goto fail;
-    }
-    json_t *error = json_object_get(reply, "error");
-    if (error) {
+    json_t *error = rc ? NULL : json_object_get(reply, "error");
+    if (error)
         rc = err_set(-EINVAL, "%s", json_string_value(json_object_get(error, "message")));
+    if (!rc || error)
         json_decref(reply);
-        ctl_client_close(c);
-        goto fail;
+    if (rc)
+        ctl_client_close(*c);
+    return rc;
+}
+
+int cli_migrate(int argc, char **argv)
+{
+    struct migrate_options o = {.downtime = MIG_DEFAULT_DOWNTIME_MS};
+    struct ctl_client *c;
+    int rc = migrate_parse(argc, argv, &o);
+    if (rc == 1)
+        return 0;
+    if (!rc)
+        rc = migrate_request(&o, &c);
+    if (rc) {
+        fprintf(stderr, "tern: %s\n", err_msg());
+        return CLI_EXIT_ERROR;
     }
-    json_decref(reply);
-    int status = follow(c, socket_path, json, isatty(STDOUT_FILENO));
+    int status = follow(c, o.socket_path, o.json, isatty(STDOUT_FILENO));
     ctl_client_close(c);
     return status;
-
-fail:
-    fprintf(stderr, "tern: %s\n", err_msg());
-    return CLI_EXIT_ERROR;
 }

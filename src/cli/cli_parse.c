@@ -4,6 +4,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -81,5 +83,28 @@ int cli_parse_uint(const char *flag, const char *text, unsigned long min, unsign
     if (errno == ERANGE || value < min || value > max)
         return err_set(-ERANGE, "%s: %s is out of range (%lu-%lu)", flag, text, min, max);
     *out = value;
+    return 0;
+}
+
+int cli_getopt(int argc, char **argv, const char *name, const char *shortopts,
+               const struct option *longopts, const char *usage, cli_option_fn each, void *ctx)
+{
+    int opt, rc;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (opt == ':')
+            return err_set(-EINVAL, "%s needs a value (see tern %s --help)", argv[optind - 1],
+                           name);
+        if (opt == '?')
+            return err_set(-EINVAL, "unknown option '%s' (see tern %s --help)", argv[optind - 1],
+                           name);
+        if ((rc = each(opt, ctx)))
+            return rc;
+    }
     return 0;
 }

@@ -1,12 +1,12 @@
 #include "devices/dev_acpi_pm.h"
 
+#include "clock/clock.h"
 #include "err/err.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define PM_TIMER_HZ 3579545u
 #define PM_TIMER_MASK 0xffffffu
@@ -31,10 +31,7 @@ struct dev_acpi_pm {
 
 static uint32_t pm_host_ticks(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    unsigned __int128 ns = (unsigned __int128)ts.tv_sec * 1000000000u + (unsigned)ts.tv_nsec;
-    return (uint32_t)(ns * PM_TIMER_HZ / 1000000000u);
+    return (uint32_t)((unsigned __int128)clock_now_ns() * PM_TIMER_HZ / 1000000000u);
 }
 
 static uint32_t pm_timer(const struct dev_acpi_pm *pm)
@@ -44,22 +41,32 @@ static uint32_t pm_timer(const struct dev_acpi_pm *pm)
     return (pm_host_ticks() + pm->timer_offset) & PM_TIMER_MASK;
 }
 
-int dev_acpi_pm_create(const struct dev_host *host, struct dev_acpi_pm **out)
+static void pm_reset(void *dev)
+{
+    struct dev_acpi_pm *pm = dev;
+    pthread_mutex_lock(&pm->lock);
+    pm->status = pm->enable = 0;
+    pm->control = CNT_SCI_EN;
+    pm->timer_offset = 0;
+    pm->timer_held = false;
+    pthread_mutex_unlock(&pm->lock);
+}
+
+static int pm_create(const struct dev_env *env, void **dev)
 {
     struct dev_acpi_pm *pm = calloc(1, sizeof(*pm));
     if (!pm)
         return err_set(-ENOMEM, "out of memory");
     pthread_mutex_init(&pm->lock, NULL);
-    pm->host = host;
-    pm->control = CNT_SCI_EN;
-    *out = pm;
+    pm->host = env->host;
+    pm_reset(pm);
+    *dev = pm;
     return 0;
 }
 
-void dev_acpi_pm_destroy(struct dev_acpi_pm *pm)
+static void pm_destroy(void *dev)
 {
-    if (!pm)
-        return;
+    struct dev_acpi_pm *pm = dev;
     pthread_mutex_destroy(&pm->lock);
     free(pm);
 }
@@ -111,23 +118,27 @@ static enum dev_action pm_pio(void *opaque, uint16_t port, unsigned size, bool i
     return power_off ? DEV_PARK : DEV_CONTINUE;
 }
 
-int dev_acpi_pm_register(struct dev_acpi_pm *pm, struct dev_bus *bus)
+static int pm_attach(void *dev, struct dev_bus *bus)
 {
-    return dev_bus_add_pio(bus, DEV_ACPI_PM_PORT, DEV_ACPI_PM_LEN, pm_pio, pm);
+    return dev_bus_add_pio(bus, DEV_ACPI_PM_PORT, DEV_ACPI_PM_LEN, pm_pio, dev);
 }
 
-void dev_acpi_pm_save(struct dev_acpi_pm *pm, uint8_t buf[DEV_ACPI_PM_STATE_SIZE])
+static int pm_save(void *dev, uint8_t *buf, size_t *len)
 {
+    struct dev_acpi_pm *pm = dev;
     pthread_mutex_lock(&pm->lock);
     uint16_t regs[4] = {pm->status, pm->enable, pm->control, 0};
     uint32_t timer = pm_timer(pm);
     pthread_mutex_unlock(&pm->lock);
     memcpy(buf, regs, sizeof(regs));
     memcpy(buf + 8, &timer, 4);
+    *len = DEV_ACPI_PM_STATE_SIZE;
+    return 0;
 }
 
-int dev_acpi_pm_load(struct dev_acpi_pm *pm, const uint8_t *buf, size_t len)
+static int pm_load(void *dev, const uint8_t *buf, size_t len)
 {
+    struct dev_acpi_pm *pm = dev;
     if (len != DEV_ACPI_PM_STATE_SIZE)
         return err_set(-EPROTO, "ACPI PM state: %zu bytes, expected %u", len,
                        DEV_ACPI_PM_STATE_SIZE);
@@ -147,8 +158,10 @@ int dev_acpi_pm_load(struct dev_acpi_pm *pm, const uint8_t *buf, size_t len)
     return 0;
 }
 
-void dev_acpi_pm_release_timer(struct dev_acpi_pm *pm)
+/* The vCPUs run: a loaded timer runs on from the value it holds. */
+static void pm_resume(void *dev)
 {
+    struct dev_acpi_pm *pm = dev;
     pthread_mutex_lock(&pm->lock);
     if (pm->timer_held) {
         pm->timer_offset = pm->timer_value - pm_host_ticks();
@@ -156,3 +169,15 @@ void dev_acpi_pm_release_timer(struct dev_acpi_pm *pm)
     }
     pthread_mutex_unlock(&pm->lock);
 }
+
+const struct dev_ops dev_acpi_pm_ops = {
+    .name = "acpi-pm",
+    .state_max = DEV_ACPI_PM_STATE_SIZE,
+    .create = pm_create,
+    .attach = pm_attach,
+    .resume = pm_resume,
+    .save = pm_save,
+    .load = pm_load,
+    .reset = pm_reset,
+    .destroy = pm_destroy,
+};

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "devices/dev_bus.h"
+#include "devices/dev.h"
 
 #define DEV_ACPI_PM_PORT 0x600
 #define DEV_ACPI_PM_EVT_OFFSET 0
@@ -23,19 +23,11 @@
 #define DEV_ACPI_PM_S5_TYPE 5
 #define DEV_ACPI_PM_STATE_SIZE 12u
 
-struct dev_acpi_pm;
-
-int dev_acpi_pm_create(const struct dev_host *host, struct dev_acpi_pm **out);
-int dev_acpi_pm_register(struct dev_acpi_pm *pm, struct dev_bus *bus);
-void dev_acpi_pm_destroy(struct dev_acpi_pm *pm);
-
-/* State for snapshots: u16 status, u16 enable, u16 control, u16 zero, u32 timer value. A loaded
- * timer holds the saved value until dev_acpi_pm_release_timer(), which the VM calls when its
- * vCPUs first run (with KVM_SET_CLOCK): the guest sees no time pass between the source's pause
- * and the destination's resume, as with kvmclock, and a restored VM that never ran captures
- * exactly what it loaded. */
-void dev_acpi_pm_save(struct dev_acpi_pm *pm, uint8_t buf[DEV_ACPI_PM_STATE_SIZE]);
-int dev_acpi_pm_load(struct dev_acpi_pm *pm, const uint8_t *buf, size_t len);
-void dev_acpi_pm_release_timer(struct dev_acpi_pm *pm);
+/* Its state: u16 status, u16 enable, u16 control, u16 zero, u32 timer value. A loaded timer
+ * holds the saved value until the device resumes, which the VM does as its vCPUs run (right
+ * after KVM_SET_CLOCK): the guest sees no time pass between the source's pause and the
+ * destination's resume, as with kvmclock, and a restored VM that never ran saves exactly what
+ * it loaded. */
+extern const struct dev_ops dev_acpi_pm_ops;
 
 #endif

@@ -32,22 +32,32 @@ struct dev_rtc {
     uint8_t ram[128];
 };
 
-int dev_rtc_create(struct dev_rtc **out)
+static void rtc_reset(void *dev)
 {
+    struct dev_rtc *rtc = dev;
+    pthread_mutex_lock(&rtc->lock);
+    rtc->index = 0;
+    memset(rtc->ram, 0, sizeof(rtc->ram));
+    rtc->ram[REG_A] = 0x26; /* 32.768 kHz time base, 1024 Hz rate: what firmware leaves */
+    rtc->ram[REG_B] = REG_B_24H;
+    pthread_mutex_unlock(&rtc->lock);
+}
+
+static int rtc_create(const struct dev_env *env, void **dev)
+{
+    (void)env;
     struct dev_rtc *rtc = calloc(1, sizeof(*rtc));
     if (!rtc)
         return err_set(-ENOMEM, "out of memory");
     pthread_mutex_init(&rtc->lock, NULL);
-    rtc->ram[REG_A] = 0x26; /* 32.768 kHz time base, 1024 Hz rate: what firmware leaves */
-    rtc->ram[REG_B] = REG_B_24H;
-    *out = rtc;
+    rtc_reset(rtc);
+    *dev = rtc;
     return 0;
 }
 
-void dev_rtc_destroy(struct dev_rtc *rtc)
+static void rtc_destroy(void *dev)
 {
-    if (!rtc)
-        return;
+    struct dev_rtc *rtc = dev;
     pthread_mutex_destroy(&rtc->lock);
     free(rtc);
 }
@@ -155,22 +165,26 @@ static enum dev_action rtc_pio(void *opaque, uint16_t port, unsigned size, bool 
     return DEV_CONTINUE;
 }
 
-int dev_rtc_register(struct dev_rtc *rtc, struct dev_bus *bus)
+static int rtc_attach(void *dev, struct dev_bus *bus)
 {
-    return dev_bus_add_pio(bus, DEV_RTC_PORT, 2, rtc_pio, rtc);
+    return dev_bus_add_pio(bus, DEV_RTC_PORT, 2, rtc_pio, dev);
 }
 
-void dev_rtc_save(struct dev_rtc *rtc, uint8_t buf[DEV_RTC_STATE_SIZE])
+static int rtc_save(void *dev, uint8_t *buf, size_t *len)
 {
+    struct dev_rtc *rtc = dev;
     pthread_mutex_lock(&rtc->lock);
     memset(buf, 0, 4);
     buf[0] = rtc->index;
     memcpy(buf + 4, rtc->ram, sizeof(rtc->ram));
     pthread_mutex_unlock(&rtc->lock);
+    *len = DEV_RTC_STATE_SIZE;
+    return 0;
 }
 
-int dev_rtc_load(struct dev_rtc *rtc, const uint8_t *buf, size_t len)
+static int rtc_load(void *dev, const uint8_t *buf, size_t len)
 {
+    struct dev_rtc *rtc = dev;
     if (len != DEV_RTC_STATE_SIZE)
         return err_set(-EPROTO, "RTC state: %zu bytes, expected %u", len, DEV_RTC_STATE_SIZE);
     if (buf[0] > 0x7f)
@@ -181,3 +195,14 @@ int dev_rtc_load(struct dev_rtc *rtc, const uint8_t *buf, size_t len)
     pthread_mutex_unlock(&rtc->lock);
     return 0;
 }
+
+const struct dev_ops dev_rtc_ops = {
+    .name = "rtc",
+    .state_max = DEV_RTC_STATE_SIZE,
+    .create = rtc_create,
+    .attach = rtc_attach,
+    .save = rtc_save,
+    .load = rtc_load,
+    .reset = rtc_reset,
+    .destroy = rtc_destroy,
+};

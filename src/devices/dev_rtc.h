@@ -11,20 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "devices/dev_bus.h"
+#include "devices/dev.h"
 
 #define DEV_RTC_PORT 0x70
 #define DEV_RTC_CENTURY 0x32 /* the register that ACPI's FADT names for the century */
 #define DEV_RTC_STATE_SIZE 132u
 
-struct dev_rtc;
-
-int dev_rtc_create(struct dev_rtc **out);
-int dev_rtc_register(struct dev_rtc *rtc, struct dev_bus *bus);
-void dev_rtc_destroy(struct dev_rtc *rtc);
-
-/* State for snapshots: u8 index, 3 zero bytes, the 128 bytes of CMOS RAM. */
-void dev_rtc_save(struct dev_rtc *rtc, uint8_t buf[DEV_RTC_STATE_SIZE]);
-int dev_rtc_load(struct dev_rtc *rtc, const uint8_t *buf, size_t len);
+/* Its state: u8 index, 3 zero bytes, the 128 bytes of CMOS RAM (DEV_RTC_STATE_SIZE). */
+extern const struct dev_ops dev_rtc_ops;
 
 #endif

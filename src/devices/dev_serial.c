@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #define SERIAL_OUT_RING 65536
-#define SERIAL_IN_MAX 4096
+#define SERIAL_IN_MAX DEV_SERIAL_IN_MAX
 
 /* Register offsets and bits (16550A). */
 enum {
@@ -180,98 +180,106 @@ static uint8_t serial_msr_locked(const struct dev_serial *s)
     return MSR_DCD | MSR_DSR | MSR_CTS;
 }
 
+/* A guest write to register reg; returns whether the loop needs waking. Lock held. */
+static bool serial_write_locked(struct dev_serial *s, unsigned reg, uint8_t v)
+{
+    bool dlab = s->lcr & LCR_DLAB, wake = false;
+    switch (reg) {
+    case REG_DATA:
+        if (dlab) {
+            s->dll = v;
+            break;
+        }
+        if (s->mcr & MCR_LOOP)
+            serial_push_input_locked(s, v);
+        else
+            wake = serial_emit_locked(s, v);
+        s->thre_pending = true;
+        break;
+    case REG_IER:
+        if (dlab) {
+            s->dlm = v;
+            break;
+        }
+        /* Enabling the THRE interrupt while THR is empty raises it at once. */
+        if ((v & IER_THRE) && !(s->ier & IER_THRE))
+            s->thre_pending = true;
+        s->ier = v & 0x0f;
+        break;
+    case REG_IIR_FCR:
+        s->fcr = v;
+        if (v & FCR_CLEAR_RX)
+            s->in_len = 0;
+        break;
+    case REG_LCR:
+        s->lcr = v;
+        break;
+    case REG_MCR:
+        s->mcr = v & 0x1f;
+        break;
+    case REG_SCR:
+        s->scr = v;
+        break;
+    default: /* LSR and MSR are read-only */
+        break;
+    }
+    return wake;
+}
+
+/* The next received byte (0 when there is none). Lock held. */
+static uint8_t serial_pop_input_locked(struct dev_serial *s)
+{
+    if (!s->in_len)
+        return 0;
+    uint8_t v = s->in[s->in_head];
+    s->in_head = (s->in_head + 1) % SERIAL_IN_MAX;
+    s->in_len--;
+    return v;
+}
+
+/* A guest read of register reg. Lock held. */
+static uint8_t serial_read_locked(struct dev_serial *s, unsigned reg)
+{
+    bool dlab = s->lcr & LCR_DLAB;
+    uint8_t v;
+    switch (reg) {
+    case REG_DATA:
+        return dlab ? s->dll : serial_pop_input_locked(s);
+    case REG_IER:
+        return dlab ? s->dlm : s->ier;
+    case REG_IIR_FCR:
+        v = serial_iir_locked(s);
+        /* Reading IIR while it reports THRE acknowledges that interrupt. */
+        if ((v & 0x0f) == IIR_THRE)
+            s->thre_pending = false;
+        return v;
+    case REG_LCR:
+        return s->lcr;
+    case REG_MCR:
+        return s->mcr;
+    case REG_LSR:
+        v = LSR_THRE | LSR_TEMT | s->lsr_errors | (s->in_len ? LSR_DR : 0);
+        s->lsr_errors = 0;
+        return v;
+    case REG_MSR:
+        return serial_msr_locked(s);
+    default:
+        return s->scr;
+    }
+}
+
 static enum dev_action serial_pio(void *opaque, uint16_t port, unsigned size, bool is_write,
                                   uint32_t *value)
 {
     struct dev_serial *s = opaque;
     unsigned reg = port - DEV_SERIAL_PORT;
-    uint8_t v = (uint8_t)*value;
     bool wake = false;
     (void)size;
-
     pthread_mutex_lock(&s->lock);
-    bool dlab = s->lcr & LCR_DLAB;
-    if (is_write) {
-        switch (reg) {
-        case REG_DATA:
-            if (dlab) {
-                s->dll = v;
-            } else {
-                if (s->mcr & MCR_LOOP)
-                    serial_push_input_locked(s, v);
-                else
-                    wake = serial_emit_locked(s, v);
-                s->thre_pending = true;
-            }
-            break;
-        case REG_IER:
-            if (dlab) {
-                s->dlm = v;
-            } else {
-                /* Enabling the THRE interrupt while THR is empty raises it at once. */
-                if ((v & IER_THRE) && !(s->ier & IER_THRE))
-                    s->thre_pending = true;
-                s->ier = v & 0x0f;
-            }
-            break;
-        case REG_IIR_FCR:
-            s->fcr = v;
-            if (v & FCR_CLEAR_RX)
-                s->in_len = 0;
-            break;
-        case REG_LCR:
-            s->lcr = v;
-            break;
-        case REG_MCR:
-            s->mcr = v & 0x1f;
-            break;
-        case REG_SCR:
-            s->scr = v;
-            break;
-        default: /* LSR and MSR are read-only */
-            break;
-        }
-    } else {
-        switch (reg) {
-        case REG_DATA:
-            if (dlab) {
-                v = s->dll;
-            } else if (s->in_len) {
-                v = s->in[s->in_head];
-                s->in_head = (s->in_head + 1) % SERIAL_IN_MAX;
-                s->in_len--;
-            } else {
-                v = 0;
-            }
-            break;
-        case REG_IER:
-            v = dlab ? s->dlm : s->ier;
-            break;
-        case REG_IIR_FCR:
-            v = serial_iir_locked(s);
-            /* Reading IIR while it reports THRE acknowledges that interrupt. */
-            if ((v & 0x0f) == IIR_THRE)
-                s->thre_pending = false;
-            break;
-        case REG_LCR:
-            v = s->lcr;
-            break;
-        case REG_MCR:
-            v = s->mcr;
-            break;
-        case REG_LSR:
-            v = LSR_THRE | LSR_TEMT | s->lsr_errors | (s->in_len ? LSR_DR : 0);
-            s->lsr_errors = 0;
-            break;
-        case REG_MSR:
-            v = serial_msr_locked(s);
-            break;
-        default:
-            v = s->scr;
-            break;
-        }
-        *value = v;
-    }
+    if (is_write)
+        wake = serial_write_locked(s, reg, (uint8_t)*value);
+    else
+        *value = serial_read_locked(s, reg);
     serial_update_irq_locked(s);
     pthread_mutex_unlock(&s->lock);
     if (wake)
@@ -279,8 +287,22 @@ static enum dev_action serial_pio(void *opaque, uint16_t port, unsigned size, bo
     return DEV_CONTINUE;
 }
 
-int dev_serial_create(uv_loop_t *loop, int out_fd, const struct dev_host *host,
-                      struct dev_serial **out)
+static int serial_attach_input(struct dev_serial *s, int in_fd);
+static void serial_destroy(void *dev);
+
+/* Power-on registers, no input pending (output already queued still goes out). */
+static void serial_reset(void *dev)
+{
+    struct dev_serial *s = dev;
+    pthread_mutex_lock(&s->lock);
+    s->ier = s->lcr = s->mcr = s->lsr_errors = s->scr = s->dll = s->dlm = s->fcr = 0;
+    s->thre_pending = false;
+    s->in_head = s->in_len = 0;
+    serial_update_irq_locked(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static int serial_create(const struct dev_env *env, void **dev)
 {
     struct dev_serial *s = calloc(1, sizeof(*s));
     if (!s)
@@ -291,29 +313,37 @@ int dev_serial_create(uv_loop_t *loop, int out_fd, const struct dev_host *host,
         return err_set(-ENOMEM, "out of memory");
     }
     pthread_mutex_init(&s->lock, NULL);
-    s->host = host;
-    s->out_fd = out_fd;
-    int rc = uv_async_init(loop, &s->out_async, serial_on_out_async);
+    s->host = env->host;
+    s->out_fd = env->serial_out_fd;
+    int rc = uv_async_init(env->loop, &s->out_async, serial_on_out_async);
     if (rc) {
+        pthread_mutex_destroy(&s->lock);
         free(s->out);
         free(s);
         return err_set(rc, "uv_async_init: %s", uv_strerror(rc));
     }
     s->out_async.data = s;
     s->open_handles = 1;
-    *out = s;
+    serial_reset(s);
+    rc = env->serial_in_fd >= 0 ? serial_attach_input(s, env->serial_in_fd) : 0;
+    if (rc) {
+        serial_destroy(s);
+        return rc;
+    }
+    *dev = s;
     return 0;
 }
 
-int dev_serial_register(struct dev_serial *s, struct dev_bus *bus)
+static int serial_attach(void *dev, struct dev_bus *bus)
 {
-    return dev_bus_add_pio(bus, DEV_SERIAL_PORT, 8, serial_pio, s);
+    return dev_bus_add_pio(bus, DEV_SERIAL_PORT, 8, serial_pio, dev);
 }
 
 /* Layout: ier lcr mcr lsr_errors scr dll dlm fcr thre_pending irq_level 0 0, u32 input length,
  * then the input bytes in order. */
-size_t dev_serial_save(struct dev_serial *s, uint8_t *buf)
+static int serial_save(void *dev, uint8_t *buf, size_t *len)
 {
+    struct dev_serial *s = dev;
     pthread_mutex_lock(&s->lock);
     uint8_t regs[12] = {s->ier, s->lcr, s->mcr,          s->lsr_errors,         s->scr, s->dll,
                         s->dlm, s->fcr, s->thre_pending, (uint8_t)s->irq_level, 0,      0};
@@ -323,11 +353,13 @@ size_t dev_serial_save(struct dev_serial *s, uint8_t *buf)
     for (uint32_t i = 0; i < n; i++)
         buf[DEV_SERIAL_STATE_FIXED + i] = s->in[(s->in_head + i) % SERIAL_IN_MAX];
     pthread_mutex_unlock(&s->lock);
-    return DEV_SERIAL_STATE_FIXED + n;
+    *len = DEV_SERIAL_STATE_FIXED + n;
+    return 0;
 }
 
-int dev_serial_load(struct dev_serial *s, const uint8_t *buf, size_t len)
+static int serial_load(void *dev, const uint8_t *buf, size_t len)
 {
+    struct dev_serial *s = dev;
     uint32_t n;
     if (len < DEV_SERIAL_STATE_FIXED)
         return err_set(-EPROTO, "serial state: %zu bytes is too short", len);
@@ -355,8 +387,10 @@ int dev_serial_load(struct dev_serial *s, const uint8_t *buf, size_t len)
     return 0;
 }
 
-void dev_serial_flush(struct dev_serial *s)
+/* Writes every pending output byte now. */
+static void serial_stop(void *dev)
 {
+    struct dev_serial *s = dev;
     pthread_mutex_lock(&s->lock);
     serial_drain_locked(s);
     pthread_mutex_unlock(&s->lock);
@@ -397,7 +431,8 @@ static void serial_maybe_free(struct dev_serial *s)
     free(s);
 }
 
-int dev_serial_attach_input(struct dev_serial *s, int in_fd)
+/* Reads guest input from in_fd on the loop (a tty, pipe, socket or file). */
+static int serial_attach_input(struct dev_serial *s, int in_fd)
 {
     uv_loop_t *loop = s->out_async.loop;
     int rc;
@@ -445,10 +480,10 @@ static void serial_on_close(uv_handle_t *h)
     serial_maybe_free(s);
 }
 
-void dev_serial_close(struct dev_serial *s)
+/* Closes the device's loop handles; it is freed once they are closed. */
+static void serial_destroy(void *dev)
 {
-    if (!s)
-        return;
+    struct dev_serial *s = dev;
     s->closing = true;
     if (s->in_is_stream) {
         if (s->in_handle.tty.type == UV_TTY)
@@ -457,3 +492,15 @@ void dev_serial_close(struct dev_serial *s)
     }
     uv_close((uv_handle_t *)&s->out_async, serial_on_close);
 }
+
+const struct dev_ops dev_serial_ops = {
+    .name = "serial",
+    .state_max = DEV_SERIAL_STATE_MAX,
+    .create = serial_create,
+    .attach = serial_attach,
+    .save = serial_save,
+    .load = serial_load,
+    .reset = serial_reset,
+    .stop = serial_stop,
+    .destroy = serial_destroy,
+};

@@ -9,35 +9,18 @@
 #ifndef TERN_DEV_SERIAL_H
 #define TERN_DEV_SERIAL_H
 
-#include <uv.h>
-
-#include "devices/dev_bus.h"
+#include "devices/dev.h"
 
 #define DEV_SERIAL_PORT 0x3f8
 #define DEV_SERIAL_IRQ 4
 
-struct dev_serial;
-
-/* out_fd < 0 discards output (--serial none). The device does not own out_fd. */
-int dev_serial_create(uv_loop_t *loop, int out_fd, const struct dev_host *host,
-                      struct dev_serial **out);
-int dev_serial_register(struct dev_serial *s, struct dev_bus *bus);
-
-/* Reads guest input from in_fd on the loop (a tty, pipe, socket or file). */
-int dev_serial_attach_input(struct dev_serial *s, int in_fd);
-
-/* Register and input-FIFO state, for snapshots and migration. */
-#define DEV_SERIAL_STATE_FIXED 16
-#define DEV_SERIAL_STATE_MAX (DEV_SERIAL_STATE_FIXED + 4096)
-/* Writes the state into buf (at least DEV_SERIAL_STATE_MAX bytes); returns its length. */
-size_t dev_serial_save(struct dev_serial *s, uint8_t *buf);
-/* Loads state saved by dev_serial_save; rejects malformed input with a message. */
-int dev_serial_load(struct dev_serial *s, const uint8_t *buf, size_t len);
-
-/* Writes every pending output byte now. Call before exiting. */
-void dev_serial_flush(struct dev_serial *s);
-
-/* Closes the device's loop handles; frees the device once they are closed. */
-void dev_serial_close(struct dev_serial *s);
+/* Its state: the registers and the input FIFO (ier lcr mcr lsr_errors scr dll dlm fcr
+ * thre_pending irq_level 0 0, u32 input length, the input bytes). Output goes to
+ * env->serial_out_fd (-1 discards it, --serial none; the device does not own the fd), input
+ * comes from env->serial_in_fd. */
+#define DEV_SERIAL_IN_MAX 4096u
+#define DEV_SERIAL_STATE_FIXED 16u
+#define DEV_SERIAL_STATE_MAX (DEV_SERIAL_STATE_FIXED + DEV_SERIAL_IN_MAX)
+extern const struct dev_ops dev_serial_ops;
 
 #endif

@@ -50,13 +50,25 @@ static enum dev_action i8042_pio(void *opaque, uint16_t port, unsigned size, boo
     return DEV_CONTINUE;
 }
 
-int dev_sysport_register(struct dev_bus *bus, const struct dev_host *host)
+/* Stateless: the device is the VM's host interface itself. */
+static int sysport_create(const struct dev_env *env, void **dev)
 {
-    void *opaque = (void *)host;
-    int rc = dev_bus_add_pio(bus, BOOT_PORT_EXIT, 3, sysport_pio, opaque);
+    *dev = (void *)env->host;
+    return 0;
+}
+
+static int sysport_attach(void *dev, struct dev_bus *bus)
+{
+    int rc = dev_bus_add_pio(bus, BOOT_PORT_EXIT, 3, sysport_pio, dev);
     if (!rc)
-        rc = dev_bus_add_pio(bus, I8042_DATA, 1, i8042_pio, opaque);
+        rc = dev_bus_add_pio(bus, I8042_DATA, 1, i8042_pio, dev);
     if (!rc)
-        rc = dev_bus_add_pio(bus, I8042_COMMAND, 1, i8042_pio, opaque);
+        rc = dev_bus_add_pio(bus, I8042_COMMAND, 1, i8042_pio, dev);
     return rc;
 }
+
+const struct dev_ops dev_sysport_ops = {
+    .name = "sysport",
+    .create = sysport_create,
+    .attach = sysport_attach,
+};

@@ -8,8 +8,8 @@
 #ifndef TERN_DEV_SYSPORT_H
 #define TERN_DEV_SYSPORT_H
 
-#include "devices/dev_bus.h"
+#include "devices/dev.h"
 
-int dev_sysport_register(struct dev_bus *bus, const struct dev_host *host);
+extern const struct dev_ops dev_sysport_ops;
 
 #endif

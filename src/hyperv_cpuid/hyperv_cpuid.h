@@ -22,6 +22,8 @@
 /* EAX[7:0] the oldest and EAX[15:8] the newest eVMCS version: 1 and 1. */
 #define HYPERV_EVMCS_VERSION_1 0x0101u
 #define HYPERV_EVMCS_VERSION_MASK 0xffffu
+/* The most leaves KVM_GET_SUPPORTED_HV_CPUID is asked for. */
+#define HYPERV_CPUID_MAX_ENTRIES 64u
 
 struct hyperv_cpuid_options {
     bool evmcs;

@@ -1,12 +1,13 @@
 #include "memory/mem.h"
 
 #include "err/err.h"
+#include "kvm/kvm_host.h"
+#include "kvm/kvm_vm.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
@@ -33,6 +34,7 @@ int mem_create(uint64_t size, struct mem **out)
     if (!mem)
         return err_set(-ENOMEM, "out of memory");
     mem->size = size;
+    mem->vm_fd = -1;
     mem->region_count = mem_layout(size, mem->regions);
 
     /* NORESERVE: guest RAM is touched lazily; untouched pages cost nothing. */
@@ -51,7 +53,7 @@ int mem_create(uint64_t size, struct mem **out)
     return 0;
 }
 
-static int mem_register_flags(const struct mem *mem, int vm_fd, uint32_t flags)
+static int mem_register_flags(const struct mem *mem, uint32_t flags)
 {
     for (unsigned i = 0; i < mem->region_count; i++) {
         const struct mem_region *r = &mem->regions[i];
@@ -62,16 +64,17 @@ static int mem_register_flags(const struct mem *mem, int vm_fd, uint32_t flags)
             .memory_size = r->size,
             .userspace_addr = (uint64_t)(uintptr_t)(mem->host + r->offset),
         };
-        if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
-            return err_sys(-errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu bytes at 0x%llx)", i,
-                           (unsigned long long)r->size, (unsigned long long)r->gpa);
+        int rc = kvm_vm_set_memory_region(mem->vm_fd, &slot);
+        if (rc)
+            return rc;
     }
     return 0;
 }
 
-int mem_register(const struct mem *mem, int vm_fd)
+int mem_register(struct mem *mem, int vm_fd)
 {
-    return mem_register_flags(mem, vm_fd, 0);
+    mem->vm_fd = vm_fd;
+    return mem_register_flags(mem, 0);
 }
 
 void mem_destroy(struct mem *mem)
@@ -118,27 +121,28 @@ static uint64_t mem_pages(const struct mem *mem)
     return mem->size / MEM_PAGE_SIZE;
 }
 
-int mem_dirty_start(struct mem *mem, int vm_fd, int kvm_fd)
+int mem_dirty_start(struct mem *mem)
 {
-    int caps = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
-    if (caps <= 0)
+    const struct kvm_host *host;
+    int rc = kvm_host(&host);
+    if (rc)
+        return rc;
+    if (!host->dirty_log)
         return err_set(-ENOTSUP, "host KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
     if (!mem->dirty) {
         mem->dirty = calloc((mem_pages(mem) + 63) / 64, sizeof(uint64_t));
         if (!mem->dirty)
             return err_set(-ENOMEM, "out of memory for the dirty bitmap");
     }
-    struct kvm_enable_cap cap = {
-        .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-        .args[0] =
-            (uint64_t)caps & (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET),
-    };
-    if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
-        return err_sys(-errno, "KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)");
-    return mem_register_flags(mem, vm_fd, KVM_MEM_LOG_DIRTY_PAGES);
+    uint64_t flags =
+        host->dirty_log & (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET);
+    if ((rc = kvm_vm_enable_cap(mem->vm_fd, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags,
+                                "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2")))
+        return rc;
+    return mem_register_flags(mem, KVM_MEM_LOG_DIRTY_PAGES);
 }
 
-int mem_dirty_sync(struct mem *mem, int vm_fd, uint64_t *marked)
+int mem_dirty_sync(struct mem *mem, uint64_t *marked)
 {
     if (!mem->dirty)
         return err_set(-EINVAL, "dirty tracking is not on");
@@ -151,14 +155,9 @@ int mem_dirty_sync(struct mem *mem, int vm_fd, uint64_t *marked)
         uint64_t *got = calloc(words, sizeof(uint64_t));
         if (!got)
             return err_set(-ENOMEM, "out of memory for the dirty log");
-        struct kvm_dirty_log log = {.slot = i, .dirty_bitmap = got};
-        int rc = 0;
-        if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
-            rc = err_sys(-errno, "KVM_GET_DIRTY_LOG (slot %u)", i);
-        struct kvm_clear_dirty_log clear = {
-            .slot = i, .num_pages = (uint32_t)pages, .first_page = 0, .dirty_bitmap = got};
-        if (!rc && ioctl(vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0)
-            rc = err_sys(-errno, "KVM_CLEAR_DIRTY_LOG (slot %u)", i);
+        int rc = kvm_vm_get_dirty_log(mem->vm_fd, i, got);
+        if (!rc)
+            rc = kvm_vm_clear_dirty_log(mem->vm_fd, i, (uint32_t)pages, got);
         for (uint64_t w = 0; w < words && !rc; w++)
             __atomic_fetch_or(&bits[w], got[w], __ATOMIC_RELAXED);
         free(got);
@@ -213,11 +212,11 @@ bool mem_dirty_take(struct mem *mem, uint64_t page)
     return __atomic_fetch_and(&mem->dirty[page / 64], ~bit, __ATOMIC_RELAXED) & bit;
 }
 
-int mem_dirty_stop(struct mem *mem, int vm_fd)
+int mem_dirty_stop(struct mem *mem)
 {
     free(mem->dirty);
     mem->dirty = NULL;
-    return mem_register_flags(mem, vm_fd, 0);
+    return mem_register_flags(mem, 0);
 }
 
 uint64_t mem_page_gpa(const struct mem *mem, uint64_t page)

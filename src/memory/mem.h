@@ -26,6 +26,7 @@ struct mem {
     unsigned region_count;
     struct mem_region regions[MEM_MAX_REGIONS];
     uint64_t *dirty; /* while tracking: one bit per page, indexed by host offset / 4 KiB */
+    int vm_fd;       /* the VM it is registered with (mem_register) */
 };
 
 /* Pure: splits "size" bytes of RAM into regions around the hole. size must be a non-zero
@@ -35,9 +36,10 @@ unsigned mem_layout(uint64_t size, struct mem_region out[MEM_MAX_REGIONS]);
 /* Maps RAM (host side only). */
 int mem_create(uint64_t size, struct mem **out);
 
-/* Registers every region with KVM on vm_fd as a memslot. Each registration waits for KVM to
- * publish the new slots, a fixed few milliseconds, so callers may run it beside other setup. */
-int mem_register(const struct mem *mem, int vm_fd);
+/* Registers every region with the KVM VM behind vm_fd as a memslot (and keeps vm_fd for dirty
+ * tracking). Each registration waits for KVM to publish the new slots, a fixed few
+ * milliseconds, so callers may run it beside other setup. */
+int mem_register(struct mem *mem, int vm_fd);
 
 void mem_destroy(struct mem *mem);
 
@@ -57,14 +59,14 @@ void mem_zero(void *p, uint64_t len);
  * stays dirty in KVM), so a page written after a sync is seen by the next. mem_dirty_mark() adds
  * pages tern itself wrote. Page indexes count 4 KiB pages from the start of the host mapping (see
  * mem_page_gpa). */
-int mem_dirty_start(struct mem *mem, int vm_fd, int kvm_fd);
-int mem_dirty_sync(struct mem *mem, int vm_fd, uint64_t *marked);
+int mem_dirty_start(struct mem *mem);
+int mem_dirty_sync(struct mem *mem, uint64_t *marked);
 void mem_dirty_mark(struct mem *mem, uint64_t gpa, uint64_t len);
 /* Finds the next marked page at or after *page, clears its bit; false when there is none. */
 bool mem_dirty_next(struct mem *mem, uint64_t *page);
 /* Clears page's mark; true if it was marked. */
 bool mem_dirty_take(struct mem *mem, uint64_t page);
-int mem_dirty_stop(struct mem *mem, int vm_fd);
+int mem_dirty_stop(struct mem *mem);
 uint64_t mem_page_gpa(const struct mem *mem, uint64_t page);
 
 /* One past the highest guest-physical RAM address. */

@@ -1,5 +1,6 @@
 #include "migrate/mig_chan.h"
 
+#include "clock/clock.h"
 #include "err/err.h"
 
 #include <errno.h>
@@ -59,13 +60,6 @@ struct mig_chan {
     void *closed_opaque;
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void chan_fail_locked(struct mig_chan *ch, int code, const char *message)
 {
     if (ch->error)
@@ -118,17 +112,11 @@ static int chan_wait_locked(struct mig_chan *ch)
 {
     if (ch->error)
         return err_set(ch->error, "%s", ch->message);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += 100 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_deadline(100 * 1000000ull);
     pthread_cond_timedwait(&ch->cond, &ch->lock, &ts);
     if (ch->error)
         return err_set(ch->error, "%s", ch->message);
-    if (ch->idle_ms && now_ns() - ch->activity_ns > (uint64_t)ch->idle_ms * 1000000ull) {
+    if (ch->idle_ms && clock_now_ns() - ch->activity_ns > (uint64_t)ch->idle_ms * 1000000ull) {
         char msg[256];
         snprintf(msg, sizeof(msg), "%s: nothing sent or received for %u ms", ch->peer, ch->idle_ms);
         chan_fail_locked(ch, -ETIMEDOUT, msg);
@@ -329,7 +317,7 @@ static void chan_on_write(uv_write_t *req, int status)
     ch->out_bytes -= c->len;
     if (status == 0) {
         ch->sent += c->len;
-        ch->activity_ns = now_ns();
+        ch->activity_ns = clock_now_ns();
     } else if (status != UV_ECANCELED) {
         char msg[256];
         snprintf(msg, sizeof(msg), "sending to %s failed: %s", ch->peer, uv_strerror(status));
@@ -399,7 +387,7 @@ static void chan_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
     ch->in_tail = c;
     ch->in_bytes += (size_t)n;
     ch->received += (uint64_t)n;
-    ch->activity_ns = now_ns();
+    ch->activity_ns = clock_now_ns();
     bool full = ch->in_bytes >= MIG_CHAN_QUEUE_LIMIT;
     if (full)
         ch->reading = false;
@@ -464,12 +452,8 @@ int mig_chan_create(uv_loop_t *loop, uv_tcp_t *tcp, const char *peer, unsigned i
     ch->idle_ms = idle_ms;
     snprintf(ch->peer, sizeof(ch->peer), "%s", peer);
     pthread_mutex_init(&ch->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&ch->cond, &attr);
-    pthread_condattr_destroy(&attr);
-    ch->activity_ns = now_ns();
+    clock_cond_init(&ch->cond);
+    ch->activity_ns = clock_now_ns();
     uv_async_init(loop, &ch->async, chan_on_async);
     ch->async.data = ch;
     tcp->data = ch;

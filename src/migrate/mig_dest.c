@@ -1,22 +1,19 @@
 #include "migrate/mig_dest.h"
 
+#include "clock/clock.h"
 #include "err/err.h"
 #include "migrate/mig_chan.h"
 #include "migrate/mig_fault.h"
 #include "migrate/mig_handshake.h"
 #include "migrate/mig_source.h"
-#include "vcpu/vcpu_cpuid.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <jansson.h>
-#include <linux/kvm.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,13 +45,6 @@ struct mig_dest {
     uint64_t bytes;
 };
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* ---- calls onto the loop --------------------------------------------------------------- */
 
 /* Runs fn on the loop thread (where the VM's handles live) and waits for it. */
@@ -83,41 +73,11 @@ static int dst_create_vm(struct mig_dest *d)
 static int dst_start_vm(struct mig_dest *d)
 {
     int rc = d->params.start_vm(d->params.opaque);
-    d->resumed_ms = now_ms();
+    d->resumed_ms = clock_now_ms();
     return rc;
 }
 
 /* ---- the worker ------------------------------------------------------------------------ */
-
-/* The features a vCPU of this host really gets: KVM may add to a CPUID table as it sets it
- * (PVM does), so KVM_GET_SUPPORTED_CPUID alone undercounts. A throwaway vCPU tells. */
-static int dst_probe_features(int kvm, uint32_t features[MIG_HS_FEATURE_REGS])
-{
-    struct kvm_cpuid2 *supported = NULL, *got = NULL;
-    int rc = vcpu_cpuid_supported(kvm, &supported);
-    if (rc)
-        return rc;
-    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
-    int vcpu = vm >= 0 ? ioctl(vm, KVM_CREATE_VCPU, 0) : -1;
-    got = calloc(1, sizeof(*got) + VCPU_CPUID_MAX_ENTRIES * sizeof(got->entries[0]));
-    if (vm < 0 || vcpu < 0)
-        rc = err_sys(-errno, "cannot create a probe vCPU");
-    else if (!got)
-        rc = err_set(-ENOMEM, "out of memory");
-    else if (ioctl(vcpu, KVM_SET_CPUID2, supported) < 0)
-        rc = err_sys(-errno, "KVM_SET_CPUID2 on a probe vCPU");
-    else if ((got->nent = VCPU_CPUID_MAX_ENTRIES), ioctl(vcpu, KVM_GET_CPUID2, got) < 0)
-        rc = err_sys(-errno, "KVM_GET_CPUID2 on a probe vCPU");
-    else
-        mig_hs_features(got, features);
-    if (vcpu >= 0)
-        close(vcpu);
-    if (vm >= 0)
-        close(vm);
-    free(got);
-    free(supported);
-    return rc;
-}
 
 static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
 {
@@ -128,20 +88,18 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     caps->mem_exact = d->params.mem_given != 0;
     caps->max_cpus = d->params.cpus_given ? d->params.cpus_given : VM_MAX_CPUS;
     caps->cpus_exact = d->params.cpus_given != 0;
-    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (kvm < 0)
-        return err_sys(-errno, "cannot open /dev/kvm");
-    int xsize = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
-    caps->xsave_size = xsize > 4096 ? (uint32_t)xsize : 4096;
-    struct vm_host_nested hn;
-    vm_host_nested(kvm, d->params.hidden_caps, &hn);
-    caps->nested_max = hn.nested_max;
-    caps->evmcs = hn.evmcs;
-    int rc = dst_probe_features(kvm, caps->features);
-    close(kvm);
+    struct vm_host_offer offer;
+    int rc = vm_host_offer(d->params.hidden_caps, &offer);
+    if (rc)
+        return rc;
+    caps->xsave_size = offer.xsave_size;
+    caps->nested_max = offer.nested.nested_max;
+    caps->evmcs = offer.nested.evmcs;
+    mig_hs_features(offer.cpuid, caps->features);
+    free(offer.cpuid);
     /* tern sets the hypervisor bit itself (vcpu_cpuid). */
     caps->features[0] |= 1u << 31;
-    return rc;
+    return 0;
 }
 
 static int dst_handshake(struct mig_dest *d, struct mig_hs_need *need)
@@ -383,7 +341,7 @@ static void dst_on_connection(uv_stream_t *listener, int status)
     if (uv_tcp_getpeername(tcp, (struct sockaddr *)&sa, &len) == 0)
         uv_ip_name((struct sockaddr *)&sa, addr, sizeof(addr));
     snprintf(peer, sizeof(peer), "the source %s", addr);
-    d->accept_ms = now_ms();
+    d->accept_ms = clock_now_ms();
     mig_chan_create(d->loop, tcp, peer, d->params.idle_ms, &d->ch);
     int rc = pthread_create(&d->worker, NULL, dst_worker, d);
     if (rc) {

@@ -16,7 +16,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "migrate/mig_state.h"
+#include "migrate/mig_config.h"
+#include "migrate/mig_restore.h"
 
 struct mig_dest_params {
     char host[256];

@@ -8,7 +8,7 @@
 
 #include <stdio.h>
 
-#include "migrate/mig_state.h"
+#include "migrate/mig_capture.h"
 
 /* Parses "file:PATH"; returns PATH or NULL (with a message naming uri). */
 const char *mig_file_uri_path(const char *what, const char *uri);

@@ -1,7 +1,10 @@
 #include "migrate/mig_inspect.h"
 
 #include "err/err.h"
-#include "migrate/mig_state.h"
+#include "migrate/mig_check.h"
+#include "migrate/mig_config.h"
+#include "migrate/mig_ram.h"
+#include "vcpu/vcpu_state.h"
 #include "nested/nested_state.h"
 
 #include <errno.h>
@@ -153,7 +156,7 @@ static void inspect_vcpu(const struct mig_record *rec, json_t *vcpus)
         json_object_set_new(v, "msrs", json_integer(rec->length / sizeof(struct kvm_msr_entry)));
         break;
     case MIG_REC_EVMCS: {
-        struct mig_evmcs e;
+        struct vcpu_evmcs e;
         memcpy(&e, rec->payload, sizeof(e));
         char range[16];
         snprintf(range, sizeof(range), "%u..%u", e.version & 0xff, e.version >> 8);
@@ -185,7 +188,7 @@ int mig_inspect(struct mig_reader *r, json_t **summary)
     json_t *vcpus = json_object();
     json_t *ram = json_pack("{s:i,s:i,s:i,s:i,s:i}", "zero_pages", 0, "raw_pages", 0, "zlib_pages",
                             0, "raw_bytes", 0, "zlib_bytes", 0);
-    uint8_t *scratch = malloc(MIG_RAM_MAX_PAGES_PER_RECORD * 4096);
+    uint8_t *scratch = malloc(MIG_RAM_MAX_PAGES_PER_RECORD * MEM_PAGE_SIZE);
     uint64_t pages = 0;
     *summary = s;
     int rc = scratch ? mig_read_config(r, &cfg) : err_set(-ENOMEM, "out of memory");

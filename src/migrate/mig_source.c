@@ -1,20 +1,20 @@
 #include "migrate/mig_source.h"
 
+#include "clock/clock.h"
 #include "err/err.h"
 #include "memory/mem.h"
 #include "migrate/mig_chan.h"
 #include "migrate/mig_fault.h"
 #include "migrate/mig_handshake.h"
-#include "migrate/mig_state.h"
+#include "migrate/mig_capture.h"
+#include "vm/vm_state.h"
 #include "migrate/mig_stream.h"
 
 #include <errno.h>
-#include <linux/kvm.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
 
 #define MIG_FIRST_THROTTLE 20u
@@ -58,13 +58,6 @@ struct mig_source {
     struct mig_hs_need need;      /* what the handshake said the VM needs */
     struct mig_hs_caps dest_caps; /* what the destination said it offers */
 };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 const char *mig_phase_name(enum mig_phase phase)
 {
@@ -143,7 +136,7 @@ void mig_source_progress(struct mig_source *s, struct mig_progress *out)
     pthread_mutex_lock(&s->lock);
     *out = s->progress;
     if (out->phase < MIG_PHASE_COMPLETED)
-        out->total_ms = now_ms() - s->start_ms;
+        out->total_ms = clock_now_ms() - s->start_ms;
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -170,7 +163,7 @@ static int src_sink(void *opaque, const void *buf, size_t len)
      * cancel or timeout is seen promptly. */
     s->pace_bytes += len;
     double due = s->pace_start_ms + (double)s->pace_bytes * 1e3 / (double)s->params.bandwidth;
-    double now0 = now_ms();
+    double now0 = clock_now_ms();
     if (now0 - due > 50) {
         /* Time spent not sending (scanning zero pages, syncing) is no credit for a burst
          * beyond the cap: restart the window, with 50 ms of slack. */
@@ -178,7 +171,7 @@ static int src_sink(void *opaque, const void *buf, size_t len)
         s->pace_bytes = len;
         due = s->pace_start_ms + (double)len * 1e3 / (double)s->params.bandwidth;
     }
-    for (double now = now_ms(); now < due && !rc; now = now_ms()) {
+    for (double now = clock_now_ms(); now < due && !rc; now = clock_now_ms()) {
         double nap = due - now < 20 ? due - now : 20;
         struct timespec ts = {0, (long)(nap * 1e6)};
         nanosleep(&ts, NULL);
@@ -197,17 +190,16 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     need->stream_minor = MIG_VERSION_MINOR;
     need->mem_size = vm_mem(vm)->size;
     need->cpus = vm_cpu_count(vm);
-    int xsize = ioctl(vm_kvm_fd(vm), KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
-    need->xsave_size = xsize > 4096 ? (uint32_t)xsize : 4096;
+    need->xsave_size = vm_xsave_size(vm);
     mig_hs_features(vm_vcpu_cpuid(vm, 0), need->features);
     /* Nested state is the vCPUs' own: ask them, in a pause of a few microseconds, where any
      * of them can have some. */
-    if (!mig_nested_max(vm))
+    if (!vm_nested_max(vm))
         return 0;
     bool was_paused = vm_is_paused(vm);
     if (!was_paused)
         vm_pause(vm);
-    int rc = mig_nested_need(vm, &need->nested_size, &need->evmcs);
+    int rc = vm_nested_need(vm, &need->nested_size, &need->evmcs);
     if (!was_paused)
         vm_resume(vm);
     return rc;
@@ -264,11 +256,11 @@ static void src_note_stats(struct mig_source *s, const struct mig_capture *cap)
 /* Runs one pass over the marked pages; returns its bytes and duration. */
 static int src_pass(struct mig_source *s, struct mig_capture *cap, uint64_t *bytes, double *ms)
 {
-    double t0 = now_ms();
+    double t0 = clock_now_ms();
     s->pass_start_offset = s->writer.offset;
     int rc = mig_capture_ram_dirty(cap, NULL);
     *bytes = s->writer.offset - s->pass_start_offset;
-    *ms = now_ms() - t0;
+    *ms = clock_now_ms() - t0;
     s->pass_fault_armed = false;
     src_note_stats(s, cap);
     return rc;
@@ -281,7 +273,7 @@ static int src_precopy(struct mig_source *s, struct mig_capture *cap)
     struct mem *mem = vm_mem(vm);
     /* The first sync write-protects every page (KVM_DIRTY_LOG_INITIALLY_SET leaves them all
      * dirty and unprotected until cleared); the first pass then sends them all. */
-    int rc = mem_dirty_sync(mem, vm_fd(vm), NULL);
+    int rc = mem_dirty_sync(mem, NULL);
     if (rc)
         return rc;
     for (unsigned r = 0; r < mem->region_count; r++)
@@ -291,7 +283,7 @@ static int src_precopy(struct mig_source *s, struct mig_capture *cap)
     src_set_phase(s, MIG_PHASE_FIRST_PASS, pass);
     s->pass_fault_armed = mig_fault_cut_at("first-pass");
     double bandwidth = 0; /* bytes per ms */
-    double last_sync = now_ms();
+    double last_sync = clock_now_ms();
     for (;;) {
         uint64_t bytes;
         double ms;
@@ -300,8 +292,8 @@ static int src_precopy(struct mig_source *s, struct mig_capture *cap)
         if (bytes >= MIG_MIN_BANDWIDTH_SAMPLE || bandwidth == 0)
             bandwidth = (double)bytes / (ms > 0.01 ? ms : 0.01);
         uint64_t dirty;
-        double t = now_ms();
-        if ((rc = mem_dirty_sync(mem, vm_fd(vm), &dirty)))
+        double t = clock_now_ms();
+        if ((rc = mem_dirty_sync(mem, &dirty)))
             return rc;
         double dirty_rate =
             (double)dirty * MEM_PAGE_SIZE / (t - last_sync > 0.01 ? t - last_sync : 0.01);
@@ -351,19 +343,19 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
     src_set_phase(s, MIG_PHASE_STATE, s->progress.pass + 1);
     s->pacing = false; /* the cap shapes pre-copy; downtime is no place to save bandwidth */
     vm_pause(vm);
-    *paused_at = now_ms();
+    *paused_at = clock_now_ms();
     vm_set_throttle(vm, 0);
     /* The guest may have entered VMX operation, or made an eVMCS active, since the handshake:
      * ask again before any state leaves. A refusal here resumes the VM where it is. */
     struct mig_hs_need now = s->need;
     char why[512];
-    int rc = mig_nested_need(vm, &now.nested_size, &now.evmcs);
+    int rc = vm_nested_need(vm, &now.nested_size, &now.evmcs);
     if (!rc && mig_hs_check(&now, &s->dest_caps, why, sizeof(why)))
         rc = err_set(-ENOTSUP, "at switchover, the destination cannot take this VM: %s", why);
     if (rc)
         return rc;
     uint64_t dirty;
-    if ((rc = mem_dirty_sync(mem, vm_fd(vm), &dirty)))
+    if ((rc = mem_dirty_sync(mem, &dirty)))
         return rc;
     struct mig_switchover sw = {.dirty_pages = dirty};
     if ((rc = mig_write_record(&s->writer, MIG_REC_SWITCHOVER, 0, &sw, sizeof(sw))))
@@ -410,7 +402,7 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
     if (rc)
         return rc;
     pthread_mutex_lock(&s->lock);
-    s->progress.downtime_ms = now_ms() - *paused_at;
+    s->progress.downtime_ms = clock_now_ms() - *paused_at;
     s->progress.dest_downtime_ms = dest_ms;
     pthread_mutex_unlock(&s->lock);
     return 0;
@@ -423,11 +415,11 @@ static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
     int rc = src_handshake(s);
     if (rc)
         return rc;
-    if ((rc = mem_dirty_start(vm_mem(vm), vm_fd(vm), vm_kvm_fd(vm))))
+    if ((rc = mem_dirty_start(vm_mem(vm))))
         return rc;
     mig_writer_init(&s->writer, src_sink, s);
     s->pacing = s->params.bandwidth != 0;
-    s->pace_start_ms = now_ms();
+    s->pace_start_ms = clock_now_ms();
     struct mig_capture cap;
     struct mig_capture_options opt = {.compress_level = s->params.compress_level, .live = true};
     rc = mig_capture_begin(&cap, vm, &s->writer, &opt);
@@ -456,7 +448,7 @@ static void *src_worker(void *arg)
         /* Pairs with the close below: the destination sees the connection end, not a hang. */
         mig_chan_fail(s->ch, rc, message);
         if (vm_mem(vm)->dirty)
-            mem_dirty_stop(vm_mem(vm), vm_fd(vm));
+            mem_dirty_stop(vm_mem(vm));
         if (paused && !go_sent)
             vm_resume(vm);
         pthread_mutex_lock(&s->lock);
@@ -473,7 +465,7 @@ static void *src_worker(void *arg)
         pthread_mutex_lock(&s->lock);
         s->progress.phase = MIG_PHASE_COMPLETED;
     }
-    s->progress.total_ms = now_ms() - s->start_ms;
+    s->progress.total_ms = clock_now_ms() - s->start_ms;
     pthread_mutex_unlock(&s->lock);
     uv_async_send(&s->done_async);
     return NULL;
@@ -549,7 +541,7 @@ static void src_fail_early(struct mig_source *s, const char *message)
     s->progress.phase =
         s->cancel_requested && !s->timed_out ? MIG_PHASE_CANCELLED : MIG_PHASE_FAILED;
     snprintf(s->progress.message, sizeof(s->progress.message), "%s", message);
-    s->progress.total_ms = now_ms() - s->start_ms;
+    s->progress.total_ms = clock_now_ms() - s->start_ms;
     pthread_mutex_unlock(&s->lock);
     src_end(s);
 }
@@ -629,7 +621,7 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
     s->on_done = on_done;
     s->opaque = opaque;
     pthread_mutex_init(&s->lock, NULL);
-    s->start_ms = now_ms();
+    s->start_ms = clock_now_ms();
     snprintf(s->progress.uri, sizeof(s->progress.uri),
              strchr(params->host, ':') ? "tcp:[%s]:%s" : "tcp:%s:%s", params->host, params->port);
     uv_async_init(loop, &s->done_async, src_on_done_async);

@@ -1,94 +1,15 @@
 #include "migrate/mig_stream.h"
 
-#include "devices/dev_acpi_pm.h"
-#include "devices/dev_rtc.h"
 #include "err/err.h"
 #include "le/le.h"
+#include "vm/vm.h"
 
 #include <errno.h>
-#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
-
-#define MIG_MAX_CPUID_ENTRIES 256u
-#define MIG_MAX_MSRS 4096u
-#define MIG_MAX_XSAVE (1u << 20)
-#define MIG_MAX_SERIAL 8192u
-
-struct mig_type_info {
-    uint16_t type;
-    const char *name;
-    uint32_t exact;    /* exact payload length, or 0 */
-    uint32_t min, max; /* bounds when exact is 0 */
-};
-
-static const struct mig_type_info mig_types[] = {
-    {MIG_REC_CONFIG, "CONFIG", 0, 24, 24 + 64 * (4 + MIG_MAX_CPUID_ENTRIES * 40)},
-    {MIG_REC_RAM_ZERO, "RAM_ZERO", sizeof(struct mig_ram_header), 0, 0},
-    {MIG_REC_RAM_RAW, "RAM_RAW", 0, sizeof(struct mig_ram_header) + 4096,
-     sizeof(struct mig_ram_header) + MIG_RAM_MAX_PAGES_PER_RECORD * 4096},
-    {MIG_REC_RAM_ZLIB, "RAM_ZLIB", 0, sizeof(struct mig_ram_header) + 1,
-     sizeof(struct mig_ram_header) + MIG_RAM_MAX_PAGES_PER_RECORD * 4096 + 4096},
-    {MIG_REC_SERIAL, "SERIAL", 0, 16, 16 + MIG_MAX_SERIAL},
-    {MIG_REC_RTC, "RTC", DEV_RTC_STATE_SIZE, 0, 0},
-    {MIG_REC_ACPI_PM, "ACPI_PM", DEV_ACPI_PM_STATE_SIZE, 0, 0},
-    {MIG_REC_IRQCHIP, "IRQCHIP", sizeof(struct kvm_irqchip), 0, 0},
-    {MIG_REC_PIT2, "PIT2", sizeof(struct kvm_pit_state2), 0, 0},
-    {MIG_REC_CLOCK, "CLOCK", sizeof(struct kvm_clock_data), 0, 0},
-    {MIG_REC_MP_STATE, "MP_STATE", sizeof(struct kvm_mp_state), 0, 0},
-    {MIG_REC_VCPU_EVENTS, "VCPU_EVENTS", sizeof(struct kvm_vcpu_events), 0, 0},
-    {MIG_REC_REGS, "REGS", sizeof(struct kvm_regs), 0, 0},
-    {MIG_REC_XSAVE, "XSAVE", 0, 4096, MIG_MAX_XSAVE},
-    {MIG_REC_XCRS, "XCRS", sizeof(struct kvm_xcrs), 0, 0},
-    {MIG_REC_SREGS2, "SREGS2", sizeof(struct kvm_sregs2), 0, 0},
-    {MIG_REC_SREGS, "SREGS", sizeof(struct kvm_sregs), 0, 0},
-    {MIG_REC_MSRS, "MSRS", 0, 0, MIG_MAX_MSRS * sizeof(struct kvm_msr_entry)},
-    {MIG_REC_LAPIC, "LAPIC", sizeof(struct kvm_lapic_state), 0, 0},
-    {MIG_REC_DEBUGREGS, "DEBUGREGS", sizeof(struct kvm_debugregs), 0, 0},
-    {MIG_REC_TSC_KHZ, "TSC_KHZ", 4, 0, 0},
-    {MIG_REC_NESTED_STATE, "NESTED_STATE", 0, 128, MIG_MAX_NESTED_STATE},
-    {MIG_REC_EVMCS, "EVMCS", sizeof(struct mig_evmcs), 0, 0},
-    {MIG_REC_SWITCHOVER, "SWITCHOVER", sizeof(struct mig_switchover), 0, 0},
-    {MIG_REC_END, "END", sizeof(struct mig_end), 0, 0},
-};
-
-static const struct mig_type_info *mig_type(uint16_t type)
-{
-    for (size_t i = 0; i < sizeof(mig_types) / sizeof(mig_types[0]); i++)
-        if (mig_types[i].type == type)
-            return &mig_types[i];
-    return NULL;
-}
-
-const char *mig_record_name(uint16_t type)
-{
-    const struct mig_type_info *t = mig_type(type);
-    return t ? t->name : NULL;
-}
-
-uint16_t mig_record_default_flags(uint16_t type)
-{
-    /* What an older reader may do without: it has no such devices, and loses only their
-     * registers; or, for EVMCS, a guest that never made an enlightened VMCS active (one that
-     * did has a NESTED_STATE record that says so, and that one is mandatory). */
-    if (type == MIG_REC_SWITCHOVER || type == MIG_REC_RTC || type == MIG_REC_ACPI_PM ||
-        type == MIG_REC_EVMCS)
-        return 0;
-    return MIG_REC_MANDATORY;
-}
-
-bool mig_record_is_ram(uint16_t type)
-{
-    return type >= MIG_REC_RAM_ZERO && type <= MIG_REC_RAM_ZLIB;
-}
-
-bool mig_record_is_per_vcpu(uint16_t type)
-{
-    return type >= MIG_REC_MP_STATE && type <= MIG_REC_EVMCS;
-}
 
 void mig_record_describe(const struct mig_record *rec, char *buf, size_t size)
 {
@@ -115,16 +36,15 @@ static int mig_length_error(const struct mig_record *rec, const char *why)
     return err_set(-EPROTO, "%s: length %u %s", what, rec->length, why);
 }
 
-static int mig_check_length(const struct mig_record *rec, const struct mig_type_info *t)
+static int mig_check_length(const struct mig_record *rec, const struct mig_record_type *t)
 {
-    if (t->exact && rec->length != t->exact) {
-        char why[64];
-        snprintf(why, sizeof(why), "is not the expected %u", t->exact);
+    char why[64];
+    if (t->min_len == t->max_len && rec->length != t->min_len) {
+        snprintf(why, sizeof(why), "is not the expected %u", t->min_len);
         return mig_length_error(rec, why);
     }
-    if (!t->exact && (rec->length < t->min || rec->length > t->max)) {
-        char why[64];
-        snprintf(why, sizeof(why), "is outside %u..%u", t->min, t->max);
+    if (rec->length < t->min_len || rec->length > t->max_len) {
+        snprintf(why, sizeof(why), "is outside %u..%u", t->min_len, t->max_len);
         return mig_length_error(rec, why);
     }
     return 0;
@@ -132,7 +52,7 @@ static int mig_check_length(const struct mig_record *rec, const struct mig_type_
 
 int mig_record_check(const struct mig_record *rec)
 {
-    const struct mig_type_info *t = mig_type(rec->type);
+    const struct mig_record_type *t = mig_record_find(rec->type);
     if (!t)
         return 0;
     int rc = mig_check_length(rec, t);
@@ -140,41 +60,9 @@ int mig_record_check(const struct mig_record *rec)
         return rc;
     char what[96];
     mig_record_describe(rec, what, sizeof(what));
-    switch (rec->type) {
-    case MIG_REC_RAM_ZERO:
-    case MIG_REC_RAM_RAW:
-    case MIG_REC_RAM_ZLIB: {
-        struct mig_ram_header h;
-        memcpy(&h, rec->payload, sizeof(h));
-        if (h.gpa % 4096)
-            return err_set(-EPROTO, "%s: gpa 0x%llx is not page-aligned", what,
-                           (unsigned long long)h.gpa);
-        if (h.pages == 0)
-            return err_set(-EPROTO, "%s: zero pages", what);
-        if (rec->type != MIG_REC_RAM_ZERO && h.pages > MIG_RAM_MAX_PAGES_PER_RECORD)
-            return err_set(-EPROTO, "%s: %u pages exceeds %u per record", what, h.pages,
-                           MIG_RAM_MAX_PAGES_PER_RECORD);
-        if (rec->type == MIG_REC_RAM_RAW && rec->length != sizeof(h) + (uint64_t)h.pages * 4096)
-            return err_set(-EPROTO, "%s: length %u does not hold %u pages", what, rec->length,
-                           h.pages);
-        if (h.gpa + (uint64_t)h.pages * 4096 < h.gpa)
-            return err_set(-EPROTO, "%s: page range wraps around", what);
-        break;
-    }
-    case MIG_REC_MSRS:
-        if (rec->length % sizeof(struct kvm_msr_entry))
-            return err_set(-EPROTO, "%s: length %u is not a whole number of MSR entries", what,
-                           rec->length);
-        break;
-    case MIG_REC_IRQCHIP:
-        if (rec->index > 2)
-            return err_set(-EPROTO, "%s: no irqchip %u (0: PIC master, 1: slave, 2: IOAPIC)", what,
-                           rec->index);
-        break;
-    default:
-        break;
-    }
-    if (mig_record_is_per_vcpu(rec->type) && rec->index >= 64)
+    if (t->check && (rc = t->check(rec, what)))
+        return rc;
+    if (t->scope == MIG_SCOPE_VCPU && rec->index >= VM_MAX_CPUS)
         return err_set(-EPROTO, "%s: vCPU index %u is out of range", what, rec->index);
     return 0;
 }
@@ -296,7 +184,7 @@ int mig_read_record(struct mig_reader *r, struct mig_record *rec)
         char what[96];
         mig_record_describe(rec, what, sizeof(what));
 
-        const struct mig_type_info *t = mig_type(rec->type);
+        const struct mig_record_type *t = mig_record_find(rec->type);
         if (!t && (rec->flags & MIG_REC_MANDATORY))
             return err_set(-EPROTO, "%s: unknown mandatory record; this tern cannot load it", what);
         if (rec->length > MIG_MAX_RECORD)

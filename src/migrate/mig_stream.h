@@ -4,8 +4,9 @@
  * little-endian header {type u16, flags u16, index u32, length u32, crc u32, reserved u32} and
  * `length` payload bytes; crc is zlib's CRC32 over the header's first 12 bytes and the payload.
  * A record whose type the reader does not know is skipped when optional and an error naming it
- * when mandatory (MIG_REC_MANDATORY). Every length is checked against the record type's limit
- * before anything is allocated. docs/stream-format.md describes every record and the versioning.
+ * when mandatory (MIG_REC_MANDATORY). Every length is checked against the limits of the type's
+ * row (mig_records.h) before anything is allocated. docs/stream-format.md describes every record
+ * and the versioning.
  */
 #ifndef TERN_MIG_STREAM_H
 #define TERN_MIG_STREAM_H
@@ -15,6 +16,9 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "memory/mem.h"
+#include "migrate/mig_records.h"
+
 #define MIG_MAGIC "TERNSTRM"
 #define MIG_VERSION_MAJOR 1u
 #define MIG_VERSION_MINOR 2u
@@ -23,34 +27,6 @@
 #define MIG_REC_MANDATORY 0x0001u
 #define MIG_MAX_RECORD (16u << 20) /* no record type may exceed this */
 
-enum mig_record_type {
-    MIG_REC_CONFIG = 0x0001,
-    MIG_REC_RAM_ZERO = 0x0010,
-    MIG_REC_RAM_RAW = 0x0011,
-    MIG_REC_RAM_ZLIB = 0x0012,
-    MIG_REC_SERIAL = 0x0020,
-    MIG_REC_RTC = 0x0021,     /* optional since 1.1 */
-    MIG_REC_ACPI_PM = 0x0022, /* optional since 1.1 */
-    MIG_REC_IRQCHIP = 0x0030,
-    MIG_REC_PIT2 = 0x0031,
-    MIG_REC_CLOCK = 0x0032,
-    MIG_REC_MP_STATE = 0x0040,
-    MIG_REC_VCPU_EVENTS = 0x0041,
-    MIG_REC_REGS = 0x0042,
-    MIG_REC_XSAVE = 0x0043,
-    MIG_REC_XCRS = 0x0044,
-    MIG_REC_SREGS2 = 0x0045,
-    MIG_REC_SREGS = 0x0046,
-    MIG_REC_MSRS = 0x0047,
-    MIG_REC_LAPIC = 0x0048,
-    MIG_REC_DEBUGREGS = 0x0049,
-    MIG_REC_TSC_KHZ = 0x004a,
-    MIG_REC_NESTED_STATE = 0x004b, /* since 1.2, only for a vCPU in VMX operation */
-    MIG_REC_EVMCS = 0x004c,        /* optional since 1.2: eVMCS was enabled on the vCPU */
-    MIG_REC_SWITCHOVER = 0x0100,   /* optional: live migration's source paused here */
-    MIG_REC_END = 0x7fff,
-};
-
 /* RAM records: this header, then for RAW `pages` pages, for ZLIB a zlib stream of them. */
 struct mig_ram_header {
     uint64_t gpa;
@@ -58,19 +34,17 @@ struct mig_ram_header {
     uint32_t reserved;
 };
 #define MIG_RAM_MAX_PAGES_PER_RECORD 256u
+#define MIG_RAM_ZERO_LEN sizeof(struct mig_ram_header)
+#define MIG_RAM_RAW_MIN (sizeof(struct mig_ram_header) + MEM_PAGE_SIZE)
+#define MIG_RAM_RAW_MAX                                                                            \
+    (sizeof(struct mig_ram_header) + MIG_RAM_MAX_PAGES_PER_RECORD * MEM_PAGE_SIZE)
+#define MIG_RAM_ZLIB_MIN (sizeof(struct mig_ram_header) + 1)
+#define MIG_RAM_ZLIB_MAX (MIG_RAM_RAW_MAX + MEM_PAGE_SIZE)
 
 /* SWITCHOVER: the source paused the VM; what follows is the final pass and the state. */
 struct mig_switchover {
     uint64_t dirty_pages; /* pages the final pass sends */
 };
-
-/* EVMCS: the version range KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS) returned. */
-struct mig_evmcs {
-    uint16_t version; /* bits 7:0 oldest, 15:8 newest */
-    uint16_t reserved0;
-    uint32_t reserved1;
-};
-#define MIG_MAX_NESTED_STATE (64u << 10)
 
 /* END: counts the reader checks against what it received. */
 struct mig_end {
@@ -89,12 +63,7 @@ struct mig_record {
     uint64_t offset;  /* of the record header in the stream */
 };
 
-/* Name of a record type ("REGS"), or NULL when unknown. */
-const char *mig_record_name(uint16_t type);
-/* Record classes: RAM_ZERO/RAW/ZLIB, and the per-vCPU state records (index = vCPU). */
-bool mig_record_is_ram(uint16_t type);
-bool mig_record_is_per_vcpu(uint16_t type);
-/* Checks a known record's payload length (and fixed fields) for its type. */
+/* Checks a known record's payload length and its row's payload rules (mig_records.h). */
 int mig_record_check(const struct mig_record *rec);
 /* "record REGS (vCPU 1) at offset N" — for error messages. */
 void mig_record_describe(const struct mig_record *rec, char *buf, size_t size);
@@ -114,9 +83,6 @@ int mig_write_record(struct mig_writer *w, uint16_t type, uint32_t index, const 
                      size_t len);
 int mig_write_record_v(struct mig_writer *w, uint16_t type, uint32_t index, const struct iovec *iov,
                        int iovcnt);
-/* The default flags of a type: mandatory for all but SWITCHOVER, which a reader that does not
- * know it may skip. */
-uint16_t mig_record_default_flags(uint16_t type);
 
 /* Readers pull bytes from a source that returns 0, or -errno (-ENODATA at a clean end). */
 typedef int (*mig_source_fn)(void *opaque, void *buf, size_t len);

@@ -75,90 +75,110 @@ static int check_vmcs12(const uint8_t *vmcs12, const char *which, bool want_shad
     return 0;
 }
 
-int nested_validate(const uint8_t *blob, size_t len, uint32_t max_size)
+/* Size, format and flags: the rules on the header alone. */
+static int validate_fields(const struct nested_header *h, size_t len, uint32_t max_size)
 {
-    struct nested_header h;
-    int rc = nested_parse_header(blob, len, &h);
-    if (rc)
-        return rc;
-    if (h.size != len)
+    if (h->size != len)
         return err_set(-EPROTO, "nested state: size field %u does not match the %zu bytes carried",
-                       h.size, len);
-    if (h.size > max_size)
-        return err_set(-E2BIG, "nested state: %u bytes exceed the %u this KVM takes", h.size,
+                       h->size, len);
+    if (h->size > max_size)
+        return err_set(-E2BIG, "nested state: %u bytes exceed the %u this KVM takes", h->size,
                        max_size);
-    if (h.size != NESTED_HEADER_SIZE && h.size != NESTED_HEADER_SIZE + NESTED_VMCS12_SIZE &&
-        h.size != NESTED_MAX_SIZE)
+    if (h->size != NESTED_HEADER_SIZE && h->size != NESTED_HEADER_SIZE + NESTED_VMCS12_SIZE &&
+        h->size != NESTED_MAX_SIZE)
         return err_set(-EPROTO,
                        "nested state: size %u is none of 128 (header), 4224 (vmcs12) and 8320 "
                        "(vmcs12 and shadow)",
-                       h.size);
-    if (h.format != KVM_STATE_NESTED_FORMAT_VMX)
-        return err_set(-EPROTO, "nested state: format %u is not VMX (0)", h.format);
-    if (h.flags & ~KNOWN_FLAGS)
-        return err_set(-EPROTO, "nested state: unknown flags 0x%x", h.flags & ~KNOWN_FLAGS);
-    if (h.smm_flags & ~KNOWN_SMM_FLAGS)
+                       h->size);
+    if (h->format != KVM_STATE_NESTED_FORMAT_VMX)
+        return err_set(-EPROTO, "nested state: format %u is not VMX (0)", h->format);
+    if (h->flags & ~KNOWN_FLAGS)
+        return err_set(-EPROTO, "nested state: unknown flags 0x%x", h->flags & ~KNOWN_FLAGS);
+    if (h->smm_flags & ~KNOWN_SMM_FLAGS)
         return err_set(-EPROTO, "nested state: unknown smm.flags 0x%x",
-                       h.smm_flags & ~KNOWN_SMM_FLAGS);
-    if (h.vmx_flags & ~KVM_STATE_VMX_PREEMPTION_TIMER_DEADLINE)
+                       h->smm_flags & ~KNOWN_SMM_FLAGS);
+    if (h->vmx_flags & ~KVM_STATE_VMX_PREEMPTION_TIMER_DEADLINE)
         return err_set(-EPROTO, "nested state: unknown hdr.vmx.flags 0x%x",
-                       h.vmx_flags & ~KVM_STATE_VMX_PREEMPTION_TIMER_DEADLINE);
-    if ((h.flags & KVM_STATE_NESTED_GUEST_MODE) && (h.smm_flags & KVM_STATE_NESTED_SMM_GUEST_MODE))
+                       h->vmx_flags & ~KVM_STATE_VMX_PREEMPTION_TIMER_DEADLINE);
+    if ((h->flags & KVM_STATE_NESTED_GUEST_MODE) &&
+        (h->smm_flags & KVM_STATE_NESTED_SMM_GUEST_MODE))
         return err_set(-EPROTO, "nested state: GUEST_MODE together with SMM guest mode");
-    if ((h.smm_flags & KVM_STATE_NESTED_SMM_GUEST_MODE) &&
-        !(h.smm_flags & KVM_STATE_NESTED_SMM_VMXON))
+    if ((h->smm_flags & KVM_STATE_NESTED_SMM_GUEST_MODE) &&
+        !(h->smm_flags & KVM_STATE_NESTED_SMM_VMXON))
         return err_set(-EPROTO, "nested state: SMM guest mode without SMM VMXON");
+    return 0;
+}
 
-    if (h.vmxon_pa == NESTED_INVALID_GPA) {
-        /* Not in VMX operation: nothing else may be set (EVMCS is tolerated by KVM for old
-         * userspace, which used it to mean "enabled"). */
-        if (h.smm_flags)
-            return err_set(-EPROTO, "nested state: smm.flags 0x%x without a VMXON region",
-                           h.smm_flags);
-        if (h.vmcs12_pa != NESTED_INVALID_GPA)
-            return err_set(-EPROTO, "nested state: vmcs12_pa 0x%llx without a VMXON region",
-                           (unsigned long long)h.vmcs12_pa);
-        if (h.flags & ~KVM_STATE_NESTED_EVMCS)
-            return err_set(-EPROTO, "nested state: flags 0x%x without a VMXON region", h.flags);
-        if (h.size != NESTED_HEADER_SIZE)
-            return err_set(-EPROTO, "nested state: %u bytes without a VMXON region", h.size);
-        return 0;
-    }
-    if (!page_address_ok(h.vmxon_pa))
-        return err_set(-EPROTO, "nested state: vmxon_pa 0x%llx is not a page-aligned address",
-                       (unsigned long long)h.vmxon_pa);
+/* Not in VMX operation: nothing else may be set (EVMCS is tolerated by KVM for old userspace,
+ * which used it to mean "enabled"). */
+static int validate_outside_vmx(const struct nested_header *h)
+{
+    if (h->smm_flags)
+        return err_set(-EPROTO, "nested state: smm.flags 0x%x without a VMXON region",
+                       h->smm_flags);
+    if (h->vmcs12_pa != NESTED_INVALID_GPA)
+        return err_set(-EPROTO, "nested state: vmcs12_pa 0x%llx without a VMXON region",
+                       (unsigned long long)h->vmcs12_pa);
+    if (h->flags & ~KVM_STATE_NESTED_EVMCS)
+        return err_set(-EPROTO, "nested state: flags 0x%x without a VMXON region", h->flags);
+    if (h->size != NESTED_HEADER_SIZE)
+        return err_set(-EPROTO, "nested state: %u bytes without a VMXON region", h->size);
+    return 0;
+}
 
-    if (h.size == NESTED_HEADER_SIZE) {
-        /* VMXON done, no VMCS loaded: the header says all. */
-        if (h.flags & (KVM_STATE_NESTED_GUEST_MODE | KVM_STATE_NESTED_EVMCS))
-            return err_set(-EPROTO,
-                           "nested state: flags 0x%x need a vmcs12, but only the header is there",
-                           h.flags);
-        if (h.vmcs12_pa != NESTED_INVALID_GPA)
-            return err_set(-EPROTO,
-                           "nested state: vmcs12_pa 0x%llx is set, but no vmcs12 is carried",
-                           (unsigned long long)h.vmcs12_pa);
-        return 0;
-    }
-    if (h.vmcs12_pa != NESTED_INVALID_GPA) {
-        if (h.vmcs12_pa == h.vmxon_pa)
+/* VMXON done, no VMCS loaded: the header says all. */
+static int validate_header_only(const struct nested_header *h)
+{
+    if (h->flags & (KVM_STATE_NESTED_GUEST_MODE | KVM_STATE_NESTED_EVMCS))
+        return err_set(-EPROTO,
+                       "nested state: flags 0x%x need a vmcs12, but only the header is there",
+                       h->flags);
+    if (h->vmcs12_pa != NESTED_INVALID_GPA)
+        return err_set(-EPROTO, "nested state: vmcs12_pa 0x%llx is set, but no vmcs12 is carried",
+                       (unsigned long long)h->vmcs12_pa);
+    return 0;
+}
+
+/* A vmcs12 is carried: where it lives, and its revision (and the shadow's). */
+static int validate_vmcs12(const uint8_t *blob, const struct nested_header *h)
+{
+    if (h->vmcs12_pa != NESTED_INVALID_GPA) {
+        if (h->vmcs12_pa == h->vmxon_pa)
             return err_set(-EPROTO, "nested state: vmcs12_pa equals vmxon_pa (0x%llx)",
-                           (unsigned long long)h.vmxon_pa);
-        if (!page_address_ok(h.vmcs12_pa))
+                           (unsigned long long)h->vmxon_pa);
+        if (!page_address_ok(h->vmcs12_pa))
             return err_set(-EPROTO, "nested state: vmcs12_pa 0x%llx is not a page-aligned address",
-                           (unsigned long long)h.vmcs12_pa);
-    } else if (!(h.flags & KVM_STATE_NESTED_EVMCS)) {
+                           (unsigned long long)h->vmcs12_pa);
+    } else if (!(h->flags & KVM_STATE_NESTED_EVMCS)) {
         return err_set(-EPROTO,
                        "nested state: a vmcs12 is carried, but neither vmcs12_pa nor EVMCS says "
                        "where it lives");
     }
-    rc = check_vmcs12(blob + NESTED_HEADER_SIZE, "vmcs12", false);
+    int rc = check_vmcs12(blob + NESTED_HEADER_SIZE, "vmcs12", false);
     if (rc)
         return rc;
     /* KVM reads the shadow vmcs12 only in guest mode (and only GET in guest mode adds it). */
-    if (h.size == NESTED_MAX_SIZE && (h.flags & KVM_STATE_NESTED_GUEST_MODE))
+    if (h->size == NESTED_MAX_SIZE && (h->flags & KVM_STATE_NESTED_GUEST_MODE))
         rc = check_vmcs12(blob + NESTED_HEADER_SIZE + NESTED_VMCS12_SIZE, "shadow vmcs12", true);
     return rc;
+}
+
+int nested_validate(const uint8_t *blob, size_t len, uint32_t max_size)
+{
+    struct nested_header h = {0};
+    int rc = nested_parse_header(blob, len, &h);
+    if (!rc)
+        rc = validate_fields(&h, len, max_size);
+    if (rc)
+        return rc;
+    if (h.vmxon_pa == NESTED_INVALID_GPA)
+        return validate_outside_vmx(&h);
+    if (!page_address_ok(h.vmxon_pa))
+        return err_set(-EPROTO, "nested state: vmxon_pa 0x%llx is not a page-aligned address",
+                       (unsigned long long)h.vmxon_pa);
+    if (h.size == NESTED_HEADER_SIZE)
+        return validate_header_only(&h);
+    return validate_vmcs12(blob, &h);
 }
 
 bool nested_vmcs12_summary(const uint8_t *blob, size_t len, struct nested_vmcs12_summary *out)

@@ -1,6 +1,9 @@
 #include "vcpu/vcpu.h"
 
+#include "clock/clock.h"
 #include "err/err.h"
+#include "kvm/kvm_vcpu.h"
+#include "kvm/kvm_vm.h"
 #include "vcpu/vcpu_cpuid.h"
 
 #include <errno.h>
@@ -10,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,22 +71,19 @@ int vcpu_create(int vm_fd, unsigned index, size_t run_size, struct dev_bus *bus,
     v->bus = bus;
     v->events = events;
     v->run_size = run_size;
-    pthread_mutex_init(&v->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&v->cond, &attr);
-    pthread_condattr_destroy(&attr);
-    v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
-    if (v->fd < 0) {
-        int rc = -errno;
+    int rc = kvm_vm_create_vcpu(vm_fd, index, &v->fd);
+    if (rc) {
         free(v);
-        return err_sys(rc, "KVM_CREATE_VCPU %u", index);
+        return rc;
     }
+    pthread_mutex_init(&v->lock, NULL);
+    clock_cond_init(&v->cond);
     v->run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
     if (v->run == MAP_FAILED) {
-        int rc = -errno;
+        rc = -errno;
         close(v->fd);
+        pthread_cond_destroy(&v->cond);
+        pthread_mutex_destroy(&v->lock);
         free(v);
         return err_sys(rc, "mmap of vCPU %u's kvm_run", index);
     }
@@ -117,8 +116,9 @@ unsigned vcpu_index(const struct vcpu *v)
 
 int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
 {
-    if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
-        return err_sys(-errno, "KVM_SET_CPUID2 on vCPU %u", v->index);
+    int rc = kvm_vcpu_set_cpuid2(v->fd, v->index, cpuid);
+    if (rc)
+        return rc;
     /* Keep what KVM made of it (it may add bits as it sets the table): reading it later would
      * have to wait for the vCPU to leave KVM_RUN, which a guest that never exits never does. */
     struct kvm_cpuid2 *got =
@@ -126,8 +126,7 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
     if (!got)
         return err_set(-ENOMEM, "out of memory");
     got->nent = VCPU_CPUID_MAX_ENTRIES;
-    if (ioctl(v->fd, KVM_GET_CPUID2, got) < 0) {
-        int rc = err_sys(-errno, "KVM_GET_CPUID2 on vCPU %u", v->index);
+    if ((rc = kvm_vcpu_get_cpuid2(v->fd, v->index, got))) {
         free(got);
         return rc;
     }
@@ -136,27 +135,17 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
     return 0;
 }
 
-int vcpu_set_msrs_fd(int fd, unsigned index, const struct kvm_msrs *msrs)
+int vcpu_set_msrs(struct vcpu *v, const struct kvm_msrs *msrs)
 {
-    if (!msrs->nmsrs)
-        return 0;
-    int n = ioctl(fd, KVM_SET_MSRS, msrs);
-    if (n < 0)
-        return err_sys(-errno, "KVM_SET_MSRS on vCPU %u", index);
-    if ((uint32_t)n < msrs->nmsrs)
-        return err_set(-EINVAL, "vCPU %u: KVM rejected MSR 0x%x = 0x%llx", index,
-                       msrs->entries[n].index, (unsigned long long)msrs->entries[n].data);
-    return 0;
+    return kvm_vcpu_set_msrs(v->fd, v->index, msrs);
 }
 
 int vcpu_enable_evmcs(struct vcpu *v, uint16_t *version)
 {
     uint16_t got = 0;
-    struct kvm_enable_cap cap = {.cap = KVM_CAP_HYPERV_ENLIGHTENED_VMCS,
-                                 .args = {(uint64_t)(uintptr_t)&got}};
-    if (ioctl(v->fd, KVM_ENABLE_CAP, &cap) < 0)
-        return err_sys(-errno, "KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS) on vCPU %u",
-                       v->index);
+    int rc = kvm_vcpu_enable_evmcs(v->fd, v->index, &got);
+    if (rc)
+        return rc;
     v->evmcs_version = got;
     if (version)
         *version = got;
@@ -190,8 +179,9 @@ static void vcpu_segment(struct kvm_segment *s, uint16_t selector, uint8_t type,
 int vcpu_setup_boot_entry(struct vcpu *v, const struct boot_entry *entry)
 {
     struct kvm_sregs sregs;
-    if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
-        return err_sys(-errno, "KVM_GET_SREGS on vCPU %u", v->index);
+    int rc = kvm_vcpu_get_sregs(v->fd, v->index, &sregs);
+    if (rc)
+        return rc;
 
     vcpu_segment(&sregs.cs, entry->code_sel, 0xb, true);
     vcpu_segment(&sregs.ds, entry->data_sel, 0x3, false);
@@ -215,8 +205,8 @@ int vcpu_setup_boot_entry(struct vcpu *v, const struct boot_entry *entry)
     sregs.cr4 = 0x620;
     /* LME | LMA */
     sregs.efer = 0x500;
-    if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
-        return err_sys(-errno, "KVM_SET_SREGS on vCPU %u", v->index);
+    if ((rc = kvm_vcpu_set_sregs(v->fd, v->index, &sregs)))
+        return rc;
 
     struct kvm_regs regs;
     memset(&regs, 0, sizeof(regs));
@@ -224,24 +214,22 @@ int vcpu_setup_boot_entry(struct vcpu *v, const struct boot_entry *entry)
     regs.rdi = v->index;
     regs.rsi = entry->rsi;
     regs.rflags = 0x2;
-    if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
-        return err_sys(-errno, "KVM_SET_REGS on vCPU %u", v->index);
+    if ((rc = kvm_vcpu_set_regs(v->fd, v->index, &regs)))
+        return rc;
 
     /* With the in-kernel irqchip every vCPU but 0 starts waiting for INIT/SIPI; direct boot
      * starts them all at once. */
     if (!entry->start_all)
         return 0;
     struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
-    if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
-        return err_sys(-errno, "KVM_SET_MP_STATE on vCPU %u", v->index);
-    return 0;
+    return kvm_vcpu_set_mp_state(v->fd, v->index, &mp);
 }
 
 static void vcpu_report_fault(struct vcpu *v, const char *what)
 {
     struct kvm_regs regs;
     char line[256];
-    if (ioctl(v->fd, KVM_GET_REGS, &regs) == 0)
+    if (kvm_vcpu_get_regs(v->fd, v->index, &regs) == 0)
         snprintf(line, sizeof(line), "vCPU %u: %s at RIP 0x%llx", v->index, what,
                  (unsigned long long)regs.rip);
     else
@@ -298,7 +286,7 @@ static void vcpu_complete_io(struct vcpu *v)
     if (!v->io_pending)
         return;
     v->run->immediate_exit = 1;
-    if (ioctl(v->fd, KVM_RUN, 0) < 0 && errno != EINTR && errno != EAGAIN)
+    if (kvm_vcpu_run(v->fd) < 0 && errno != EINTR && errno != EAGAIN)
         err_warn("vCPU %u: completing I/O before pause: %s", v->index, strerror(errno));
     v->io_pending = false;
 }
@@ -307,11 +295,7 @@ static void vcpu_complete_io(struct vcpu *v)
  * a pause request simply ends the sleep. */
 static void vcpu_throttle_sleep_locked(struct vcpu *v)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + v->throttle_ns;
-    ts.tv_sec += (time_t)(ns / 1000000000ull);
-    ts.tv_nsec = (long)(ns % 1000000000ull);
+    struct timespec ts = clock_deadline(v->throttle_ns);
     v->throttle_ns = 0;
     while (!v->stop_requested && !v->pause_requested)
         if (pthread_cond_timedwait(&v->cond, &v->lock, &ts) == ETIMEDOUT)
@@ -352,7 +336,7 @@ static void *vcpu_thread(void *arg)
         v->run->immediate_exit = 0;
         pthread_mutex_unlock(&v->lock);
 
-        int rc = ioctl(v->fd, KVM_RUN, 0);
+        int rc = kvm_vcpu_run(v->fd);
         int err = errno;
         bool keep_running = true;
         if (rc < 0) {

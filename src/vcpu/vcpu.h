@@ -7,7 +7,7 @@
  * Pausing (vcpu_pause_request + vcpu_pause_wait) follows KVM's rule for consistent state: a vCPU
  * whose last exit was port I/O or MMIO re-enters KVM_RUN once with immediate_exit set, so KVM
  * completes that instruction, before it reports "paused". A paused vCPU's state may be read and
- * written through vcpu_fd() by the pausing thread until vcpu_resume().
+ * written (vcpu_state.h) by the pausing thread until vcpu_resume().
  */
 #ifndef TERN_VCPU_H
 #define TERN_VCPU_H
@@ -30,6 +30,7 @@ struct vcpu;
 /* Installs the no-op kick signal handler; call once before any vCPU starts. */
 int vcpu_signals_init(void);
 
+/* Creates vCPU index on the VM behind vm_fd and maps its kvm_run area (run_size bytes). */
 int vcpu_create(int vm_fd, unsigned index, size_t run_size, struct dev_bus *bus,
                 const struct vcpu_events *events, struct vcpu **out);
 void vcpu_destroy(struct vcpu *v);
@@ -41,9 +42,9 @@ int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid);
  * vCPU runs. */
 const struct kvm_cpuid2 *vcpu_cpuid(const struct vcpu *v);
 
-/* KVM_SET_MSRS of every entry of msrs on the vCPU behind fd; KVM stops at the first it
- * rejects, and the error names that MSR and its value. */
-int vcpu_set_msrs_fd(int fd, unsigned index, const struct kvm_msrs *msrs);
+/* KVM_SET_MSRS of every entry of msrs; KVM stops at the first it rejects, and the error names
+ * that MSR and its value. */
+int vcpu_set_msrs(struct vcpu *v, const struct kvm_msrs *msrs);
 
 /* KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS): the guest may use an enlightened VMCS.
  * *version receives the range KVM supports (bits 7:0 oldest, 15:8 newest), also kept for

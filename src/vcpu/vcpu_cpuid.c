@@ -1,11 +1,6 @@
 #include "vcpu/vcpu_cpuid.h"
 
-#include "err/err.h"
-
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
 #define CPUID_1_EDX_HTT (1u << 28)
@@ -42,24 +37,4 @@ bool vcpu_cpuid_has_vmx(const struct kvm_cpuid2 *cpuid)
         if (cpuid->entries[i].function == 1)
             return cpuid->entries[i].ecx & CPUID_1_ECX_VMX;
     return false;
-}
-
-int vcpu_cpuid_supported(int kvm_fd, struct kvm_cpuid2 **out)
-{
-    for (unsigned nent = 64; nent <= VCPU_CPUID_MAX_ENTRIES; nent *= 2) {
-        struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
-        if (!c)
-            return err_set(-ENOMEM, "out of memory");
-        c->nent = nent;
-        if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-            *out = c;
-            return 0;
-        }
-        int rc = -errno;
-        free(c);
-        if (rc != -E2BIG)
-            return err_sys(rc, "KVM_GET_SUPPORTED_CPUID");
-    }
-    return err_set(-E2BIG, "KVM_GET_SUPPORTED_CPUID offers more than %d entries",
-                   VCPU_CPUID_MAX_ENTRIES);
 }

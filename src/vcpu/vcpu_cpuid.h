@@ -22,7 +22,4 @@ void vcpu_cpuid_build(const struct kvm_cpuid_entry2 *supported, unsigned n, unsi
 /* Whether leaf 1 of the table offers VMX. */
 bool vcpu_cpuid_has_vmx(const struct kvm_cpuid2 *cpuid);
 
-/* KVM_GET_SUPPORTED_CPUID on the /dev/kvm fd into a malloc'd kvm_cpuid2. */
-int vcpu_cpuid_supported(int kvm_fd, struct kvm_cpuid2 **out);
-
 #endif

@@ -1,20 +1,24 @@
-/* vm: one virtual machine — the KVM fds, guest RAM, devices and vCPUs — and its lifecycle:
- * create, start, pause/resume, stop, close.
+/* vm: one virtual machine — guest RAM, its devices and vCPUs — and its lifecycle: create,
+ * start, pause/resume, stop, close. Its KVM state (vm_state.h) and its devices' state are its
+ * own: other folders save and restore them through this header and vm_state.h, never through
+ * a raw fd.
  *
  * The VM lives on a libuv loop (the caller's main thread). vCPU threads report the VM's end
  * (guest exit code, reset, fatal exit) through the loop: the callback given to vm_create runs
  * there once, with the VM still intact; the caller then vm_stop()s it. vm_pause() returns only
- * when every vCPU is out of KVM_RUN with any pending I/O completed, so that its state is
- * consistent and may be read; vm_resume() lets them run again.
+ * when every device is quiesced and every vCPU is out of KVM_RUN with any pending I/O
+ * completed, so that its state is consistent and may be read; vm_resume() lets them run again.
  */
 #ifndef TERN_VM_H
 #define TERN_VM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 #define VM_MAX_CPUS 64
+#define VM_MAX_DEVICES 16
 
 /* --hide-cap: the VM behaves as if the host's KVM lacked these (to try streams against older
  * or smaller hosts). */
@@ -26,7 +30,7 @@ struct vm_host_nested {
     uint32_t nested_max; /* KVM_CAP_NESTED_STATE: the largest nested state; 0 when none */
     bool evmcs;          /* KVM_CAP_HYPERV_ENLIGHTENED_VMCS */
 };
-void vm_host_nested(int kvm_fd, unsigned hidden_caps, struct vm_host_nested *out);
+int vm_host_nested(unsigned hidden_caps, struct vm_host_nested *out);
 
 struct vm_config {
     uint64_t mem_size;
@@ -70,37 +74,39 @@ bool vm_is_paused(const struct vm *vm);
 /* Auto-converge: each vCPU gets only (100 - pct)% of its time (pct 0..99; 0 lifts it). */
 int vm_set_throttle(struct vm *vm, unsigned pct);
 unsigned vm_throttle(struct vm *vm);
-/* Stops every vCPU thread for good and writes out pending serial output. */
+/* Stops every vCPU thread for good and has the devices write out what is pending. */
 void vm_stop(struct vm *vm);
 /* Releases everything; the loop must run once more to finish closing handles. */
 void vm_close(struct vm *vm);
 
 struct vm_end vm_end_state(struct vm *vm);
 
-/* For state capture and restore (while paused or before start) and for tests. */
 unsigned vm_cpu_count(const struct vm *vm);
-int vm_vcpu_fd(const struct vm *vm, unsigned index);
-int vm_fd(const struct vm *vm);
-int vm_kvm_fd(const struct vm *vm);
 struct mem *vm_mem(const struct vm *vm);
-struct dev_serial *vm_serial(const struct vm *vm);
-struct dev_rtc *vm_rtc(const struct vm *vm);
-struct dev_acpi_pm *vm_acpi_pm(const struct vm *vm);
-/* A vCPU's CPUID: set (before it runs), and read as KVM holds it (at any time). */
+/* A vCPU, for tests that read its registers while the VM is paused. */
+struct vcpu *vm_vcpu(const struct vm *vm, unsigned index);
+/* A vCPU's CPUID as KVM holds it (readable at any time, also while it runs). */
 struct kvm_cpuid2;
-int vm_set_vcpu_cpuid(struct vm *vm, unsigned index, const struct kvm_cpuid2 *cpuid);
 const struct kvm_cpuid2 *vm_vcpu_cpuid(const struct vm *vm, unsigned index);
-
 const struct vm_host_nested *vm_nested_caps(const struct vm *vm);
-/* Enables eVMCS on a vCPU (vcpu_enable_evmcs); the version stays readable for captures. */
-int vm_enable_evmcs(struct vm *vm, unsigned index, uint16_t *version);
-uint16_t vm_vcpu_evmcs_version(const struct vm *vm, unsigned index);
+/* Bytes of XSAVE state each vCPU carries on this host (KVM_CAP_XSAVE2's size, >= 4096). */
+uint32_t vm_xsave_size(const struct vm *vm);
 
-/* A restored VM's clock is set right before its vCPUs first run (see mig_state.c). */
-struct kvm_clock_data;
-void vm_set_clock_on_resume(struct vm *vm, const struct kvm_clock_data *clock);
-/* The clock still waiting to be set, if any: a restored VM that never ran. */
-bool vm_pending_clock(const struct vm *vm, struct kvm_clock_data *out);
+/* A device's state, while the VM is paused or before it first runs (dev.h: save, load). */
+struct dev_ops;
+int vm_device_save(struct vm *vm, const struct dev_ops *dev, uint8_t *buf, size_t *len);
+int vm_device_load(struct vm *vm, const struct dev_ops *dev, const uint8_t *buf, size_t len);
+
+/* What this host offers a VM that arrives by migration (a destination's side of the
+ * handshake): the XSAVE size its vCPUs take, nested support (after --hide-cap), and the CPUID
+ * a vCPU here really gets (KVM may add to a table as it sets it, as PVM does, so
+ * KVM_GET_SUPPORTED_CPUID alone undercounts: a throwaway VM tells). */
+struct vm_host_offer {
+    uint32_t xsave_size;
+    struct vm_host_nested nested;
+    struct kvm_cpuid2 *cpuid; /* malloc'd */
+};
+int vm_host_offer(unsigned hidden_caps, struct vm_host_offer *out);
 
 /* The host's RAM in bytes, the ceiling for --mem. */
 uint64_t vm_host_ram_bytes(void);

@@ -1,23 +1,28 @@
-#include "vm/vm_cpu.h"
-
+/* vm_cpu: the CPU a freshly booted VM's vCPUs are given, from what the host's KVM supports:
+ * the CPUID table (VMX only with --nested; the Hyper-V leaves with --hyperv), eVMCS enabled
+ * with --hyperv=evmcs, and for --nested the VMX capability MSRs as KVM reports them and
+ * IA32_FEATURE_CONTROL locked with VMXON allowed outside SMX, as firmware leaves it.
+ *
+ * A host that cannot give what was asked is refused in one line that names the option and the
+ * KVM capability. A restored VM gets none of this: its stream carries the CPU.
+ */
 #include "err/err.h"
 #include "hyperv_cpuid/hyperv_cpuid.h"
-#include "hyperv_cpuid/hyperv_cpuid_kvm.h"
-#include "nested/nested_kvm.h"
-#include "vcpu/vcpu.h"
+#include "kvm/kvm.h"
+#include "kvm/kvm_host.h"
+#include "nested/nested_msr.h"
 #include "vcpu/vcpu_cpuid.h"
+#include "vm/vm_internal.h"
 
 #include <errno.h>
-#include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 
 /* Refuses what this host cannot give, before any vCPU is touched. */
 static int vm_cpu_check(const struct vm *vm, const struct vm_config *cfg,
                         const struct kvm_cpuid2 *supported)
 {
-    const struct vm_host_nested *host = vm_nested_caps(vm);
+    const struct vm_host_nested *host = &vm->host_nested;
     if (cfg->nested && !vcpu_cpuid_has_vmx(supported))
         return err_set(-ENOTSUP, "--nested: host KVM offers no nested VMX (kvm_intel nested=0, "
                                  "or not VT-x)");
@@ -35,66 +40,102 @@ static int vm_cpu_check(const struct vm *vm, const struct vm_config *cfg,
     return 0;
 }
 
-/* VMX capability MSRs first, then feature control: KVM refuses changes to the capability MSRs
- * once the vCPU is in VMX operation, and checks VMXON against feature control. */
-static int vm_cpu_set_vmx_msrs(struct vm *vm, unsigned i, const struct kvm_msr_entry *vmx,
-                               unsigned nvmx)
+/* The VMX capability MSRs KVM lets userspace restore, as the host reports them
+ * (KVM_GET_MSR_FEATURE_INDEX_LIST, then KVM_GET_MSRS on /dev/kvm), then feature control: KVM
+ * refuses changes to the capability MSRs once the vCPU is in VMX operation, and checks VMXON
+ * against feature control. */
+static int vm_cpu_vmx_msrs(const struct kvm_host *host, struct kvm_msrs **out)
 {
-    struct kvm_msrs *m = calloc(1, sizeof(*m) + (nvmx + 1) * sizeof(m->entries[0]));
-    if (!m)
-        return err_set(-ENOMEM, "out of memory");
-    memcpy(m->entries, vmx, nvmx * sizeof(vmx[0]));
-    m->entries[nvmx] = (struct kvm_msr_entry){.index = NESTED_MSR_FEATURE_CONTROL,
-                                              .data = NESTED_FEATURE_CONTROL_LOCKED |
-                                                      NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX};
-    m->nmsrs = nvmx + 1;
-    int rc = vcpu_set_msrs_fd(vm_vcpu_fd(vm, i), i, m);
-    free(m);
-    return rc ? err_context(rc, "--nested") : 0;
+    struct kvm_msr_list *list = NULL;
+    int rc = kvm_msr_index_list(host->fd, true, KVM_HOST_MAX_MSRS, &list);
+    struct kvm_msrs *m =
+        rc ? NULL : calloc(1, sizeof(*m) + (NESTED_VMX_MSR_MAX + 1) * sizeof(m->entries[0]));
+    if (!rc && !m)
+        rc = err_set(-ENOMEM, "out of memory");
+    for (uint32_t i = 0; !rc && i < list->nmsrs && m->nmsrs < NESTED_VMX_MSR_MAX; i++)
+        if (nested_vmx_msr_restorable(list->indices[i]))
+            m->entries[m->nmsrs++].index = list->indices[i];
+    if (!rc && !m->nmsrs)
+        rc = err_set(-ENOTSUP, "host KVM lists no VMX capability MSRs among its feature MSRs "
+                               "(kvm_intel nested=0, or not VT-x)");
+    if (!rc)
+        rc = kvm_get_feature_msrs(host->fd, m);
+    free(list);
+    if (rc) {
+        free(m);
+        return err_context(rc, "--nested");
+    }
+    m->entries[m->nmsrs++] = (struct kvm_msr_entry){
+        .index = NESTED_MSR_FEATURE_CONTROL,
+        .data = NESTED_FEATURE_CONTROL_LOCKED | NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX};
+    *out = m;
+    return 0;
+}
+
+/* The Hyper-V leaves the host's KVM can offer: the system ioctl where KVM_CAP_SYS_HYPERV_CPUID
+ * is offered, else the one on a vCPU (which must have eVMCS enabled already for the eVMCS leaf
+ * to show). */
+static int vm_cpu_hv_leaves(struct vm *vm, const struct kvm_host *host, struct kvm_cpuid2 **out)
+{
+    if (host->sys_hyperv_cpuid)
+        return kvm_supported_hv_cpuid(host->fd, "/dev/kvm", HYPERV_CPUID_MAX_ENTRIES, out);
+    if (host->hyperv_cpuid)
+        return kvm_supported_hv_cpuid(vcpu_fd(vm->vcpus[0]), "a vCPU", HYPERV_CPUID_MAX_ENTRIES,
+                                      out);
+    return err_set(-ENOTSUP, "host KVM offers no Hyper-V CPUID "
+                             "(KVM_CAP_HYPERV_CPUID, KVM_CAP_SYS_HYPERV_CPUID)");
+}
+
+/* vCPU i's table into table: the ordinary one, through hyperv_cpuid_build with --hyperv (base
+ * is its scratch input then). */
+static int vm_cpu_table(struct vm *vm, const struct vm_config *cfg, unsigned i,
+                        const struct kvm_cpuid2 *supported, const struct kvm_cpuid2 *hv,
+                        struct kvm_cpuid_entry2 *base, struct kvm_cpuid2 *table)
+{
+    vcpu_cpuid_build(supported->entries, supported->nent, i, vm->cpu_count, cfg->nested,
+                     hv ? base : table->entries);
+    table->nent = supported->nent;
+    if (!hv)
+        return 0;
+    struct hyperv_cpuid_options opt = {.evmcs = cfg->evmcs};
+    int rc = hyperv_cpuid_build(base, supported->nent, hv->entries, hv->nent, &opt, table->entries,
+                                VCPU_CPUID_MAX_ENTRIES, &table->nent);
+    return rc ? err_context(rc, "--hyperv") : 0;
 }
 
 int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg)
 {
-    int kvm = vm_kvm_fd(vm);
+    const struct kvm_host *host;
     struct kvm_cpuid2 *supported = NULL, *hv = NULL, *table = NULL;
     struct kvm_cpuid_entry2 *base = NULL;
-    struct kvm_msr_entry vmx[NESTED_VMX_MSR_MAX];
-    unsigned nvmx = 0;
-    int rc = vcpu_cpuid_supported(kvm, &supported);
+    struct kvm_msrs *vmx = NULL;
+    int rc = kvm_host(&host);
+    if (!rc)
+        rc = kvm_supported_cpuid(host->fd, VCPU_CPUID_MAX_ENTRIES, &supported);
     if (!rc)
         rc = vm_cpu_check(vm, cfg, supported);
-    if (!rc && cfg->nested && (rc = nested_kvm_vmx_msrs(kvm, vmx, &nvmx)))
-        err_context(rc, "--nested");
+    if (!rc && cfg->nested)
+        rc = vm_cpu_vmx_msrs(host, &vmx);
     /* eVMCS before the Hyper-V leaves are asked for: the per-vCPU KVM_GET_SUPPORTED_HV_CPUID
      * (older hosts) shows the eVMCS leaf only on a vCPU that has it enabled. KVM does not mind
      * whether it comes before or after the CPUID table. */
-    for (unsigned i = 0; cfg->evmcs && i < vm_cpu_count(vm) && !rc; i++)
-        rc = vm_enable_evmcs(vm, i, NULL);
-    if (!rc && cfg->hyperv)
-        rc = hyperv_cpuid_supported(kvm, vm_vcpu_fd(vm, 0), &hv);
+    for (unsigned i = 0; cfg->evmcs && i < vm->cpu_count && !rc; i++)
+        rc = vcpu_enable_evmcs(vm->vcpus[i], NULL);
+    if (!rc && cfg->hyperv && (rc = vm_cpu_hv_leaves(vm, host, &hv)))
+        err_context(rc, "--hyperv");
     if (!rc &&
         !(table = calloc(1, sizeof(*table) + VCPU_CPUID_MAX_ENTRIES * sizeof(table->entries[0]))))
         rc = err_set(-ENOMEM, "out of memory");
-    /* With --hyperv the ordinary table is only hyperv_cpuid_build's input. */
     if (!rc && hv && !(base = malloc(supported->nent * sizeof(base[0]))))
         rc = err_set(-ENOMEM, "out of memory");
-    for (unsigned i = 0; i < vm_cpu_count(vm) && !rc; i++) {
-        vcpu_cpuid_build(supported->entries, supported->nent, i, vm_cpu_count(vm), cfg->nested,
-                         hv ? base : table->entries);
-        table->nent = supported->nent;
-        if (hv) {
-            struct hyperv_cpuid_options opt = {.evmcs = cfg->evmcs};
-            rc = hyperv_cpuid_build(base, supported->nent, hv->entries, hv->nent, &opt,
-                                    table->entries, VCPU_CPUID_MAX_ENTRIES, &table->nent);
-            if (rc) {
-                err_context(rc, "--hyperv");
-                break;
-            }
-        }
-        rc = vm_set_vcpu_cpuid(vm, i, table);
-        if (!rc && cfg->nested)
-            rc = vm_cpu_set_vmx_msrs(vm, i, vmx, nvmx);
+    for (unsigned i = 0; i < vm->cpu_count && !rc; i++) {
+        rc = vm_cpu_table(vm, cfg, i, supported, hv, base, table);
+        if (!rc)
+            rc = vcpu_set_cpuid(vm->vcpus[i], table);
+        if (!rc && vmx && (rc = vcpu_set_msrs(vm->vcpus[i], vmx)))
+            err_context(rc, "--nested");
     }
+    free(vmx);
     free(base);
     free(table);
     free(hv);

@@ -40,24 +40,23 @@ static void on_timer(uv_timer_t *t)
 {
     struct dirty_ctx *c = t->data;
     struct mem *mem = vm_mem(c->vm);
-    int fd = vm_fd(c->vm);
     static bool seen[(FAR_GPA + MEM_PAGE_SIZE - RANGE_GPA) / MEM_PAGE_SIZE];
     if (c->step == 0) {
-        cr_assert_eq(mem_dirty_start(mem, fd, vm_kvm_fd(c->vm)), 0, "%s", err_msg());
-        cr_assert_eq(mem_dirty_sync(mem, fd, &c->first), 0, "%s", err_msg());
+        cr_assert_eq(mem_dirty_start(mem), 0, "%s", err_msg());
+        cr_assert_eq(mem_dirty_sync(mem, &c->first), 0, "%s", err_msg());
         memset(seen, 0, sizeof(seen));
         drain(mem, seen, RANGE_GPA, FAR_GPA + MEM_PAGE_SIZE);
     } else {
         vm_pause(c->vm);
         mem_dirty_mark(mem, FAR_GPA + 8 * MEM_PAGE_SIZE, 10); /* as if tern wrote there */
-        cr_assert_eq(mem_dirty_sync(mem, fd, &c->second), 0, "%s", err_msg());
+        cr_assert_eq(mem_dirty_sync(mem, &c->second), 0, "%s", err_msg());
         memset(seen, 0, sizeof(seen));
         drain(mem, seen, RANGE_GPA, FAR_GPA + MEM_PAGE_SIZE);
         c->range_all_dirty = true;
         for (unsigned i = 0; i < RANGE_PAGES; i++)
             c->range_all_dirty &= seen[i];
         c->far_page_clean = !seen[(FAR_GPA - RANGE_GPA) / MEM_PAGE_SIZE];
-        cr_assert_eq(mem_dirty_stop(mem, fd), 0, "%s", err_msg());
+        cr_assert_eq(mem_dirty_stop(mem), 0, "%s", err_msg());
         vm_resume(c->vm);
         uv_timer_stop(t);
         vm_stop(c->vm);

@@ -11,6 +11,7 @@
 
 #include "err/err.h"
 #include "harness.h"
+#include "vcpu/vcpu.h"
 #include "vm/vm.h"
 
 #define CYCLES 1000
@@ -28,9 +29,9 @@ static void check_still(struct pause_ctx *c)
 {
     for (unsigned i = 0; i < vm_cpu_count(c->vm); i++) {
         struct kvm_regs a, b;
-        cr_assert_eq(ioctl(vm_vcpu_fd(c->vm, i), KVM_GET_REGS, &a), 0);
+        cr_assert_eq(ioctl(vcpu_fd(vm_vcpu(c->vm, i)), KVM_GET_REGS, &a), 0);
         usleep(2000);
-        cr_assert_eq(ioctl(vm_vcpu_fd(c->vm, i), KVM_GET_REGS, &b), 0);
+        cr_assert_eq(ioctl(vcpu_fd(vm_vcpu(c->vm, i)), KVM_GET_REGS, &b), 0);
         cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0, "vCPU %u moved while paused (RIP %llx -> %llx)",
                      i, a.rip, b.rip);
     }

@@ -116,14 +116,30 @@ static uint32_t pio(struct dev_bus *bus, uint16_t port, unsigned size, bool writ
     return r;
 }
 
+/* A device made through its dev_ops, as the VM makes it, and attached to bus. */
+static void *dev_make(const struct dev_ops *ops, const struct dev_host *host, struct dev_bus *bus)
+{
+    struct dev_env env = {.host = host, .serial_out_fd = -1, .serial_in_fd = -1};
+    void *dev = NULL;
+    cr_assert_eq(ops->create(&env, &dev), 0, "%s", err_msg());
+    if (bus)
+        cr_assert_eq(ops->attach(dev, bus), 0, "%s", err_msg());
+    return dev;
+}
+
+static void dev_save(const struct dev_ops *ops, void *dev, uint8_t *buf)
+{
+    size_t len = 0;
+    cr_assert_eq(ops->save(dev, buf, &len), 0, "%s", err_msg());
+    cr_assert_eq(len, ops->state_max);
+}
+
 Test(acpi, pm_block_registers_timer_and_power_off)
 {
     struct dev_host host = {.request_end = count_end};
     struct dev_bus *bus;
-    struct dev_acpi_pm *pm;
     cr_assert_eq(dev_bus_create(&bus), 0);
-    cr_assert_eq(dev_acpi_pm_create(&host, &pm), 0);
-    cr_assert_eq(dev_acpi_pm_register(pm, bus), 0);
+    void *pm = dev_make(&dev_acpi_pm_ops, &host, bus);
     uint16_t cnt = DEV_ACPI_PM_PORT + DEV_ACPI_PM_CNT_OFFSET;
     cr_expect_eq(pio(bus, cnt, 2, false, 0) & 1, 1, "SCI_EN");
     pio(bus, DEV_ACPI_PM_PORT + 2, 2, true, 0x0121); /* PM1 enable */
@@ -133,45 +149,43 @@ Test(acpi, pm_block_registers_timer_and_power_off)
     cr_expect_eq(ends, 0);
 
     uint8_t state[DEV_ACPI_PM_STATE_SIZE];
-    dev_acpi_pm_save(pm, state);
+    dev_save(&dev_acpi_pm_ops, pm, state);
     uint32_t saved_timer;
     memcpy(&saved_timer, state + 8, 4);
     /* A destination continues from the saved timer value, not from its own clock. */
-    struct dev_acpi_pm *other;
-    cr_assert_eq(dev_acpi_pm_create(&host, &other), 0);
+    void *other = dev_make(&dev_acpi_pm_ops, &host, NULL);
     memcpy(state + 8, &(uint32_t){(saved_timer + 0x800000) & 0xffffff}, 4);
-    cr_assert_eq(dev_acpi_pm_load(other, state, sizeof(state)), 0, "%s", err_msg());
+    cr_assert_eq(dev_acpi_pm_ops.load(other, state, sizeof(state)), 0, "%s", err_msg());
     uint32_t loaded = (saved_timer + 0x800000) & 0xffffff, t;
     uint8_t again[DEV_ACPI_PM_STATE_SIZE];
     /* Held until the vCPUs run: a restored VM that never ran saves what it loaded. */
-    dev_acpi_pm_save(other, again);
+    dev_save(&dev_acpi_pm_ops, other, again);
     memcpy(&t, again + 8, 4);
     cr_expect_eq(t, loaded);
-    dev_acpi_pm_release_timer(other);
-    dev_acpi_pm_save(other, again);
+    dev_acpi_pm_ops.resume(other);
+    dev_save(&dev_acpi_pm_ops, other, again);
     memcpy(&t, again + 8, 4);
     cr_expect_lt((t - loaded) & 0xffffff, 3579545u, "timer 0x%x continues from 0x%x", t, loaded);
     cr_expect_eq(again[0] | again[1] << 8, 0);
     cr_expect_eq(again[2] | again[3] << 8, 0x0121);
-    cr_expect_lt(dev_acpi_pm_load(other, state, 5), 0);
+    cr_expect_lt(dev_acpi_pm_ops.load(other, state, 5), 0);
     memcpy(state + 8, &(uint32_t){0x1000000}, 4);
-    cr_expect_lt(dev_acpi_pm_load(other, state, sizeof(state)), 0);
+    cr_expect_lt(dev_acpi_pm_ops.load(other, state, sizeof(state)), 0);
     cr_expect(strstr(err_msg(), "exceeds 24 bits"), "%s", err_msg());
 
     pio(bus, cnt, 2, true, DEV_ACPI_PM_S5_TYPE << 10 | 1u << 13);
     cr_expect_eq(ends, 1);
-    dev_acpi_pm_destroy(other);
-    dev_acpi_pm_destroy(pm);
+    dev_acpi_pm_ops.destroy(other);
+    dev_acpi_pm_ops.destroy(pm);
     dev_bus_destroy(bus);
 }
 
 Test(acpi, cmos_clock_encodings_and_state)
 {
     struct dev_bus *bus;
-    struct dev_rtc *rtc;
+    struct dev_host host = {0};
     cr_assert_eq(dev_bus_create(&bus), 0);
-    cr_assert_eq(dev_rtc_create(&rtc), 0);
-    cr_assert_eq(dev_rtc_register(rtc, bus), 0);
+    void *rtc = dev_make(&dev_rtc_ops, &host, bus);
     uint8_t a, d, b;
     pio(bus, 0x70, 1, true, 0x0a);
     a = (uint8_t)pio(bus, 0x71, 1, false, 0);
@@ -197,19 +211,18 @@ Test(acpi, cmos_clock_encodings_and_state)
     pio(bus, 0x70, 1, true, 0x40);
     pio(bus, 0x71, 1, true, 0x5a); /* CMOS RAM */
     uint8_t state[DEV_RTC_STATE_SIZE];
-    dev_rtc_save(rtc, state);
+    dev_save(&dev_rtc_ops, rtc, state);
     cr_expect_eq(state[0], 0x40);
     cr_expect_eq(state[4 + 0x40], 0x5a);
-    struct dev_rtc *other;
-    cr_assert_eq(dev_rtc_create(&other), 0);
-    cr_assert_eq(dev_rtc_load(other, state, sizeof(state)), 0);
+    void *other = dev_make(&dev_rtc_ops, &host, NULL);
+    cr_assert_eq(dev_rtc_ops.load(other, state, sizeof(state)), 0);
     uint8_t again[DEV_RTC_STATE_SIZE];
-    dev_rtc_save(other, again);
+    dev_save(&dev_rtc_ops, other, again);
     cr_expect(!memcmp(state, again, sizeof(state)));
     state[0] = 0x80;
-    cr_expect_lt(dev_rtc_load(other, state, sizeof(state)), 0);
-    cr_expect_lt(dev_rtc_load(other, state, 10), 0);
-    dev_rtc_destroy(other);
-    dev_rtc_destroy(rtc);
+    cr_expect_lt(dev_rtc_ops.load(other, state, sizeof(state)), 0);
+    cr_expect_lt(dev_rtc_ops.load(other, state, 10), 0);
+    dev_rtc_ops.destroy(other);
+    dev_rtc_ops.destroy(rtc);
     dev_bus_destroy(bus);
 }

@@ -2,6 +2,7 @@
  * Inputs mirror real values: 4096-byte XSAVE (KVM_GET_XSAVE), 8320-byte nested state
  * (KVM_CAP_NESTED_STATE on kvm_intel), CPUID entries as KVM_GET_CPUID2 returns them. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "migrate/mig_handshake.h"
@@ -126,19 +127,19 @@ Test(handshake, malformed_json_is_rejected)
 
 Test(handshake, features_come_from_the_right_leaves)
 {
-    struct {
-        struct kvm_cpuid2 head;
-        struct kvm_cpuid_entry2 e[4];
-    } t = {.head = {.nent = 4}};
-    t.e[0] = (struct kvm_cpuid_entry2){.function = 1, .ecx = 0x88000001, .edx = 0x10000200};
-    t.e[1] = (struct kvm_cpuid_entry2){
+    struct kvm_cpuid2 *t = calloc(1, sizeof(*t) + 4 * sizeof(struct kvm_cpuid_entry2));
+    cr_assert(t);
+    t->nent = 4;
+    t->entries[0] = (struct kvm_cpuid_entry2){.function = 1, .ecx = 0x88000001, .edx = 0x10000200};
+    t->entries[1] = (struct kvm_cpuid_entry2){
         .function = 7, .index = 0, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .ebx = 0x209};
-    t.e[2] = (struct kvm_cpuid_entry2){
+    t->entries[2] = (struct kvm_cpuid_entry2){
         .function = 7, .index = 1, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .ebx = 0xdead};
-    t.e[3] = (struct kvm_cpuid_entry2){
+    t->entries[3] = (struct kvm_cpuid_entry2){
         .function = 0xd, .index = 1, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX, .eax = 0xf};
     uint32_t f[MIG_HS_FEATURE_REGS];
-    mig_hs_features(&t.head, f);
+    mig_hs_features(t, f);
+    free(t);
     /* OSXSAVE (1.ECX bit 27), HTT and APIC (1.EDX bits 28, 9) are guest state, not features. */
     cr_expect_eq(f[0], 0x80000001);
     cr_expect_eq(f[1], 0);

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "err/err.h"
-#include "nested/nested_kvm.h"
+#include "nested/nested_msr.h"
 #include "nested/nested_state.h"
 
 static uint8_t blob[NESTED_MAX_SIZE];

@@ -8,7 +8,8 @@
 #include <zlib.h>
 
 #include "err/err.h"
-#include "migrate/mig_state.h"
+#include "migrate/mig_check.h"
+#include "migrate/mig_config.h"
 #include "migrate/mig_stream.h"
 
 struct membuf {

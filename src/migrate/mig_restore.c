@@ -1,0 +1,67 @@
+/* Restore: every record to its row's load, then the staged KVM state in KVM's order. */
+#include "migrate/mig_restore.h"
+
+#include "err/err.h"
+#include "migrate/mig_check.h"
+#include "migrate/mig_records.h"
+#include "nested/nested_state.h"
+#include "vm/vm_state.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads records up to END, each to its row's load. */
+static int mig_restore_records(struct mig_load *l, struct mig_reader *r,
+                               const struct mig_config *cfg)
+{
+    uint64_t pages = 0;
+    for (;;) {
+        struct mig_record rec;
+        int rc = mig_read_record(r, &rec);
+        if (!rc)
+            rc = mig_check_in_stream(&rec, r, cfg, &pages);
+        if (rc || rec.type == MIG_REC_END)
+            return rc;
+        const struct mig_record_type *t = mig_record_find(rec.type);
+        if (t->load && (rc = t->load(l, t, &rec)))
+            return rc;
+    }
+}
+
+/* What came in VMX operation, for the caller's report. */
+static void mig_restore_count_nested(const struct vm_state *s, struct mig_restore_info *info)
+{
+    for (unsigned i = 0; i < s->cpu_count; i++) {
+        const struct vcpu_state *v = &s->vcpus[i];
+        struct nested_header h;
+        if (!vcpu_state_has(v, VCPU_NESTED) || nested_parse_header(v->nested, v->nested_len, &h))
+            continue;
+        info->nested_vcpus++;
+        info->guest_mode_vcpus += (h.flags & KVM_STATE_NESTED_GUEST_MODE) != 0;
+        if (v->nested_len > info->nested_bytes)
+            info->nested_bytes = v->nested_len;
+    }
+}
+
+int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
+                struct mig_restore_info *info)
+{
+    struct mig_restore_info local = {0};
+    if (!info)
+        info = &local;
+    memset(info, 0, sizeof(*info));
+    struct vm_state *state = calloc(1, sizeof(*state));
+    if (!state)
+        return err_set(-ENOMEM, "out of memory");
+    state->cpu_count = cfg->cpu_count;
+    struct mig_load l = {.vm = vm, .state = state, .info = info};
+    int rc = mig_restore_records(&l, r, cfg);
+    if (!rc)
+        rc = vm_state_restore(vm, state, cfg->cpuid);
+    if (!rc)
+        mig_restore_count_nested(state, info);
+    vm_state_free(state);
+    free(state);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* vm_internal: the VM object, shared by the files of vm/ only (vm.c: lifecycle; vm_state.c: its
+ * KVM state; vm_cpu.c: a fresh boot's CPU; vm_devices.c: its devices; vm_throttle.c:
+ * auto-converge). Nothing outside vm/ includes this. */
+#ifndef TERN_VM_INTERNAL_H
+#define TERN_VM_INTERNAL_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+
+#include "devices/dev.h"
+#include "vcpu/vcpu.h"
+#include "vm/vm.h"
+
+struct vm_device {
+    const struct dev_ops *ops;
+    void *dev;
+};
+
+struct vm {
+    uv_loop_t *loop;
+    int vm_fd;
+    unsigned cpu_count;
+    unsigned hidden_caps;
+    struct vm_host_nested host_nested;
+    struct mem *mem;
+    struct dev_bus *bus;
+    struct dev_host host;
+    unsigned device_count;
+    struct vm_device devices[VM_MAX_DEVICES];
+    struct vcpu_events vcpu_events;
+    struct vcpu *vcpus[VM_MAX_CPUS];
+    bool started;
+    bool paused;
+    bool clock_pending;
+    struct kvm_clock_data clock;
+
+    pthread_mutex_t end_lock;
+    struct vm_end end;
+    uv_async_t end_async;
+    vm_end_fn on_end;
+    void *on_end_opaque;
+    bool end_reported;
+
+    /* Auto-converge: a thread that makes every vCPU sleep a share of each time slice. */
+    pthread_mutex_t throttle_lock;
+    pthread_cond_t throttle_cond;
+    pthread_t throttle_thread;
+    bool throttle_running;
+    unsigned throttle_pct;
+};
+
+/* vm_devices.c: every device of dev_table, created and attached in order. */
+int vm_devices_create(struct vm *vm, const struct vm_config *cfg);
+/* Each device's quiesce, resume or stop, in table order (resume: the reverse). */
+void vm_devices_quiesce(struct vm *vm);
+void vm_devices_resume(struct vm *vm);
+void vm_devices_stop(struct vm *vm);
+void vm_devices_destroy(struct vm *vm);
+
+/* vm_throttle.c */
+void vm_throttle_init(struct vm *vm);
+void vm_throttle_destroy(struct vm *vm);
+
+/* vm_cpu.c */
+int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg);
+
+#endif
