@@ -34,6 +34,50 @@ Test(cli, help_and_version)
     proc_free(&p);
 }
 
+/* A flag as roff writes it: every '-' as "\\-". */
+static void roff_flag(const char *flag, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 3 < size; i++) {
+        if (flag[i] == '-')
+            out[n++] = '\\';
+        out[n++] = flag[i];
+    }
+    out[n] = '\0';
+}
+
+Test(cli, every_flag_of_every_help_is_in_the_manual_page)
+{
+    FILE *f = fopen(TERN_SOURCE_DIR "/docs/tern.1", "r");
+    cr_assert(f, "cannot open docs/tern.1");
+    static char man[65536];
+    size_t len = fread(man, 1, sizeof(man) - 1, f);
+    fclose(f);
+    man[len] = '\0';
+    static const char *const subcommands[] = {"run",   "migrate", "inspect", "status",
+                                              "pause", "resume",  "quit",    "snapshot"};
+    unsigned flags = 0;
+    for (size_t k = 0; k < sizeof(subcommands) / sizeof(subcommands[0]); k++) {
+        struct proc p;
+        cr_assert_eq(run_tern(&p, 5000, subcommands[k], "--help", NULL), 0, "%s", subcommands[k]);
+        cr_expect(strstr(man, subcommands[k]), "the manual never names %s", subcommands[k]);
+        for (const char *q = p.out; (q = strstr(q, "--")) != NULL;) {
+            size_t n = 2;
+            while (q[n] == '-' || (q[n] >= 'a' && q[n] <= 'z'))
+                n++;
+            char want[128];
+            roff_flag(q, n, want, sizeof(want));
+            cr_expect(strstr(man, want), "tern %s --help names %.*s; docs/tern.1 does not (%s)",
+                      subcommands[k], (int)n, q, want);
+            flags++;
+            q += n;
+        }
+        proc_free(&p);
+    }
+    cr_expect_geq(flags, 25, "only %u flags found in the helps", flags);
+    cr_expect(strstr(man, ".SH EXIT STATUS") && strstr(man, ".SH CONTROL SOCKET"));
+}
+
 Test(cli, missing_kernel_file)
 {
     struct proc p;
