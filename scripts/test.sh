@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds tern and runs the whole suite with ctest, then once more built with ASan+UBSan.
+# Builds tern and runs the whole suite with ctest, then once more built with ASan+UBSan; builds
+# the gcc/clang x Debug/Release matrix, checks the install, runs the compatibility suite against
+# the older releases, the fuzzers, and the nested host stage.
 # Installs missing Debian packages first (as root, or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/lib/deps.sh
+scripts/lib/deps.sh man-db
 
 jobs=$(nproc)
 kvm_usable=no
@@ -14,7 +16,7 @@ if [ "${CI:-}" = "true" ] && [ "$kvm_usable" = yes ]; then skip_rule=(--no-skips
 run_suite() {
     local dir=$1; shift
     echo "== $dir: configure and build ($*)"
-    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERN_WERROR=ON "$@" >/dev/null
     cmake --build "$dir" -j "$jobs"
     rm -rf "$dir/results" && mkdir -p "$dir/results"
     echo "== $dir: ctest"
@@ -29,7 +31,7 @@ run_suite() {
 
 # The libFuzzer targets, built with clang.
 fuzz_configure() {
-    cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTERN_FUZZ=ON -DTERN_TESTS=OFF \
+    cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DTERN_FUZZ=ON -DTERN_WERROR=ON -DTERN_TESTS=OFF \
         -DTERN_GUESTS=OFF >/dev/null
 }
 
@@ -85,6 +87,47 @@ open(d + '/vmcs12', 'wb').write(hdr(1, 4224, 0x7000, 0x8000) + struct.pack('<I',
 PY
 }
 
+# Every compiler and build type CI promises, warnings as errors (the suites ran above).
+build_matrix() {
+    for cc in gcc clang; do
+        for type in Debug Release; do
+            local dir=build-matrix/$cc-$type
+            echo "== $dir: configure and build"
+            cmake -S . -B "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE="$type" \
+                -DTERN_WERROR=ON >/dev/null
+            cmake --build "$dir" -j "$jobs" >"$dir.log" 2>&1 || {
+                grep -E "error|warning" "$dir.log" | head -20
+                echo "error: the $cc $type build failed ($dir.log)" >&2
+                return 1
+            }
+        done
+    done
+}
+
+# cmake --install puts tern and its manual page where they belong, and man finds the page.
+install_check() {
+    echo "== install: cmake --install build"
+    local prefix
+    prefix=$(mktemp -d)
+    cmake --install build --prefix "$prefix" >/dev/null
+    "$prefix/bin/tern" --version
+    man -M "$prefix/share/man" tern 2>/dev/null | grep -q "live-migrating nested guests" || {
+        echo "error: man -M $prefix/share/man tern does not show tern(1)" >&2
+        return 1
+    }
+    echo "install: bin/tern and share/man/man1/tern.1; man tern shows it"
+    rm -rf "$prefix"
+}
+
+# Streams to and from every older release (tests/compat), against this tree's build.
+compat() {
+    echo "== compat: the older releases of tests/compat/releases.txt"
+    local out=build/compat.out rc=0
+    tests/compat/run.sh build 2>&1 | tee "$out" || rc=$?
+    grep '^compat: [0-9]* passed' "$out" | sed 's/^compat:/tests:/' >>"$totals" || true
+    return "$rc"
+}
+
 # Nested tests run inside Bochs-emulated VT-x (scripts/nested-host), one boot for all of them.
 nested_host() {
     echo "== nested host: Bochs with kvm_intel nested=1"
@@ -100,6 +143,13 @@ trap 'rm -f "$totals"' EXIT
 start=$(date +%s)
 run_suite build -DTERN_SANITIZE=OFF
 run_suite build-asan -DTERN_SANITIZE=ON
+build_matrix
+install_check
+if [ "$kvm_usable" = yes ]; then
+    compat
+else
+    echo "skipped: compat stage (no usable /dev/kvm)"
+fi
 fuzz_configure
 stream_seeds
 fuzz_run fuzz_stream "${TERN_FUZZ_SECONDS:-60}" 2000000

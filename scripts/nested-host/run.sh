@@ -22,6 +22,8 @@ t_start=$(date +%s.%N)
 scripts/lib/deps.sh bochs vgabios isolinux syslinux-common xorriso busybox-static cpio binutils
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" --target tern guests nested_probe e9log >/dev/null
+# The last release whose stream format predates nested state, for the test nested-compat.
+tests/compat/build.sh 1.1
 
 # --- the kernel: the newest cloud kernel apt offers, extracted once --------------------------
 pkg=$(apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-cloud-amd64-unsigned$' |
@@ -56,6 +58,7 @@ cp /bin/busybox "$stage/bin/busybox"
 cp scripts/nested-host/init "$stage/init" && chmod +x "$stage/init"
 cp "$kdir"/*.ko "$stage/lib/modules/"
 cp build/tern build/tests/nested/nested_probe build/tests/nested/e9log "$stage/bin/"
+cp build/compat/1.1/tern "$stage/bin/tern-1.1"
 cp build/tests/guest/*.elf "$stage/guests/"
 cp scripts/nested-host/tests/*.sh "$stage/tests/"
 cp tests/golden/expect tests/golden/*-nested-*.snap "$stage/golden/"

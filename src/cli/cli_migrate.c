@@ -86,6 +86,7 @@ static void print_summary(const char *event, json_t *data, bool tty)
         printf("  downtime     %.1f ms (destination's own measure: %.1f ms)\n",
                json_number_value(json_object_get(data, "downtime_ms")),
                json_number_value(json_object_get(data, "dest_downtime_ms")));
+        printf("  stream       format %s\n", json_string_value(json_object_get(data, "stream")));
     } else {
         printf("migration %s: %s\n", event, json_string_value(json_object_get(data, "message")));
         printf("  time         %.0f ms\n", json_number_value(json_object_get(data, "total_ms")));

@@ -47,16 +47,22 @@ static int mig_save_vcpus(struct mig_save *s, unsigned first, unsigned end, unsi
     int rc = 0;
     for (unsigned cpu = 0; cpu < cpus && !rc; cpu++)
         for (unsigned k = first; k < end && !rc; k++)
-            rc = mig_record_types[k].save(s, &mig_record_types[k], cpu);
+            if (mig_record_written(&mig_record_types[k], s->w->minor))
+                rc = mig_record_types[k].save(s, &mig_record_types[k], cpu);
     return rc;
 }
 
-/* Every row with a save, in table order. */
+/* Every row with a save, in table order; optional rows newer than the stream's format are left
+ * out (its reader can do without them: that is what optional means). */
 static int mig_save_rows(struct mig_save *s, unsigned cpus)
 {
     int rc = 0;
     for (unsigned k = 0; k < mig_record_type_count && !rc;) {
         const struct mig_record_type *t = &mig_record_types[k];
+        if (!mig_record_written(t, s->w->minor)) {
+            k++;
+            continue;
+        }
         if (t->scope == MIG_SCOPE_VCPU) {
             unsigned end = k;
             while (end < mig_record_type_count && mig_record_types[end].scope == MIG_SCOPE_VCPU)

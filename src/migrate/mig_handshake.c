@@ -1,5 +1,7 @@
 #include "migrate/mig_handshake.h"
 
+#include "migrate/mig_records.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -148,6 +150,35 @@ int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
     return 0;
 }
 
+unsigned mig_hs_stream_minor(const struct mig_hs_need *n, const struct mig_hs_caps *c)
+{
+    return n->stream_minor < c->stream_minor ? n->stream_minor : c->stream_minor;
+}
+
+#define MIG_HS_CPUID_1_ECX_VMX (1u << 5)
+
+/* A record the VM's state needs, or may need before the migration ends, which a stream of
+ * format 1.minor cannot carry: nested state, for a vCPU in VMX operation or one that may enter
+ * it (its CPUID offers VMX). */
+static int mig_hs_check_format(const struct mig_hs_need *n, unsigned minor, char *why,
+                               size_t why_size)
+{
+    const struct mig_record_type *nested = mig_record_find(MIG_REC_NESTED_STATE);
+    if (nested->since <= minor)
+        return 0;
+    const char *what = n->nested_size ? "the VM's nested state needs it"
+                       : n->features[0] & MIG_HS_CPUID_1_ECX_VMX
+                           ? "the VM's vCPUs offer VMX (--nested) and may need it"
+                           : NULL;
+    if (!what)
+        return 0;
+    snprintf(why, why_size,
+             "the destination reads stream format %u.%u, which has no record %s (new in %u.%u); "
+             "%s",
+             n->stream_major, minor, nested->name, n->stream_major, nested->since, what);
+    return -ENOTSUP;
+}
+
 int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char *why,
                  size_t why_size)
 {
@@ -157,6 +188,8 @@ int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char 
                  n->stream_major, n->stream_minor, c->stream_major);
         return -EPROTO;
     }
+    if (mig_hs_check_format(n, mig_hs_stream_minor(n, c), why, why_size))
+        return -ENOTSUP;
     if (c->mem_exact && n->mem_size != c->mem_limit) {
         snprintf(why, why_size,
                  "the VM has %llu MiB of RAM; the destination was started with --mem %llu MiB",

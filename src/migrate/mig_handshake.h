@@ -2,8 +2,9 @@
  *
  * The source sends a hello line (JSON): the stream format it writes and what the VM needs of
  * the destination — RAM, vCPUs, XSAVE size, nested-state size and eVMCS, and the CPUID feature
- * bits the guest was given. The destination answers with its own capabilities and a verdict;
- * a refusal carries a reason naming the missing capability. Both sides check: the destination
+ * bits the guest was given. The destination answers with its own capabilities, its stream
+ * format, and a verdict; a refusal carries a reason naming the missing capability. The source
+ * then writes the older of the two formats. Both sides check: the destination
  * before it allocates anything, the source again on the answer. All functions here are pure.
  */
 #ifndef TERN_MIG_HANDSHAKE_H
@@ -56,7 +57,11 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *need);
 json_t *mig_hs_caps_to_json(const struct mig_hs_caps *caps);
 int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *caps);
 
-/* 0 when caps can take a VM that needs need; else -errno and a reason in why. */
+/* The stream format both sides know: the source writes 1.minor, the older of the two. */
+unsigned mig_hs_stream_minor(const struct mig_hs_need *need, const struct mig_hs_caps *caps);
+
+/* 0 when caps can take a VM that needs need, in the format both know; else -errno and a
+ * reason in why (a record the VM needs that the older format lacks is named). */
 int mig_hs_check(const struct mig_hs_need *need, const struct mig_hs_caps *caps, char *why,
                  size_t why_size);
 

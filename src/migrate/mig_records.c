@@ -177,6 +177,11 @@ uint16_t mig_record_default_flags(uint16_t type)
     return t && (t->flags & MIG_OPTIONAL) ? 0 : MIG_REC_MANDATORY;
 }
 
+bool mig_record_written(const struct mig_record_type *t, unsigned minor)
+{
+    return !(t->flags & MIG_OPTIONAL) || t->since <= minor;
+}
+
 unsigned mig_record_instances(const struct mig_record_type *t, unsigned cpus)
 {
     if (t->scope == MIG_SCOPE_VCPU)

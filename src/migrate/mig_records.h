@@ -138,6 +138,9 @@ bool mig_record_is_ram(uint16_t type);
 bool mig_record_is_per_vcpu(uint16_t type);
 /* The flags a writer gives a type: MIG_REC_MANDATORY unless its row is MIG_OPTIONAL. */
 uint16_t mig_record_default_flags(uint16_t type);
+/* Whether a stream of format 1.minor carries this row: all rows up to its version, and no
+ * optional row newer than it (a mandatory one that is needed is refused at the handshake). */
+bool mig_record_written(const struct mig_record_type *t, unsigned minor);
 /* How many instances of a row a VM of cpus vCPUs has (vCPU rows: cpus; IRQCHIP: 3; else 1). */
 unsigned mig_record_instances(const struct mig_record_type *t, unsigned cpus);
 

@@ -110,6 +110,11 @@ json_t *mig_progress_to_json(const struct mig_progress *p)
         (json_int_t)p->throughput, "eta_ms", (json_int_t)p->eta_ms, "throttle_pct",
         (int)p->throttle_pct, "zero_pages", (json_int_t)p->zero_pages, "raw_pages",
         (json_int_t)p->raw_pages, "zlib_pages", (json_int_t)p->zlib_pages, "total_ms", p->total_ms);
+    if (p->phase >= MIG_PHASE_FIRST_PASS && p->phase <= MIG_PHASE_COMPLETED) {
+        char format[16];
+        snprintf(format, sizeof(format), "%u.%u", MIG_VERSION_MAJOR, p->stream_minor);
+        json_object_set_new(o, "stream", json_string(format));
+    }
     if (p->phase == MIG_PHASE_COMPLETED) {
         json_object_set_new(o, "downtime_ms", json_real(p->downtime_ms));
         json_object_set_new(o, "dest_downtime_ms", json_real(p->dest_downtime_ms));
@@ -418,6 +423,12 @@ static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
     if ((rc = mem_dirty_start(vm_mem(vm))))
         return rc;
     mig_writer_init(&s->writer, src_sink, s);
+    /* An older destination gets the older format: what it cannot read is either optional (left
+     * out) or refused at the handshake (mig_hs_check). */
+    s->writer.minor = (uint16_t)mig_hs_stream_minor(&s->need, &s->dest_caps);
+    pthread_mutex_lock(&s->lock);
+    s->progress.stream_minor = s->writer.minor;
+    pthread_mutex_unlock(&s->lock);
     s->pacing = s->params.bandwidth != 0;
     s->pace_start_ms = clock_now_ms();
     struct mig_capture cap;

@@ -57,6 +57,7 @@ struct mig_progress {
     uint64_t throughput;      /* bytes/s over the last pass */
     uint64_t eta_ms;
     unsigned throttle_pct;
+    unsigned stream_minor; /* the format written: 1.stream_minor, from the first pass on */
     uint64_t zero_pages, raw_pages, zlib_pages;
     double total_ms;
     double downtime_ms;      /* source pause -> destination's "resumed" received */

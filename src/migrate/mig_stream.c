@@ -72,6 +72,7 @@ void mig_writer_init(struct mig_writer *w, mig_sink_fn sink, void *opaque)
     memset(w, 0, sizeof(*w));
     w->sink = sink;
     w->opaque = opaque;
+    w->minor = MIG_VERSION_MINOR;
 }
 
 static int mig_emit(struct mig_writer *w, const void *buf, size_t len)
@@ -87,7 +88,7 @@ int mig_write_header(struct mig_writer *w)
     uint8_t h[MIG_HEADER_SIZE] = {0};
     memcpy(h, MIG_MAGIC, 8);
     le_put16(h + 8, MIG_VERSION_MAJOR);
-    le_put16(h + 10, MIG_VERSION_MINOR);
+    le_put16(h + 10, w->minor);
     return mig_emit(w, h, sizeof(h));
 }
 
@@ -100,6 +101,10 @@ int mig_write_record_v(struct mig_writer *w, uint16_t type, uint32_t index, cons
     if (len > MIG_MAX_RECORD)
         return err_set(-E2BIG, "record %s of %llu bytes exceeds the stream limit",
                        mig_record_name(type), (unsigned long long)len);
+    const struct mig_record_type *t = mig_record_find(type);
+    if (t && t->since > w->minor)
+        return err_set(-ENOTSUP, "record %s is new in stream format %u.%u; this stream is %u.%u",
+                       t->name, MIG_VERSION_MAJOR, t->since, MIG_VERSION_MAJOR, w->minor);
     uint8_t h[MIG_RECORD_HEADER_SIZE] = {0};
     le_put16(h, type);
     le_put16(h + 2, mig_record_default_flags(type));

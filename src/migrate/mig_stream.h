@@ -75,8 +75,11 @@ struct mig_writer {
     void *opaque;
     uint64_t offset;
     uint32_t records;
+    uint16_t minor; /* the format 1.minor written: MIG_VERSION_MINOR unless set lower */
 };
 
+/* A writer of format MIG_VERSION_MAJOR.MIG_VERSION_MINOR. For an older reader, set w->minor
+ * lower before the header: a record type newer than that is then refused. */
 void mig_writer_init(struct mig_writer *w, mig_sink_fn sink, void *opaque);
 int mig_write_header(struct mig_writer *w);
 int mig_write_record(struct mig_writer *w, uint16_t type, uint32_t index, const void *payload,

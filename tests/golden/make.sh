@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# Writes the golden snapshots that run on these (PVM) machines, with the tern in BUILD (default
-# build/), and the text `tern inspect` printed for each. Run it only to add the snapshots of a
-# new stream format version: the files already here are what older terns wrote, and every later
-# tern must restore them and inspect them the same way (tests/integration/test_golden.c).
-# The nested ones come from the Bochs host: scripts/nested-host/golden.sh.
+# Writes the golden snapshots that run on these (PVM) machines, and the text `tern inspect`
+# printed for each. Run it only to add the snapshots of a new stream format version: the files
+# already here are what older terns wrote, and every later tern must restore them and inspect
+# them the same way (tests/integration/test_golden.c). The nested ones come from the Bochs
+# host: scripts/nested-host/golden.sh.
 #
-# Usage: tests/golden/make.sh [BUILD]
+# Usage: tests/golden/make.sh [BUILD [VERSION]]
+#   BUILD: this tree's build (its guests, and its tern unless VERSION is given; default build)
+#   VERSION: an older release of tests/compat/releases.txt, whose tern writes the snapshots
+#            (tests/compat/build.sh builds it); the inspect text is then this tree's, the
+#            reference every later tern must keep.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 tern=$build/tern
 guests=$build/tests/guest
+inspector=$tern
 # The format version the snapshots are written in, as tern inspect reports it.
 version=$(sed -n 's/^#define MIG_VERSION_MAJOR \([0-9]*\)u$/\1/p' src/migrate/mig_stream.h).$(
     sed -n 's/^#define MIG_VERSION_MINOR \([0-9]*\)u$/\1/p' src/migrate/mig_stream.h)
+if [ -n "${2:-}" ]; then
+    version=$2
+    tests/compat/build.sh "$version"
+    tern=build/compat/$version/tern
+fi
 out=tests/golden
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -35,8 +45,8 @@ snap() {
     "$tern" snapshot --api-socket "$sock" --compress zlib:9 "file:$file" >/dev/null
     "$tern" quit --api-socket "$sock" >/dev/null
     wait $pid || true
-    "$tern" inspect "$file" >"$file.inspect"
-    "$tern" inspect --json "$file" >"$file.json"
+    "$inspector" inspect "$file" >"$file.inspect"
+    "$inspector" inspect --json "$file" >"$file.json"
     echo "make.sh: $file ($(stat -c %s "$file") bytes)"
 }
 

@@ -145,14 +145,23 @@ static void golden_cpls(const char *file, unsigned *cpl, unsigned *count)
 
 Test(golden, snapshots_hold_what_their_names_say)
 {
-    unsigned cpl[64], n;
-    golden_cpls("1.2-cpl0.snap", cpl, &n);
-    cr_assert_eq(n, 1);
-    cr_expect_eq(cpl[0], 0, "1.2-cpl0.snap: vCPU 0 at CPL%u", cpl[0]);
-    golden_cpls("1.2-memstamp-2cpu.snap", cpl, &n);
-    cr_assert_eq(n, 2);
-    cr_expect(cpl[0] == 3 && cpl[1] == 3, "1.2-memstamp-2cpu.snap: CPL%u and CPL%u", cpl[0],
-              cpl[1]);
+    struct golden g[GOLDEN_MAX];
+    unsigned n = golden_list(g), checked = 0;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned cpl[64], vcpus, want;
+        if (strstr(g[i].file, "-cpl0."))
+            want = 0; /* paused in the guest's CPL0 code */
+        else if (strstr(g[i].file, "-memstamp-2cpu."))
+            want = 3; /* the workload at CPL3 */
+        else
+            continue;
+        golden_cpls(g[i].file, cpl, &vcpus);
+        cr_expect_eq(vcpus, want ? 2 : 1, "%s: %u vCPUs", g[i].file, vcpus);
+        for (unsigned k = 0; k < vcpus; k++)
+            cr_expect_eq(cpl[k], want, "%s: vCPU %u at CPL%u", g[i].file, k, cpl[k]);
+        checked++;
+    }
+    cr_expect_geq(checked, 6, "%u snapshots checked", checked);
 }
 
 Test(golden, pvm_snapshots_restore_and_their_guests_finish, .init = harness_require_kvm,

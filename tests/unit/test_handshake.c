@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "err/err.h"
 #include "migrate/mig_handshake.h"
+#include "migrate/mig_stream.h"
 
 static struct mig_hs_need need_basic(void)
 {
@@ -71,6 +73,7 @@ Test(handshake, each_missing_capability_is_named)
     expect_refusal(&n, &c, "KVM_CAP_XSAVE2");
     n = need_basic();
     n.nested_size = 8320;
+    n.stream_minor = c.stream_minor = MIG_VERSION_MINOR; /* terns that carry nested state */
     expect_refusal(&n, &c, "has no nested VMX (KVM_CAP_NESTED_STATE 0)");
     c.nested_max = 4096;
     expect_refusal(&n, &c, "KVM_CAP_NESTED_STATE is 4096");
@@ -146,4 +149,57 @@ Test(handshake, features_come_from_the_right_leaves)
     cr_expect_eq(f[2], 0x209, "subleaf 1 must not count as 7.0");
     cr_expect_eq(f[5], 0xf);
     cr_expect_eq(f[6], 0, "absent leaves read as 0");
+}
+
+/* An older destination: the source writes its format, and refuses a VM whose state needs a
+ * record that format lacks, naming the record. */
+Test(handshake, an_older_destination_gets_its_own_format)
+{
+    struct mig_hs_need n = need_basic();
+    struct mig_hs_caps c = caps_basic();
+    char why[512] = "";
+    n.stream_minor = MIG_VERSION_MINOR;
+    for (unsigned minor = 0; minor <= MIG_VERSION_MINOR; minor++) {
+        c.stream_minor = minor;
+        cr_expect_eq(mig_hs_stream_minor(&n, &c), minor);
+        cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "1.%u: %s", minor, why);
+    }
+    n.nested_size = 128; /* a vCPU in VMX operation */
+    c.nested_max = 8320;
+    c.stream_minor = 1;
+    expect_refusal(&n, &c, "stream format 1.1, which has no record NESTED_STATE (new in 1.2)");
+    n.nested_size = 0; /* outside VMX operation, but --nested: it may enter it on the way */
+    n.features[0] |= 1u << 5;
+    expect_refusal(&n, &c, "has no record NESTED_STATE (new in 1.2); the VM's vCPUs offer VMX");
+    c.stream_minor = MIG_VERSION_MINOR;
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    /* A newer destination: the source's own format. */
+    c.stream_minor = MIG_VERSION_MINOR + 1;
+    cr_expect_eq(mig_hs_stream_minor(&n, &c), MIG_VERSION_MINOR);
+}
+
+static int null_sink(void *opaque, const void *buf, size_t len)
+{
+    (void)opaque, (void)buf, (void)len;
+    return 0;
+}
+
+Test(handshake, a_writer_of_an_older_format_refuses_newer_records)
+{
+    struct mig_writer w;
+    mig_writer_init(&w, null_sink, NULL);
+    cr_assert_eq(w.minor, MIG_VERSION_MINOR);
+    w.minor = 1;
+    uint8_t payload[8] = {0};
+    cr_expect_lt(mig_write_record(&w, MIG_REC_EVMCS, 0, payload, sizeof(payload)), 0);
+    cr_expect(strstr(err_msg(), "record EVMCS is new in stream format 1.2; this stream is 1.1"),
+              "%s", err_msg());
+    cr_expect_eq(w.records, 0);
+    cr_expect_eq(mig_write_record(&w, MIG_REC_TSC_KHZ, 0, payload, 4), 0, "%s", err_msg());
+    /* What a capture of format 1.minor writes: optional rows only up to their version. */
+    cr_expect_not(mig_record_written(mig_record_find(MIG_REC_RTC), 0));
+    cr_expect(mig_record_written(mig_record_find(MIG_REC_RTC), 1));
+    cr_expect_not(mig_record_written(mig_record_find(MIG_REC_EVMCS), 1));
+    cr_expect(mig_record_written(mig_record_find(MIG_REC_NESTED_STATE), 1),
+              "a mandatory row is never left out: the handshake refuses the VM instead");
 }
