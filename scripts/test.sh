@@ -111,7 +111,9 @@ install_check() {
     prefix=$(mktemp -d)
     cmake --install build --prefix "$prefix" >/dev/null
     "$prefix/bin/tern" --version
-    man -M "$prefix/share/man" tern 2>/dev/null | grep -q "live-migrating nested guests" || {
+    local page
+    page=$(MANWIDTH=200 man -M "$prefix/share/man" tern 2>/dev/null)
+    grep -q "^TERN(1)" <<<"$page" && grep -q "live-migrating nested guests" <<<"$page" || {
         echo "error: man -M $prefix/share/man tern does not show tern(1)" >&2
         return 1
     }
