@@ -47,7 +47,7 @@ fuzz_run() {
     cmake --build build-fuzz -j "$jobs" --target "$name" >/dev/null
     local seeds=build-fuzz/$name-seeds corpus=build-fuzz/$name-corpus log=build-fuzz/$name.log
     mkdir -p "$corpus"
-    if build-fuzz/tests/fuzz/"$name" -max_total_time="$seconds" -max_len="$max_len" \
+    if build-fuzz/tests/fuzz/"$name" -max_total_time="$seconds" -max_len="$max_len" -timeout=10 \
         -artifact_prefix="build-fuzz/$name-" "$corpus" "$seeds" >"$log" 2>&1; then
         echo "fuzz: $(grep -o 'Done [0-9]* runs' "$log" | head -1), no crash"
     else

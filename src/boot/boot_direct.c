@@ -5,11 +5,7 @@
 #include "err/err.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 int boot_direct_setup(struct mem *mem, const struct boot_direct_params *p, struct boot_entry *out)
 {
@@ -47,49 +43,5 @@ int boot_direct_setup(struct mem *mem, const struct boot_direct_params *p, struc
     out->rip = p->entry;
     out->rsi = BOOT_INFO_GPA;
     out->start_all = true;
-    return 0;
-}
-
-int boot_read_file(const char *path, uint64_t max_size, uint8_t **data, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_sys(-errno, "cannot open");
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int rc = -errno;
-        close(fd);
-        return err_sys(rc, "cannot stat");
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return err_set(-EINVAL, "not a regular file");
-    }
-    if ((uint64_t)st.st_size > max_size) {
-        close(fd);
-        return err_set(-EFBIG, "file is %lld bytes, larger than the %llu allowed",
-                       (long long)st.st_size, (unsigned long long)max_size);
-    }
-    uint8_t *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-    if (!buf) {
-        close(fd);
-        return err_set(-ENOMEM, "out of memory reading file");
-    }
-    size_t done = 0;
-    while (done < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + done, (size_t)st.st_size - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int rc = n < 0 ? -errno : -EIO;
-            free(buf);
-            close(fd);
-            return err_sys(rc, "read failed");
-        }
-        done += (size_t)n;
-    }
-    close(fd);
-    *data = buf;
-    *len = done;
     return 0;
 }

@@ -24,7 +24,4 @@ struct boot_direct_params {
 
 int boot_direct_setup(struct mem *mem, const struct boot_direct_params *p, struct boot_entry *out);
 
-/* Reads a whole file of at most max_size bytes into a malloc'd buffer. */
-int boot_read_file(const char *path, uint64_t max_size, uint8_t **data, size_t *len);
-
 #endif

@@ -6,6 +6,7 @@
 #include "boot/boot_linux.h"
 #include "boot/boot_protocol.h"
 #include "err/err.h"
+#include "file/file.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static int boot_load_initrd(struct mem *mem, const struct boot_load_params *p,
 {
     uint8_t *data;
     size_t len;
-    int rc = boot_read_file(p->initrd_path, mem->regions[0].size, &data, &len);
+    int rc = file_read_all(p->initrd_path, mem->regions[0].size, &data, &len);
     if (rc)
         return err_context(rc, "--initrd %s", p->initrd_path);
     if (len == 0) {
@@ -116,26 +117,30 @@ static int boot_load_linux(struct mem *mem, const struct boot_load_params *p, co
     return rc;
 }
 
+#define BOOT_KERNEL_HEAD 1024 /* holds the ELF magic and the bzImage setup header's */
+
 int boot_load(struct mem *mem, const struct boot_load_params *p, struct boot_entry *out)
 {
     if (mem->region_count == 0 || mem->regions[0].gpa != 0 ||
         mem->regions[0].size < BOOT_PAYLOAD_MIN_GPA)
         return err_set(-ERANGE, "guest RAM is too small: booting needs at least 1 MiB");
-    uint8_t *data;
+    /* The magic first: a large file that is neither is refused without being read. */
+    uint8_t head[BOOT_KERNEL_HEAD];
     size_t len;
-    int rc = boot_read_file(p->kernel_path, mem->size, &data, &len);
+    int rc = file_read_head(p->kernel_path, head, sizeof(head), &len);
     if (rc)
         return err_context(rc, "--kernel %s", p->kernel_path);
+    bool bzimage = boot_linux_is_bzimage(head, len), elf = boot_elf_has_magic(head, len);
+    if (!bzimage && !elf)
+        return err_set(-ENOEXEC,
+                       "--kernel %s: neither an ELF64 payload nor a bzImage (no ELF magic, no "
+                       "\"HdrS\" setup header)",
+                       p->kernel_path);
+    uint8_t *data;
+    if ((rc = file_read_all(p->kernel_path, mem->size, &data, &len)))
+        return err_context(rc, "--kernel %s", p->kernel_path);
     memset(out, 0, sizeof(*out));
-    if (boot_linux_is_bzimage(data, len))
-        rc = boot_load_linux(mem, p, data, len, out);
-    else if (boot_elf_has_magic(data, len))
-        rc = boot_load_elf(mem, p, data, len, out);
-    else
-        rc = err_set(-ENOEXEC,
-                     "--kernel %s: neither an ELF64 payload nor a bzImage (no ELF magic, no "
-                     "\"HdrS\" setup header)",
-                     p->kernel_path);
+    rc = bzimage ? boot_load_linux(mem, p, data, len, out) : boot_load_elf(mem, p, data, len, out);
     free(data);
     return rc;
 }

@@ -256,6 +256,8 @@ static int app_loop(struct run_state *st)
 int cli_app_run(const struct run_options *opt)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* A snapshot past RLIMIT_FSIZE fails with EFBIG (and is removed), instead of ending tern. */
+    signal(SIGXFSZ, SIG_IGN);
     struct run_state st = {.exit_status = 0, .opt = opt};
     uv_loop_init(&st.loop);
     uv_timer_init(&st.loop, &st.quit_timer);

@@ -191,11 +191,9 @@ static int run_check(const struct run_options *o)
         return err_set(-EINVAL, "--kernel FILE is required (see tern run --help)");
     if (o->paused && (!o->incoming || !strncmp(o->incoming, "tcp:", 4)))
         return err_set(-EINVAL, "--paused needs --incoming file:PATH");
-    uint64_t host_ram = vm_host_ram_bytes();
-    if (host_ram && cfg->mem_size > host_ram)
-        return err_set(-EINVAL, "--mem: %llu MiB exceeds the host's %llu MiB of RAM",
-                       (unsigned long long)(cfg->mem_size >> 20),
-                       (unsigned long long)(host_ram >> 20));
+    int rc = vm_check_mem_size(cfg->mem_size, "--mem");
+    if (rc)
+        return rc;
     if (cfg->cmdline && strlen(cfg->cmdline) > BOOT_CMDLINE_MAX)
         return err_set(-E2BIG, "--cmdline is %zu bytes; the limit is %u", strlen(cfg->cmdline),
                        BOOT_CMDLINE_MAX);

@@ -23,6 +23,9 @@ struct ctl_conn {
     size_t len;
     bool discarding; /* the current line overflowed: drop it up to its newline */
     bool subscribed; /* gets every event the server broadcasts */
+    bool stalled;    /* not read from while its replies back up */
+    bool dropped;    /* closed for never reading what it was sent */
+    size_t queued;   /* reply bytes written to it, not yet sent */
 };
 
 struct ctl_server {
@@ -48,43 +51,73 @@ static void ctl_check_drained(struct ctl_server *srv)
     }
 }
 
+static void ctl_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void ctl_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+static void ctl_conn_close(struct ctl_conn *c);
+
+/* A write request and the line it sends. */
+struct ctl_write {
+    uv_write_t req;
+    size_t len;
+    char line[];
+};
+
 static void ctl_on_write(uv_write_t *req, int status)
 {
     (void)status;
-    struct ctl_server *srv = ((struct ctl_conn *)req->handle->data)->srv;
+    struct ctl_write *w = (struct ctl_write *)req;
+    struct ctl_conn *c = req->handle->data; /* still open: close waits for its writes */
+    struct ctl_server *srv = c->srv;
     srv->pending_writes--;
-    free(req->data);
-    free(req);
+    c->queued -= w->len;
+    free(w);
+    /* A client that reads again is read from again, once half its backlog has gone. */
+    if (c->stalled && !c->dropped && c->queued <= CTL_MAX_QUEUED / 2 &&
+        !uv_is_closing((uv_handle_t *)&c->pipe) &&
+        uv_read_start((uv_stream_t *)&c->pipe, ctl_alloc, ctl_on_read) == 0)
+        c->stalled = false;
     ctl_check_drained(srv);
 }
 
+/* Queues msg (a reference taken) as one line. Replies a client does not read are bounded: past
+ * CTL_MAX_QUEUED bytes it is no longer read from (so it sends no more requests), and past four
+ * times that (events it never reads) it is dropped. */
 static void ctl_send(struct ctl_conn *c, json_t *msg)
 {
     char *text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
-    if (!text)
-        return;
-    size_t n = strlen(text);
-    char *line = realloc(text, n + 2);
-    if (!line) {
+    if (!text || c->dropped) {
         free(text);
         return;
     }
-    line[n] = '\n';
-    line[n + 1] = '\0';
-    uv_write_t *req = malloc(sizeof(*req));
-    if (!req) {
-        free(line);
+    size_t n = strlen(text);
+    if (c->queued + n + 1 > 4 * (size_t)CTL_MAX_QUEUED) {
+        free(text);
+        err_warn("control socket: dropped a client that does not read its replies");
+        c->dropped = true;
+        ctl_conn_close(c);
         return;
     }
-    req->data = line;
-    uv_buf_t buf = uv_buf_init(line, (unsigned)(n + 1));
-    if (uv_write(req, (uv_stream_t *)&c->pipe, &buf, 1, ctl_on_write) != 0) {
-        free(line);
-        free(req);
+    struct ctl_write *w = malloc(sizeof(*w) + n + 1);
+    if (!w) {
+        free(text);
+        return;
+    }
+    memcpy(w->line, text, n);
+    w->line[n] = '\n';
+    w->len = n + 1;
+    free(text);
+    uv_buf_t buf = uv_buf_init(w->line, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, ctl_on_write) != 0) {
+        free(w);
         return;
     }
     c->srv->pending_writes++;
+    c->queued += w->len;
+    if (c->queued > CTL_MAX_QUEUED && !c->stalled) {
+        uv_read_stop((uv_stream_t *)&c->pipe);
+        c->stalled = true;
+    }
 }
 
 static void ctl_send_error(struct ctl_conn *c, const char *message)
@@ -140,6 +173,8 @@ static void ctl_conn_closed(uv_handle_t *h)
 
 static void ctl_conn_close(struct ctl_conn *c)
 {
+    if (uv_is_closing((uv_handle_t *)&c->pipe))
+        return;
     if (c->srv->current == c)
         c->srv->current = NULL;
     struct ctl_conn **pp = &c->srv->conns;
@@ -165,7 +200,7 @@ static void ctl_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
         ctl_conn_close(c);
         return;
     }
-    for (ssize_t i = 0; i < n; i++) {
+    for (ssize_t i = 0; i < n && !c->dropped; i++) {
         char ch = buf->base[i];
         if (ch == '\n') {
             if (c->discarding) {
@@ -218,6 +253,15 @@ int ctl_server_start(uv_loop_t *loop, const char *path, ctl_handler_fn handler, 
         return err_set(-ENAMETOOLONG, "--api-socket %s: path longer than %zu bytes", path,
                        sizeof(sa.sun_path) - 1);
     struct stat st;
+    char dir[sizeof(sa.sun_path)];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof(dir), "%s", slash ? "/" : ".");
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return err_set(-ENOENT, "--api-socket %s: the directory %s does not exist", path, dir);
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return err_set(-EEXIST, "--api-socket %s: exists and is not a socket", path);

@@ -12,6 +12,9 @@
 #include <uv.h>
 
 #define CTL_MAX_LINE 65536
+#define CTL_MAX_QUEUED                                                                             \
+    (1u << 20) /* reply bytes one client may leave unread before it is not                         \
+                  read from (four times that: dropped) */
 
 /* Returns the "return" object (a new reference), or NULL with a message written to err. */
 typedef json_t *(*ctl_handler_fn)(void *opaque, const char *command, json_t *request, char *err,

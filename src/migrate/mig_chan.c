@@ -47,6 +47,9 @@ struct mig_chan {
     char message[256];
     uint64_t sent, received;
     uint64_t activity_ns; /* last byte in or out */
+    uint64_t deadline_ns; /* 0: none */
+    unsigned deadline_ms;
+    char deadline_what[64];
 
     /* Spent chunks kept for reuse: fresh memory costs a page fault per 4 KiB, which on a
      * busy link adds up to a large share of the CPU. Guarded by lock. */
@@ -85,6 +88,15 @@ int mig_chan_error(struct mig_chan *ch)
     return rc;
 }
 
+void mig_chan_set_deadline(struct mig_chan *ch, unsigned ms, const char *what)
+{
+    pthread_mutex_lock(&ch->lock);
+    ch->deadline_ns = ms ? clock_now_ns() + (uint64_t)ms * 1000000ull : 0;
+    ch->deadline_ms = ms;
+    snprintf(ch->deadline_what, sizeof(ch->deadline_what), "%s", what ? what : "");
+    pthread_mutex_unlock(&ch->lock);
+}
+
 const char *mig_chan_peer(const struct mig_chan *ch)
 {
     return ch->peer;
@@ -116,6 +128,14 @@ static int chan_wait_locked(struct mig_chan *ch)
     pthread_cond_timedwait(&ch->cond, &ch->lock, &ts);
     if (ch->error)
         return err_set(ch->error, "%s", ch->message);
+    if (ch->deadline_ns && clock_now_ns() > ch->deadline_ns) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s: %s not done within %u ms", ch->peer, ch->deadline_what,
+                 ch->deadline_ms);
+        chan_fail_locked(ch, -ETIMEDOUT, msg);
+        uv_async_send(&ch->async);
+        return err_set(-ETIMEDOUT, "%s", msg);
+    }
     if (ch->idle_ms && clock_now_ns() - ch->activity_ns > (uint64_t)ch->idle_ms * 1000000ull) {
         char msg[256];
         snprintf(msg, sizeof(msg), "%s: nothing sent or received for %u ms", ch->peer, ch->idle_ms);

@@ -46,6 +46,10 @@ int mig_chan_read_json(struct mig_chan *ch, const char *what, json_t **out);
 /* Stream adapters: mig_sink_fn / mig_source_fn over the channel. */
 int mig_chan_sink(void *ch, const void *buf, size_t len);
 int mig_chan_source(void *ch, void *buf, size_t len);
+/* Any thread: once ms milliseconds from now have passed, every wait fails with -ETIMEDOUT,
+ * "PEER: WHAT not done within MS ms", however many bytes trickle in meanwhile (the idle timeout
+ * alone would let one byte at a time hold it open). ms 0 lifts the deadline. */
+void mig_chan_set_deadline(struct mig_chan *ch, unsigned ms, const char *what);
 /* Fails the channel (any thread): every wait returns code with message. First failure wins. */
 void mig_chan_fail(struct mig_chan *ch, int code, const char *message);
 /* 0, or the failure code (its message becomes this thread's error). */

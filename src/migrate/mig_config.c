@@ -30,9 +30,8 @@ static int mig_config_cpuid(const uint8_t *p, size_t len, size_t *pos, uint32_t 
     return 0;
 }
 
-int mig_config_parse(const uint8_t *p, size_t len, struct mig_config *cfg)
+static int mig_config_decode(const uint8_t *p, size_t len, struct mig_config *cfg)
 {
-    memset(cfg, 0, sizeof(*cfg));
     if (len < MIG_CONFIG_MIN)
         return err_set(-EPROTO, "record CONFIG: %zu bytes is too short", len);
     memcpy(&cfg->mem_size, p, 8);
@@ -55,6 +54,18 @@ int mig_config_parse(const uint8_t *p, size_t len, struct mig_config *cfg)
     if (pos != len)
         return err_set(-EPROTO, "record CONFIG: %zu trailing bytes", len - pos);
     return 0;
+}
+
+int mig_config_parse(const uint8_t *p, size_t len, struct mig_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    int rc = mig_config_decode(p, len, cfg);
+    if (rc) {
+        /* Nothing of a refused CONFIG stays: no reader may loop over its vCPU count. */
+        mig_config_free(cfg);
+        memset(cfg, 0, sizeof(*cfg));
+    }
+    return rc;
 }
 
 void mig_config_free(struct mig_config *cfg)

@@ -5,6 +5,7 @@
 #include "migrate/mig_chan.h"
 #include "migrate/mig_fault.h"
 #include "migrate/mig_handshake.h"
+#include "migrate/mig_loopcall.h"
 #include "migrate/mig_source.h"
 
 #include <errno.h>
@@ -17,27 +18,37 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A connection: a handshake, on a thread of its own, and for the one that completes it first
+ * (the winner) the whole migration. */
+struct dst_peer {
+    struct mig_dest *d;
+    struct mig_chan *ch;
+    pthread_t thread;
+    bool started;
+    bool done;    /* its thread ended (d->lock) */
+    bool counted; /* its close is one the finishing destination waits for */
+    double accept_ms;
+    struct dst_peer *next;
+};
+
 struct mig_dest {
     uv_loop_t *loop;
     struct mig_dest_params params;
     uv_tcp_t listener;
-    uv_async_t async; /* worker -> loop: run a call, or the worker is done */
-    struct mig_chan *ch;
-    pthread_t worker;
-    bool worker_started, finishing;
+    uv_async_t async;          /* a peer's thread ended */
+    struct mig_loopcall calls; /* the winner's calls onto the loop */
+    bool finishing;
     int open_handles;
 
     pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int (*call)(struct mig_dest *d);
-    bool call_pending;
-    int call_rc;
-    char call_msg[512];
-    bool worker_done;
+    struct dst_peer *peers; /* every connection not yet closed, the winner among them */
+    unsigned handshaking;   /* peers still in their handshake */
+    struct dst_peer *winner;
+    bool over; /* the winner's thread ended: the migration is over */
     int rc;
     char message[512];
 
-    /* Worker only (and the loop once it is done). */
+    /* The winner's thread only (and the loop once it is over). */
     struct mig_config cfg;
     struct vm *vm;
     double accept_ms, resumed_ms, switchover_ms;
@@ -45,39 +56,21 @@ struct mig_dest {
     uint64_t bytes;
 };
 
-/* ---- calls onto the loop --------------------------------------------------------------- */
-
-/* Runs fn on the loop thread (where the VM's handles live) and waits for it. */
-static int dst_call(struct mig_dest *d, int (*fn)(struct mig_dest *d))
+static int dst_create_vm(void *arg)
 {
-    pthread_mutex_lock(&d->lock);
-    d->call = fn;
-    d->call_pending = true;
-    pthread_mutex_unlock(&d->lock);
-    uv_async_send(&d->async);
-    pthread_mutex_lock(&d->lock);
-    while (d->call_pending)
-        pthread_cond_wait(&d->cond, &d->lock);
-    int rc = d->call_rc;
-    if (rc)
-        err_set(rc, "%s", d->call_msg);
-    pthread_mutex_unlock(&d->lock);
-    return rc;
-}
-
-static int dst_create_vm(struct mig_dest *d)
-{
+    struct mig_dest *d = arg;
     return d->params.create_vm(d->params.opaque, &d->cfg, &d->vm);
 }
 
-static int dst_start_vm(struct mig_dest *d)
+static int dst_start_vm(void *arg)
 {
+    struct mig_dest *d = arg;
     int rc = d->params.start_vm(d->params.opaque);
     d->resumed_ms = clock_now_ms();
     return rc;
 }
 
-/* ---- the worker ------------------------------------------------------------------------ */
+/* ---- a peer ---------------------------------------------------------------------------- */
 
 static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
 {
@@ -102,12 +95,13 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     return 0;
 }
 
-static int dst_handshake(struct mig_dest *d, struct mig_hs_need *need)
+/* hello, our answer, start: the whole of it within MIG_DEST_HANDSHAKE_MS. */
+static int dst_handshake(struct mig_dest *d, struct mig_chan *ch, struct mig_hs_need *need)
 {
     char *line = malloc(MIG_CHAN_MAX_LINE);
     if (!line)
         return err_set(-ENOMEM, "out of memory");
-    int rc = mig_chan_read_line(d->ch, line, MIG_CHAN_MAX_LINE);
+    int rc = mig_chan_read_line(ch, line, MIG_CHAN_MAX_LINE);
     json_t *hello = rc ? NULL : json_loads(line, 0, NULL);
     free(line);
     if (rc)
@@ -115,8 +109,8 @@ static int dst_handshake(struct mig_dest *d, struct mig_hs_need *need)
     struct mig_hs_caps caps;
     char why[512] = "";
     if (mig_hs_need_from_json(json_object_get(hello, "hello"), need)) {
-        snprintf(why, sizeof(why), "the handshake is not tern's migration protocol %d",
-                 MIG_HS_PROTOCOL);
+        snprintf(why, sizeof(why), "the handshake is not tern's migration protocol %d: %s",
+                 MIG_HS_PROTOCOL, err_msg());
         rc = -EPROTO;
     }
     json_decref(hello);
@@ -125,16 +119,16 @@ static int dst_handshake(struct mig_dest *d, struct mig_hs_need *need)
     if (!rc)
         rc = mig_hs_check(need, &caps, why, sizeof(why));
     if (mig_fault_cut_at("handshake"))
-        mig_chan_fail(d->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at handshake");
+        mig_chan_fail(ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at handshake");
     json_t *reply = rc ? json_pack("{s:b,s:s}", "accept", 0, "reason", why)
                        : json_pack("{s:b,s:o}", "accept", 1, "caps", mig_hs_caps_to_json(&caps));
-    int wrc = mig_chan_write_json(d->ch, reply);
+    int wrc = mig_chan_write_json(ch, reply);
     if (rc)
         return err_set(rc, "refused the migration: %s", why);
     if (wrc)
         return wrc;
     json_t *start;
-    if ((rc = mig_chan_read_json(d->ch, "start message", &start)))
+    if ((rc = mig_chan_read_json(ch, "start message", &start)))
         return rc;
     const char *abort = json_string_value(json_object_get(start, "abort"));
     if (!json_is_true(json_object_get(start, "start")))
@@ -144,32 +138,30 @@ static int dst_handshake(struct mig_dest *d, struct mig_hs_need *need)
     return rc;
 }
 
-static int dst_run(struct mig_dest *d)
+/* The winner's migration, from the stream's first byte to "resumed". */
+static int dst_receive(struct mig_dest *d, struct mig_chan *ch, const struct mig_hs_need *need)
 {
-    struct mig_hs_need need;
-    int rc = dst_handshake(d, &need);
-    if (rc)
-        return rc;
     struct mig_reader r;
-    mig_reader_init(&r, mig_chan_source, d->ch);
+    mig_reader_init(&r, mig_chan_source, ch);
+    int rc;
     rc = mig_read_config(&r, &d->cfg);
-    if (!rc && (d->cfg.mem_size != need.mem_size || d->cfg.cpu_count != need.cpus))
+    if (!rc && (d->cfg.mem_size != need->mem_size || d->cfg.cpu_count != need->cpus))
         rc = err_set(-EPROTO, "the stream's CONFIG (%llu MiB, %u vCPUs) differs from the handshake",
                      (unsigned long long)(d->cfg.mem_size >> 20), d->cfg.cpu_count);
     if (!rc)
-        rc = dst_call(d, dst_create_vm);
+        rc = mig_loopcall_run(&d->calls, dst_create_vm, d);
     struct mig_restore_info info = {0};
     if (!rc) {
         if (mig_fault_cut_at("first-pass"))
-            mig_chan_fail(d->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut");
+            mig_chan_fail(ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut");
         rc = mig_restore(d->vm, &r, &d->cfg, &info);
         d->switchover_ms = info.switchover_ns / 1e6;
         d->restored = info;
         if (rc) {
             char why[400];
             snprintf(why, sizeof(why), "%s", err_msg());
-            if (mig_chan_error(d->ch) == 0)
-                mig_chan_write_json(d->ch, json_pack("{s:b,s:s}", "ready", 0, "reason", why));
+            if (mig_chan_error(ch) == 0)
+                mig_chan_write_json(ch, json_pack("{s:b,s:s}", "ready", 0, "reason", why));
             err_set(rc, "%s", why);
         }
     }
@@ -177,26 +169,26 @@ static int dst_run(struct mig_dest *d)
     if (rc)
         return rc;
     mig_fault_cut_at("restored"); /* "kill@restored": dies with the state restored, unsaid */
-    if ((rc = mig_chan_write_json(d->ch, json_pack("{s:b}", "ready", 1))))
+    if ((rc = mig_chan_write_json(ch, json_pack("{s:b}", "ready", 1))))
         return rc;
     mig_fault_cut_at("ready"); /* "kill@ready": dies after saying ready, before go */
     json_t *go;
-    if ((rc = mig_chan_read_json(d->ch, "go message", &go)))
+    if ((rc = mig_chan_read_json(ch, "go message", &go)))
         return rc;
     bool ok = json_is_true(json_object_get(go, "go"));
     json_decref(go);
     if (!ok)
         return err_set(-EPROTO, "the source did not say go");
-    rc = dst_call(d, dst_start_vm);
+    rc = mig_loopcall_run(&d->calls, dst_start_vm, d);
     if (rc) {
         char why[400];
         snprintf(why, sizeof(why), "%s", err_msg());
-        mig_chan_write_json(d->ch, json_pack("{s:b,s:s}", "resumed", 0, "reason", why));
+        mig_chan_write_json(ch, json_pack("{s:b,s:s}", "resumed", 0, "reason", why));
         return err_set(rc, "%s", why);
     }
     mig_fault_cut_at("resumed"); /* "kill@resumed": dies running the guest, before the ack */
     double downtime = d->switchover_ms ? d->resumed_ms - d->switchover_ms : 0;
-    rc = mig_chan_write_json(d->ch, json_pack("{s:b,s:f}", "resumed", 1, "downtime_ms", downtime));
+    rc = mig_chan_write_json(ch, json_pack("{s:b,s:f}", "resumed", 1, "downtime_ms", downtime));
     /* The guest runs here now whatever happens to the ack: a lost ack leaves the source
      * paused, which is its rule, so the migration counts as done on this side. */
     if (rc)
@@ -204,20 +196,51 @@ static int dst_run(struct mig_dest *d)
     return 0;
 }
 
-static void *dst_worker(void *arg)
+/* The first peer through its handshake takes the destination; any later one is told so by the
+ * connection closing (its source resumes its VM). */
+static int dst_claim(struct mig_dest *d, struct dst_peer *p)
 {
-    struct mig_dest *d = arg;
-    pthread_setname_np(pthread_self(), "migrate-in");
-    int rc = dst_run(d);
-    d->bytes = mig_chan_bytes_received(d->ch);
     pthread_mutex_lock(&d->lock);
-    d->worker_done = true;
-    d->rc = rc;
-    if (rc)
-        snprintf(d->message, sizeof(d->message), "%s", err_msg());
+    bool free_to_take = !d->winner && !d->finishing;
+    if (free_to_take) {
+        d->winner = p;
+        d->accept_ms = p->accept_ms;
+    }
     pthread_mutex_unlock(&d->lock);
+    if (!free_to_take)
+        return err_set(-EBUSY, "%s: another source took this destination first",
+                       mig_chan_peer(p->ch));
+    return 0;
+}
+
+static void *dst_peer_main(void *arg)
+{
+    struct dst_peer *p = arg;
+    struct mig_dest *d = p->d;
+    pthread_setname_np(pthread_self(), "migrate-in");
+    struct mig_hs_need need;
+    int rc = dst_handshake(d, p->ch, &need);
+    bool won = !rc && !(rc = dst_claim(d, p));
+    if (won) {
+        mig_chan_set_deadline(p->ch, 0, NULL);
+        rc = dst_receive(d, p->ch, &need);
+        d->bytes = mig_chan_bytes_received(p->ch);
+    }
+    char message[512];
+    snprintf(message, sizeof(message), "%s", rc ? err_msg() : "");
     if (rc)
-        mig_chan_fail(d->ch, rc, d->message);
+        mig_chan_fail(p->ch, rc, message);
+    if (!won)
+        err_warn("%s; still waiting for a migration", message);
+    pthread_mutex_lock(&d->lock);
+    p->done = true;
+    d->handshaking -= !won;
+    if (won) {
+        d->over = true;
+        d->rc = rc;
+        snprintf(d->message, sizeof(d->message), "%s", message);
+    }
+    pthread_mutex_unlock(&d->lock);
     uv_async_send(&d->async);
     return NULL;
 }
@@ -239,49 +262,82 @@ static void dst_handle_closed(uv_handle_t *h)
     dst_one_closed(h->data);
 }
 
-static void dst_chan_closed(void *opaque)
+static void dst_peer_closed(void *opaque)
 {
-    dst_one_closed(opaque);
+    struct dst_peer *p = opaque;
+    struct mig_dest *d = p->d;
+    bool counted = p->counted;
+    free(p);
+    if (counted)
+        dst_one_closed(d);
 }
 
+/* Joins a peer's ended thread and closes its connection (the peer is freed once it is); while
+ * the destination finishes, the close counts among the handles it waits for. */
+static void dst_peer_close(struct mig_dest *d, struct dst_peer *p)
+{
+    if (p->started)
+        pthread_join(p->thread, NULL);
+    p->counted = d->finishing;
+    if (p->counted)
+        d->open_handles++;
+    mig_chan_close(p->ch, dst_peer_closed, p);
+}
+
+/* Closes the peers whose threads ended, but the winner's (the migration's end closes it). */
+static void dst_reap(struct mig_dest *d)
+{
+    for (struct dst_peer **pp = &d->peers; *pp;) {
+        struct dst_peer *p = *pp;
+        pthread_mutex_lock(&d->lock);
+        bool done = p->done && p != d->winner;
+        pthread_mutex_unlock(&d->lock);
+        if (!done) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        dst_peer_close(d, p);
+    }
+}
+
+/* Ends the destination: no winner runs any more (it ended, or none came), so every thread left
+ * is a peer's handshake, which the failed connection ends at once. */
 static void dst_finish(struct mig_dest *d)
 {
-    if (d->finishing)
-        return;
+    pthread_mutex_lock(&d->lock);
     d->finishing = true;
-    if (d->worker_started)
-        pthread_join(d->worker, NULL);
-    d->open_handles = 2 + (d->ch != NULL);
+    pthread_mutex_unlock(&d->lock);
+    for (struct dst_peer *p = d->peers; p; p = p->next)
+        mig_chan_fail(p->ch, -ECANCELED, "the destination is done");
+    d->open_handles = 3;
+    while (d->peers) {
+        struct dst_peer *p = d->peers;
+        d->peers = p->next;
+        dst_peer_close(d, p);
+    }
     uv_close((uv_handle_t *)&d->listener, dst_handle_closed);
     uv_close((uv_handle_t *)&d->async, dst_handle_closed);
-    if (d->ch)
-        mig_chan_close(d->ch, dst_chan_closed, d);
-    d->ch = NULL;
+    mig_loopcall_close(&d->calls, dst_handle_closed);
 }
 
 static void dst_on_async(uv_async_t *a)
 {
     struct mig_dest *d = a->data;
     pthread_mutex_lock(&d->lock);
-    int (*call)(struct mig_dest *) = d->call_pending ? d->call : NULL;
-    bool done = d->worker_done;
+    bool over = d->over, finishing = d->finishing;
     pthread_mutex_unlock(&d->lock);
-    if (call) {
-        int rc = call(d);
-        pthread_mutex_lock(&d->lock);
-        d->call_rc = rc;
-        snprintf(d->call_msg, sizeof(d->call_msg), "%s", rc ? err_msg() : "");
-        d->call_pending = false;
-        pthread_cond_broadcast(&d->cond);
-        pthread_mutex_unlock(&d->lock);
-    }
-    if (done)
+    if (finishing)
+        return;
+    dst_reap(d);
+    if (over)
         dst_finish(d);
 }
 
 struct dst_refusal {
     uv_tcp_t tcp;
     uv_write_t req;
+    char line[160];
 };
 
 static void dst_refusal_closed(uv_handle_t *h)
@@ -296,11 +352,9 @@ static void dst_refusal_written(uv_write_t *req, int status)
     uv_close((uv_handle_t *)&r->tcp, dst_refusal_closed);
 }
 
-/* A second connection while a migration runs: told so, then closed. */
-static void dst_refuse(struct mig_dest *d, uv_stream_t *listener)
+/* A connection this destination will not serve: told why, then closed. */
+static void dst_refuse(struct mig_dest *d, uv_stream_t *listener, const char *reason)
 {
-    static char line[] = "{\"accept\":false,\"reason\":\"this destination is already taking a "
-                         "migration\"}\n";
     struct dst_refusal *r = calloc(1, sizeof(*r));
     if (!r)
         return;
@@ -311,10 +365,49 @@ static void dst_refuse(struct mig_dest *d, uv_stream_t *listener)
         uv_close((uv_handle_t *)&r->tcp, dst_refusal_closed);
         return;
     }
-    err_warn("refused a second migration connection: one is already under way");
-    uv_buf_t buf = uv_buf_init(line, sizeof(line) - 1);
+    err_warn("refused a migration connection: %s", reason);
+    int n = snprintf(r->line, sizeof(r->line), "{\"accept\":false,\"reason\":\"%s\"}\n", reason);
+    uv_buf_t buf = uv_buf_init(r->line, (unsigned)n);
     if (uv_write(&r->req, (uv_stream_t *)&r->tcp, &buf, 1, dst_refusal_written) != 0)
         uv_close((uv_handle_t *)&r->tcp, dst_refusal_closed);
+}
+
+/* A new peer with its own handshake thread. */
+static void dst_add_peer(struct mig_dest *d, uv_tcp_t *tcp)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof(sa);
+    char addr[64] = "?", name[128];
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&sa, &len) == 0)
+        uv_ip_name((struct sockaddr *)&sa, addr, sizeof(addr));
+    snprintf(name, sizeof(name), "the source %s", addr);
+    struct dst_peer *p = calloc(1, sizeof(*p));
+    if (!p) {
+        tcp->data = tcp;
+        uv_close((uv_handle_t *)tcp, dst_refusal_closed);
+        return;
+    }
+    p->d = d;
+    p->accept_ms = clock_now_ms();
+    mig_chan_create(d->loop, tcp, name, d->params.idle_ms, &p->ch);
+    mig_chan_set_deadline(p->ch, MIG_DEST_HANDSHAKE_MS, "the handshake");
+    p->next = d->peers;
+    d->peers = p;
+    pthread_mutex_lock(&d->lock);
+    d->handshaking++;
+    pthread_mutex_unlock(&d->lock);
+    int rc = pthread_create(&p->thread, NULL, dst_peer_main, p);
+    if (rc) {
+        err_warn("cannot start a migration thread for %s: %s", addr, strerror(rc));
+        pthread_mutex_lock(&d->lock);
+        d->handshaking--;
+        p->done = true;
+        pthread_mutex_unlock(&d->lock);
+        mig_chan_fail(p->ch, -rc, "no thread for the connection");
+        dst_reap(d);
+        return;
+    }
+    p->started = true;
 }
 
 static void dst_on_connection(uv_stream_t *listener, int status)
@@ -322,8 +415,14 @@ static void dst_on_connection(uv_stream_t *listener, int status)
     struct mig_dest *d = listener->data;
     if (status < 0)
         return;
-    if (d->ch || d->finishing) {
-        dst_refuse(d, listener);
+    pthread_mutex_lock(&d->lock);
+    bool taken = d->winner || d->finishing;
+    bool crowded = d->handshaking >= MIG_DEST_MAX_PEERS;
+    pthread_mutex_unlock(&d->lock);
+    if (taken || crowded) {
+        dst_refuse(d, listener,
+                   taken ? "this destination is already taking a migration"
+                         : "too many connections in their handshake at once");
         return;
     }
     uv_tcp_t *tcp = malloc(sizeof(*tcp));
@@ -335,23 +434,7 @@ static void dst_on_connection(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)tcp, dst_refusal_closed);
         return;
     }
-    struct sockaddr_storage sa;
-    int len = sizeof(sa);
-    char addr[64] = "?", peer[128];
-    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&sa, &len) == 0)
-        uv_ip_name((struct sockaddr *)&sa, addr, sizeof(addr));
-    snprintf(peer, sizeof(peer), "the source %s", addr);
-    d->accept_ms = clock_now_ms();
-    mig_chan_create(d->loop, tcp, peer, d->params.idle_ms, &d->ch);
-    int rc = pthread_create(&d->worker, NULL, dst_worker, d);
-    if (rc) {
-        d->rc = -rc;
-        snprintf(d->message, sizeof(d->message), "cannot start the migration thread: %s",
-                 strerror(rc));
-        dst_finish(d);
-        return;
-    }
-    d->worker_started = true;
+    dst_add_peer(d, tcp);
 }
 
 int mig_dest_listen(uv_loop_t *loop, const struct mig_dest_params *params, struct mig_dest **out,
@@ -374,23 +457,25 @@ int mig_dest_listen(uv_loop_t *loop, const struct mig_dest_params *params, struc
     if (!d->params.idle_ms)
         d->params.idle_ms = MIG_DEFAULT_IDLE_MS;
     pthread_mutex_init(&d->lock, NULL);
-    pthread_cond_init(&d->cond, NULL);
     uv_tcp_init(loop, &d->listener);
     d->listener.data = d;
     uv_async_init(loop, &d->async, dst_on_async);
     d->async.data = d;
+    mig_loopcall_init(&d->calls, loop);
+    d->calls.async.data = d;
     int rc = uv_tcp_bind(&d->listener, res->ai_addr, 0);
     freeaddrinfo(res);
     if (!rc)
-        rc = uv_listen((uv_stream_t *)&d->listener, 4, dst_on_connection);
+        rc = uv_listen((uv_stream_t *)&d->listener, MIG_DEST_MAX_PEERS, dst_on_connection);
     if (rc) {
         int code = err_set(-EADDRNOTAVAIL, "--incoming: cannot listen on %s:%s: %s", params->host,
                            params->port, uv_strerror(rc));
         /* d goes once its handles have closed, on the loop's next turn. */
         d->params.on_done = NULL;
-        d->open_handles = 2;
+        d->open_handles = 3;
         uv_close((uv_handle_t *)&d->listener, dst_handle_closed);
         uv_close((uv_handle_t *)&d->async, dst_handle_closed);
+        mig_loopcall_close(&d->calls, dst_handle_closed);
         *out = NULL;
         return code;
     }
@@ -416,10 +501,17 @@ void mig_dest_result(const struct mig_dest *d, struct mig_dest_result *out)
 
 void mig_dest_cancel(struct mig_dest *d)
 {
-    if (d->finishing)
-        return;
-    if (d->ch) {
-        mig_chan_fail(d->ch, -ECANCELED, "stopped while taking a migration");
+    pthread_mutex_lock(&d->lock);
+    bool ending = d->finishing || d->over;
+    struct dst_peer *winner = d->winner;
+    if (!ending && !winner)
+        d->finishing = true; /* no peer may take it from now on */
+    pthread_mutex_unlock(&d->lock);
+    if (ending)
+        return; /* the loop finishes it */
+    if (winner) {
+        /* Its thread ends the migration, and the loop hears of it. */
+        mig_chan_fail(winner->ch, -ECANCELED, "stopped while taking a migration");
         return;
     }
     d->rc = -ECANCELED;
@@ -432,7 +524,6 @@ void mig_dest_free(struct mig_dest *d)
     if (!d)
         return;
     mig_config_free(&d->cfg);
-    pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }

@@ -1,13 +1,16 @@
 /* mig_dest: the receiving side of a live migration (tern run --incoming tcp:ADDR:PORT).
  *
- * Listens on the loop and takes one migration: the first connection gets a worker thread that
- * answers the handshake with this host's capabilities, reads the stream into a VM the caller
- * builds (create_vm runs on the loop once CONFIG is known), says "ready" once the whole state is
- * restored, and on the source's "go" has the caller start the VM (start_vm, on the loop) and
- * answers "resumed". Any other connection meanwhile is told it is refused and closed. on_done
- * runs once on the loop when the migration is over, with the listener and connection closed:
- * ok says whether the VM now runs here; otherwise message says why, and the caller owns any VM
- * create_vm made (never started) and must discard it.
+ * Listens on the loop and takes one migration. Each connection gets a thread of its own for the
+ * handshake, which must be done within MIG_DEST_HANDSHAKE_MS however its bytes trickle; at most
+ * MIG_DEST_MAX_PEERS handshakes run at once (further connections are refused). A peer that
+ * fails its handshake (a port scan, garbage, a refused source) is reported in one line and the
+ * destination goes on waiting. The first peer through its handshake takes the migration: its
+ * thread reads the stream into a VM the caller builds (create_vm runs on the loop once CONFIG is
+ * known), says "ready" once the whole state is restored, and on the source's "go" has the caller
+ * start the VM (start_vm, on the loop) and answers "resumed"; any connection after it is told it
+ * is refused. on_done runs once on the loop when that migration is over (or on cancel), with the
+ * listener and every connection closed: ok says whether the VM now runs here; otherwise message
+ * says why, and the caller owns any VM create_vm made (never started) and must discard it.
  */
 #ifndef TERN_MIG_DEST_H
 #define TERN_MIG_DEST_H
@@ -18,6 +21,9 @@
 
 #include "migrate/mig_config.h"
 #include "migrate/mig_restore.h"
+
+#define MIG_DEST_HANDSHAKE_MS 10000u /* hello, answer and start, in all */
+#define MIG_DEST_MAX_PEERS 8u        /* connections in their handshake at once */
 
 struct mig_dest_params {
     char host[256];

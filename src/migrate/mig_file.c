@@ -1,8 +1,11 @@
 #include "migrate/mig_file.h"
 
 #include "err/err.h"
+#include "file/file.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,20 +44,48 @@ static int mig_file_sink(void *opaque, const void *buf, size_t len)
     return 0;
 }
 
+/* The snapshot's path must be a regular file or nothing yet: never a socket (tern's own control
+ * socket among them), a directory, a device or a FIFO. A link is replaced, not followed. */
+static int mig_snapshot_target(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : err_sys(-errno, "cannot look at it");
+    if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))
+        return 0;
+    return err_set(-EINVAL, "%s, not a regular file",
+                   S_ISDIR(st.st_mode)    ? "is a directory"
+                   : S_ISSOCK(st.st_mode) ? "is a socket"
+                   : S_ISFIFO(st.st_mode) ? "is a FIFO"
+                                          : "is a device");
+}
+
+/* Writes the stream into a file of its own: a new name in PATH's directory (O_EXCL, mode 0600,
+ * so that nobody can plant a link or a file there first), fsynced, then renamed over PATH. */
 int mig_snapshot_to_file(struct vm *vm, const char *path, int compress_level,
                          struct mig_stats *stats, uint64_t *bytes)
 {
     char tmp[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp))
         return err_set(-ENAMETOOLONG, "snapshot path too long");
-    FILE *f = fopen(tmp, "wbe");
-    if (!f)
-        return err_sys(-errno, "snapshot %s: cannot create", tmp);
+    int rc = mig_snapshot_target(path);
+    if (rc)
+        return err_context(rc, "snapshot %s", path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return err_sys(-errno, "snapshot %s: cannot create %s", path, tmp);
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        rc = err_sys(-errno, "snapshot %s: cannot write", path);
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
     setvbuf(f, NULL, _IOFBF, 1 << 20);
     struct mig_writer w;
     mig_writer_init(&w, mig_file_sink, f);
     struct mig_capture_options opt = {.compress_level = compress_level};
-    int rc = mig_capture(vm, &w, &opt, stats);
+    rc = mig_capture(vm, &w, &opt, stats);
     if (fflush(f) != 0 && !rc)
         rc = err_sys(-errno, "snapshot %s: write failed", tmp);
     if (!rc && fsync(fileno(f)) != 0)
@@ -84,9 +115,16 @@ static int mig_file_source(void *opaque, void *buf, size_t len)
 int mig_file_open(const char *path, struct mig_file_reader *fr)
 {
     memset(fr, 0, sizeof(*fr));
-    fr->file = fopen(path, "rbe");
-    if (!fr->file)
-        return err_sys(-errno, "%s: cannot open", path);
+    int fd;
+    int rc = file_open_regular(path, &fd);
+    if (rc)
+        return rc;
+    fr->file = fdopen(fd, "rb");
+    if (!fr->file) {
+        rc = err_sys(-errno, "%s: cannot open", path);
+        close(fd);
+        return rc;
+    }
     setvbuf(fr->file, NULL, _IOFBF, 1 << 20);
     mig_reader_init(&fr->reader, mig_file_source, fr->file);
     return 0;

@@ -1,7 +1,9 @@
 /* mig_file: the state stream in a file (URI file:PATH) — snapshots and their restore.
  *
- * A snapshot is written to PATH.tmp and renamed over PATH only once complete, so a failed
- * snapshot never leaves a half-written file under the name asked for.
+ * A snapshot is written to a new file of its own, PATH.tmp.XXXXXX (created exclusively, mode
+ * 0600: it holds guest RAM), and renamed over PATH only once complete and fsynced, so a failed
+ * snapshot never leaves a half-written file under the name asked for, nor any file at all. PATH
+ * must be a regular file or nothing yet.
  */
 #ifndef TERN_MIG_FILE_H
 #define TERN_MIG_FILE_H
@@ -19,7 +21,7 @@ int mig_parse_compress(const char *what, const char *compress, int *level);
 int mig_snapshot_to_file(struct vm *vm, const char *path, int compress_level,
                          struct mig_stats *stats, uint64_t *bytes);
 
-/* A buffered reader over an open file. */
+/* A buffered reader over an open file (a regular one). */
 struct mig_file_reader {
     FILE *file;
     struct mig_reader reader;

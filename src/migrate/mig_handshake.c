@@ -1,5 +1,6 @@
 #include "migrate/mig_handshake.h"
 
+#include "err/err.h"
 #include "migrate/mig_records.h"
 
 #include <errno.h>
@@ -65,8 +66,22 @@ static int get_uint(json_t *obj, const char *key, uint64_t max, uint64_t *out)
 {
     json_t *v = json_object_get(obj, key);
     if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
-        return -EPROTO;
+        return err_set(-EPROTO, "\"%s\" is %s; it must be an integer from 0 to %llu", key,
+                       !v                   ? "missing"
+                       : json_is_integer(v) ? "out of range"
+                                            : "not an integer",
+                       (unsigned long long)max);
     *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int get_bool(json_t *obj, const char *key, bool *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_boolean(v))
+        return err_set(-EPROTO, "\"%s\" is %s, not true or false", key,
+                       v ? "of another type" : "missing");
+    *out = json_is_true(v);
     return 0;
 }
 
@@ -74,7 +89,8 @@ static int features_from_json(json_t *obj, uint32_t f[MIG_HS_FEATURE_REGS])
 {
     json_t *o = json_object_get(obj, "cpuid");
     if (!json_is_object(o))
-        return -EPROTO;
+        return err_set(-EPROTO, "\"cpuid\" is %s, not an object",
+                       o ? "of another type" : "missing");
     for (unsigned k = 0; k < MIG_HS_FEATURE_REGS; k++) {
         uint64_t v;
         if (get_uint(o, mig_hs_feature_regs[k].name, UINT32_MAX, &v))
@@ -97,12 +113,17 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
 {
     uint64_t proto, major, minor, mem, cpus, xsave, nested;
     memset(n, 0, sizeof(*n));
-    if (!json_is_object(obj) || get_uint(obj, "protocol", UINT32_MAX, &proto) ||
-        proto != MIG_HS_PROTOCOL || get_uint(obj, "stream_major", 65535, &major) ||
+    if (!json_is_object(obj))
+        return err_set(-EPROTO, "no \"hello\" object");
+    if (get_uint(obj, "protocol", UINT32_MAX, &proto))
+        return -EPROTO;
+    if (proto != MIG_HS_PROTOCOL)
+        return err_set(-EPROTO, "\"protocol\" is %llu", (unsigned long long)proto);
+    if (get_uint(obj, "stream_major", 65535, &major) ||
         get_uint(obj, "stream_minor", 65535, &minor) || get_uint(obj, "mem", INT64_MAX, &mem) ||
         get_uint(obj, "cpus", 1u << 16, &cpus) || get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
-        get_uint(obj, "nested_size", 1u << 24, &nested) ||
-        !json_is_boolean(json_object_get(obj, "evmcs")) || features_from_json(obj, n->features))
+        get_uint(obj, "nested_size", 1u << 24, &nested) || get_bool(obj, "evmcs", &n->evmcs) ||
+        features_from_json(obj, n->features))
         return -EPROTO;
     n->stream_major = (unsigned)major;
     n->stream_minor = (unsigned)minor;
@@ -110,7 +131,6 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
     n->cpus = (unsigned)cpus;
     n->xsave_size = (uint32_t)xsave;
     n->nested_size = (uint32_t)nested;
-    n->evmcs = json_is_true(json_object_get(obj, "evmcs"));
     return 0;
 }
 
@@ -128,25 +148,22 @@ int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
 {
     uint64_t major, minor, mem, cpus, xsave, nested;
     memset(c, 0, sizeof(*c));
-    if (!json_is_object(obj) || get_uint(obj, "stream_major", 65535, &major) ||
+    if (!json_is_object(obj))
+        return err_set(-EPROTO, "no \"caps\" object");
+    if (get_uint(obj, "stream_major", 65535, &major) ||
         get_uint(obj, "stream_minor", 65535, &minor) ||
-        get_uint(obj, "mem_limit", INT64_MAX, &mem) ||
-        !json_is_boolean(json_object_get(obj, "mem_exact")) ||
-        get_uint(obj, "max_cpus", 1u << 16, &cpus) ||
-        !json_is_boolean(json_object_get(obj, "cpus_exact")) ||
+        get_uint(obj, "mem_limit", INT64_MAX, &mem) || get_bool(obj, "mem_exact", &c->mem_exact) ||
+        get_uint(obj, "max_cpus", 1u << 16, &cpus) || get_bool(obj, "cpus_exact", &c->cpus_exact) ||
         get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
-        get_uint(obj, "nested_max", 1u << 24, &nested) ||
-        !json_is_boolean(json_object_get(obj, "evmcs")) || features_from_json(obj, c->features))
+        get_uint(obj, "nested_max", 1u << 24, &nested) || get_bool(obj, "evmcs", &c->evmcs) ||
+        features_from_json(obj, c->features))
         return -EPROTO;
     c->stream_major = (unsigned)major;
     c->stream_minor = (unsigned)minor;
     c->mem_limit = mem;
-    c->mem_exact = json_is_true(json_object_get(obj, "mem_exact"));
     c->max_cpus = (unsigned)cpus;
-    c->cpus_exact = json_is_true(json_object_get(obj, "cpus_exact"));
     c->xsave_size = (uint32_t)xsave;
     c->nested_max = (uint32_t)nested;
-    c->evmcs = json_is_true(json_object_get(obj, "evmcs"));
     return 0;
 }
 

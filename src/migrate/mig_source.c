@@ -6,11 +6,16 @@
 #include "migrate/mig_chan.h"
 #include "migrate/mig_fault.h"
 #include "migrate/mig_handshake.h"
+#include "migrate/mig_loopcall.h"
 #include "migrate/mig_capture.h"
 #include "vm/vm_state.h"
 #include "migrate/mig_stream.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +29,8 @@
 #define MIG_MIN_BANDWIDTH_SAMPLE (256u << 10)
 #define MIG_SMALL_FINAL_PAGES 64u
 #define MIG_MAX_SHRINK_PASSES 30u
+/* What the switchover may take beyond the downtime budget before the source resumes its VM. */
+#define MIG_SWITCHOVER_MARGIN_MS 10000u
 
 struct mig_source {
     uv_loop_t *loop;
@@ -32,15 +39,14 @@ struct mig_source {
     mig_source_done_fn on_done;
     void *opaque;
 
-    uv_getaddrinfo_t resolve;
-    uv_connect_t connect;
-    uv_tcp_t *tcp;
+    struct mig_loopcall calls; /* the worker has the loop attach the connection */
+    int fd;                    /* the connected socket, until the loop takes it */
     uv_timer_t timeout_timer;
     uv_async_t done_async;
     struct mig_chan *ch;
     pthread_t worker;
     bool worker_started;
-    bool cancel_requested, timed_out;
+    bool cancel_requested, timed_out; /* guarded by lock: the worker polls them */
 
     pthread_mutex_t lock; /* guards progress */
     struct mig_progress progress;
@@ -232,7 +238,7 @@ static int src_handshake(struct mig_source *s)
         rc = err_set(-ECONNREFUSED, "the destination refused the migration: %s",
                      reason ? reason : "no reason given");
     } else if (mig_hs_caps_from_json(json_object_get(reply, "caps"), &caps)) {
-        rc = err_set(-EPROTO, "the destination's capabilities are malformed");
+        rc = err_context(-EPROTO, "the destination's capabilities are malformed");
     } else if (mig_hs_check(&need, &caps, why, sizeof(why))) {
         /* The destination accepted, but we know better: tell it why before closing. */
         rc = err_set(-ENOTSUP, "the destination cannot take this VM: %s", why);
@@ -339,6 +345,51 @@ static int src_precopy(struct mig_source *s, struct mig_capture *cap)
     }
 }
 
+/* The destination's "ready", our "go" (from which it may run the guest), its "resumed". */
+static int src_handover(struct mig_source *s, double paused_at, bool *go_sent)
+{
+    json_t *msg;
+    int rc = mig_chan_read_json(s->ch, "ready message", &msg);
+    if (rc)
+        return rc;
+    bool ready = json_is_true(json_object_get(msg, "ready"));
+    const char *reason = json_string_value(json_object_get(msg, "reason"));
+    if (!ready)
+        rc = err_set(-EPROTO, "the destination could not restore the VM: %s",
+                     reason ? reason : "no reason given");
+    json_decref(msg);
+    if (rc)
+        return rc;
+    if (mig_fault_cut_at("ready"))
+        mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut before go");
+    if ((rc = mig_chan_error(s->ch)))
+        return rc;
+    mig_chan_set_deadline(s->ch, 0, NULL);
+    /* From here on the destination may run the guest: never resume it here again. */
+    *go_sent = true;
+    if ((rc = mig_chan_write_json(s->ch, json_pack("{s:b}", "go", 1))))
+        return rc;
+    if ((rc = mig_chan_read_json(s->ch, "resumed message", &msg)))
+        return rc;
+    bool resumed = json_is_true(json_object_get(msg, "resumed"));
+    reason = json_string_value(json_object_get(msg, "reason"));
+    double dest_ms = json_number_value(json_object_get(msg, "downtime_ms"));
+    if (!resumed) {
+        /* It says it did not run the guest: the source may take it back. */
+        *go_sent = false;
+        rc = err_set(-EPROTO, "the destination could not resume the VM: %s",
+                     reason ? reason : "no reason given");
+    }
+    json_decref(msg);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    s->progress.downtime_ms = clock_now_ms() - paused_at;
+    s->progress.dest_downtime_ms = dest_ms;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
 /* Paused: the final pass and the state, then the destination's ready / our go / its resumed. */
 static int src_switchover(struct mig_source *s, struct mig_capture *cap, double *paused_at,
                           bool *go_sent)
@@ -349,6 +400,10 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
     s->pacing = false; /* the cap shapes pre-copy; downtime is no place to save bandwidth */
     vm_pause(vm);
     *paused_at = clock_now_ms();
+    /* From here to the destination's "ready", however its bytes trickle: the downtime budget
+     * and a margin; past it the source takes its VM back. */
+    mig_chan_set_deadline(s->ch, s->params.downtime_ms + MIG_SWITCHOVER_MARGIN_MS,
+                          "the switchover (final pass, state, \"ready\")");
     vm_set_throttle(vm, 0);
     /* The guest may have entered VMX operation, or made an eVMCS active, since the handshake:
      * ask again before any state leaves. A refusal here resumes the VM where it is. */
@@ -372,52 +427,19 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
         return rc;
     src_note_stats(s, cap);
     src_set_phase(s, MIG_PHASE_ACK, s->progress.pass);
-
-    json_t *msg;
-    if ((rc = mig_chan_read_json(s->ch, "ready message", &msg)))
-        return rc;
-    bool ready = json_is_true(json_object_get(msg, "ready"));
-    const char *reason = json_string_value(json_object_get(msg, "reason"));
-    if (!ready)
-        rc = err_set(-EPROTO, "the destination could not restore the VM: %s",
-                     reason ? reason : "no reason given");
-    json_decref(msg);
-    if (rc)
-        return rc;
-    if (mig_fault_cut_at("ready"))
-        mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut before go");
-    if ((rc = mig_chan_error(s->ch)))
-        return rc;
-    /* From here on the destination may run the guest: never resume it here again. */
-    *go_sent = true;
-    if ((rc = mig_chan_write_json(s->ch, json_pack("{s:b}", "go", 1))))
-        return rc;
-    if ((rc = mig_chan_read_json(s->ch, "resumed message", &msg)))
-        return rc;
-    bool resumed = json_is_true(json_object_get(msg, "resumed"));
-    reason = json_string_value(json_object_get(msg, "reason"));
-    double dest_ms = json_number_value(json_object_get(msg, "downtime_ms"));
-    if (!resumed) {
-        /* It says it did not run the guest: the source may take it back. */
-        *go_sent = false;
-        rc = err_set(-EPROTO, "the destination could not resume the VM: %s",
-                     reason ? reason : "no reason given");
-    }
-    json_decref(msg);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&s->lock);
-    s->progress.downtime_ms = clock_now_ms() - *paused_at;
-    s->progress.dest_downtime_ms = dest_ms;
-    pthread_mutex_unlock(&s->lock);
-    return 0;
+    return src_handover(s, *paused_at, go_sent);
 }
+
+static int src_connect(struct mig_source *s); /* below, with the loop side it talks to */
 
 static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
 {
     struct vm *vm = s->vm;
+    int rc = src_connect(s);
+    if (rc)
+        return rc;
     src_set_phase(s, MIG_PHASE_HANDSHAKE, 0);
-    int rc = src_handshake(s);
+    rc = src_handshake(s);
     if (rc)
         return rc;
     if ((rc = mem_dirty_start(vm_mem(vm))))
@@ -457,7 +479,8 @@ static void *src_worker(void *arg)
         char message[400];
         snprintf(message, sizeof(message), "%s", err_msg());
         /* Pairs with the close below: the destination sees the connection end, not a hang. */
-        mig_chan_fail(s->ch, rc, message);
+        if (s->ch)
+            mig_chan_fail(s->ch, rc, message);
         if (vm_mem(vm)->dirty)
             mem_dirty_stop(vm_mem(vm));
         if (paused && !go_sent)
@@ -484,33 +507,30 @@ static void *src_worker(void *arg)
 
 /* ---- loop side ------------------------------------------------------------------------- */
 
+/* The end of a source whose worker never started: nobody waits for it. */
+static void src_discard(struct mig_source *s, void *opaque)
+{
+    (void)opaque;
+    mig_source_free(s);
+}
+
 static void src_finish_closed(uv_handle_t *h)
 {
     struct mig_source *s = h->data;
     s->on_done(s, s->opaque);
 }
 
+static void src_calls_closed(uv_handle_t *h)
+{
+    struct mig_source *s = h->data;
+    uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
+}
+
 static void src_chan_closed(void *opaque)
 {
     struct mig_source *s = opaque;
     s->ch = NULL;
-    uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
-}
-
-static void src_free_handle(uv_handle_t *h)
-{
-    free(h);
-}
-
-static void src_free_self(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void src_timer_closed_free(uv_handle_t *h)
-{
-    struct mig_source *s = h->data;
-    uv_close((uv_handle_t *)&s->done_async, src_free_self);
+    mig_loopcall_close(&s->calls, src_calls_closed);
 }
 
 /* The timer lives inside s: everything that may free s waits for its close to finish (libuv
@@ -518,93 +538,21 @@ static void src_timer_closed_free(uv_handle_t *h)
 static void src_timer_closed(uv_handle_t *h)
 {
     struct mig_source *s = h->data;
-    if (s->ch) {
+    if (s->ch)
         mig_chan_close(s->ch, src_chan_closed, s);
-    } else {
-        if (s->tcp) {
-            s->tcp->data = s;
-            uv_close((uv_handle_t *)s->tcp, src_free_handle);
-            s->tcp = NULL;
-        }
-        uv_close((uv_handle_t *)&s->done_async, src_finish_closed);
-    }
+    else
+        mig_loopcall_close(&s->calls, src_calls_closed);
 }
 
-/* Ends on the loop: the worker (if any) has finished. */
-static void src_end(struct mig_source *s)
-{
-    if (s->worker_started) {
-        pthread_join(s->worker, NULL);
-        s->worker_started = false;
-    }
-    uv_timer_stop(&s->timeout_timer);
-    uv_close((uv_handle_t *)&s->timeout_timer, src_timer_closed);
-}
-
+/* Ends on the loop: the worker has finished. */
 static void src_on_done_async(uv_async_t *a)
 {
-    src_end(a->data);
-}
-
-static void src_fail_early(struct mig_source *s, const char *message)
-{
-    pthread_mutex_lock(&s->lock);
-    s->progress.phase =
-        s->cancel_requested && !s->timed_out ? MIG_PHASE_CANCELLED : MIG_PHASE_FAILED;
-    snprintf(s->progress.message, sizeof(s->progress.message), "%s", message);
-    s->progress.total_ms = clock_now_ms() - s->start_ms;
-    pthread_mutex_unlock(&s->lock);
-    src_end(s);
-}
-
-static void src_on_connect(uv_connect_t *req, int status)
-{
-    struct mig_source *s = req->data;
-    char msg[512];
-    if (status < 0 || s->cancel_requested) {
-        snprintf(msg, sizeof(msg), "%s",
-                 s->cancel_requested ? (s->timed_out ? "--timeout expired" : s->cancel_reason)
-                                     : "");
-        if (status < 0)
-            snprintf(msg, sizeof(msg), "cannot connect to %s: %s", s->progress.uri,
-                     uv_strerror(status));
-        src_fail_early(s, msg);
-        return;
-    }
-    char peer[400];
-    snprintf(peer, sizeof(peer), "the destination %s", s->progress.uri);
-    struct uv_tcp_s *tcp = s->tcp;
-    s->tcp = NULL;
-    mig_chan_create(s->loop, tcp, peer, s->params.idle_ms, &s->ch);
-    int rc = pthread_create(&s->worker, NULL, src_worker, s);
-    if (rc) {
-        snprintf(msg, sizeof(msg), "cannot start the migration thread: %s", strerror(rc));
-        src_fail_early(s, msg);
-        return;
-    }
-    s->worker_started = true;
-}
-
-static void src_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    struct mig_source *s = req->data;
-    char msg[512];
-    if (status < 0 || s->cancel_requested) {
-        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", s->params.host,
-                 status < 0 ? uv_strerror(status) : "cancelled");
-        uv_freeaddrinfo(res);
-        src_fail_early(s, msg);
-        return;
-    }
-    s->tcp = malloc(sizeof(*s->tcp));
-    uv_tcp_init(s->loop, s->tcp);
-    s->connect.data = s;
-    int rc = uv_tcp_connect(&s->connect, s->tcp, res->ai_addr, src_on_connect);
-    uv_freeaddrinfo(res);
-    if (rc) {
-        snprintf(msg, sizeof(msg), "cannot connect to %s: %s", s->progress.uri, uv_strerror(rc));
-        src_fail_early(s, msg);
-    }
+    struct mig_source *s = a->data;
+    pthread_join(s->worker, NULL);
+    if (s->fd >= 0)
+        close(s->fd); /* connected, never attached */
+    uv_timer_stop(&s->timeout_timer);
+    uv_close((uv_handle_t *)&s->timeout_timer, src_timer_closed);
 }
 
 static void src_on_timeout(uv_timer_t *t)
@@ -612,10 +560,102 @@ static void src_on_timeout(uv_timer_t *t)
     struct mig_source *s = t->data;
     char msg[128];
     snprintf(msg, sizeof(msg), "--timeout %u s expired", s->params.timeout_s);
+    pthread_mutex_lock(&s->lock);
     s->timed_out = true;
     s->cancel_requested = true;
+    snprintf(s->cancel_reason, sizeof(s->cancel_reason), "%s", msg);
+    pthread_mutex_unlock(&s->lock);
     if (s->ch)
         mig_chan_fail(s->ch, -ETIMEDOUT, msg);
+}
+
+/* On the loop: the worker's connected socket becomes the migration's channel. */
+static int src_attach(void *arg)
+{
+    struct mig_source *s = arg;
+    uv_tcp_t *tcp = malloc(sizeof(*tcp));
+    if (!tcp)
+        return err_set(-ENOMEM, "out of memory");
+    uv_tcp_init(s->loop, tcp);
+    int rc = uv_tcp_open(tcp, s->fd);
+    if (rc) {
+        tcp->data = tcp;
+        uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
+        return err_set(-EIO, "cannot use the connection to %s: %s", s->progress.uri,
+                       uv_strerror(rc));
+    }
+    s->fd = -1; /* the handle owns it now */
+    char peer[400];
+    snprintf(peer, sizeof(peer), "the destination %s", s->progress.uri);
+    return mig_chan_create(s->loop, tcp, peer, s->params.idle_ms, &s->ch);
+}
+
+/* 0 while the migration may go on; else -ECANCELED (or -ETIMEDOUT) with the reason. */
+static int src_cancelled(struct mig_source *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int rc = !s->cancel_requested ? 0
+             : s->timed_out       ? err_set(-ETIMEDOUT, "%s", s->cancel_reason)
+                                  : err_set(-ECANCELED, "%s", s->cancel_reason);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Waits for a non-blocking connect, 100 ms at a time, so that a cancel or the timeout acts at
+ * once however long the kernel would try. */
+static int src_connect_wait(struct mig_source *s, int fd)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int n = poll(&p, 1, 100);
+        int rc = src_cancelled(s);
+        if (rc)
+            return rc;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n <= 0)
+            continue;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            return -errno;
+        return -err;
+    }
+}
+
+/* On the worker: resolves and connects (each address in turn), then has the loop attach the
+ * socket. No libuv threadpool: a host that cannot start threads fails here, once, cleanly. */
+static int src_connect(struct mig_source *s)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(s->params.host, s->params.port, &hints, &res);
+    if (g)
+        return err_set(-EHOSTUNREACH, "cannot resolve %s: %s", s->params.host, gai_strerror(g));
+    int rc = -EHOSTUNREACH;
+    for (struct addrinfo *a = res; a && rc != 0 && rc != -ECANCELED && rc != -ETIMEDOUT;
+         a = a->ai_next) {
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        rc = connect(fd, a->ai_addr, a->ai_addrlen) == 0 ? 0
+             : errno == EINPROGRESS                      ? src_connect_wait(s, fd)
+                                                         : -errno;
+        if (rc)
+            close(fd);
+        else
+            s->fd = fd;
+    }
+    freeaddrinfo(res);
+    if (rc == -ECANCELED || rc == -ETIMEDOUT)
+        return rc; /* the message is set */
+    if (rc)
+        return err_set(rc, "cannot connect to %s: %s", s->progress.uri, strerror(-rc));
+    if ((rc = mig_loopcall_run(&s->calls, src_attach, s)))
+        return rc;
+    return src_cancelled(s);
 }
 
 int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_params *params,
@@ -627,37 +667,46 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
     s->loop = loop;
     s->vm = vm;
     s->params = *params;
+    s->fd = -1;
     if (!s->params.idle_ms)
         s->params.idle_ms = MIG_DEFAULT_IDLE_MS;
     s->on_done = on_done;
     s->opaque = opaque;
-    pthread_mutex_init(&s->lock, NULL);
-    s->start_ms = clock_now_ms();
     snprintf(s->progress.uri, sizeof(s->progress.uri),
              strchr(params->host, ':') ? "tcp:[%s]:%s" : "tcp:%s:%s", params->host, params->port);
+    int rc = mig_loopcall_init(&s->calls, loop);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    s->calls.async.data = s;
+    pthread_mutex_init(&s->lock, NULL);
+    s->start_ms = clock_now_ms();
     uv_async_init(loop, &s->done_async, src_on_done_async);
     s->done_async.data = s;
     uv_timer_init(loop, &s->timeout_timer);
     s->timeout_timer.data = s;
+    rc = pthread_create(&s->worker, NULL, src_worker, s);
+    if (rc) {
+        /* s goes with its handles, on the loop's next turns; the VM runs on untouched. */
+        s->on_done = src_discard;
+        uv_close((uv_handle_t *)&s->timeout_timer, src_timer_closed);
+        return err_sys(-rc, "cannot start the migration thread");
+    }
     if (params->timeout_s)
         uv_timer_start(&s->timeout_timer, src_on_timeout, (uint64_t)params->timeout_s * 1000, 0);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    s->resolve.data = s;
-    int rc = uv_getaddrinfo(loop, &s->resolve, src_on_resolved, params->host, params->port, &hints);
-    if (rc) {
-        uv_close((uv_handle_t *)&s->timeout_timer, src_timer_closed_free);
-        return err_set(-EINVAL, "cannot resolve %s: %s", params->host, uv_strerror(rc));
-    }
     *out = s;
     return 0;
 }
 
 void mig_source_cancel(struct mig_source *s, const char *why)
 {
+    pthread_mutex_lock(&s->lock);
     s->cancel_requested = true;
     snprintf(s->cancel_reason, sizeof(s->cancel_reason), "%s", why);
+    pthread_mutex_unlock(&s->lock);
     if (s->ch)
-        mig_chan_fail(s->ch, -ECANCELED, s->cancel_reason);
+        mig_chan_fail(s->ch, -ECANCELED, why);
 }
 
 void mig_source_free(struct mig_source *s)

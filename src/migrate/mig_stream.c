@@ -215,7 +215,9 @@ int mig_read_record(struct mig_reader *r, struct mig_record *rec)
             return err_set(-EPROTO, "%s: CRC mismatch (stored 0x%08x, computed 0x%08x)", what,
                            rec->crc, (uint32_t)crc);
         if (!t) {
-            r->skipped++; /* unknown optional record: skip it */
+            /* An unknown optional record: skipped, but counted as the writer counted it. */
+            r->skipped++;
+            r->records++;
             continue;
         }
         rc = mig_record_check(rec);

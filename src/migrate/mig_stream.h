@@ -96,8 +96,8 @@ struct mig_reader {
     uint16_t major, minor;
     uint8_t *buf;
     size_t buf_size;
-    uint32_t records;
-    uint32_t skipped;
+    uint32_t records; /* read before END (CONFIG and skipped ones included), as END counts */
+    uint32_t skipped; /* unknown optional records skipped */
 };
 
 void mig_reader_init(struct mig_reader *r, mig_source_fn source, void *opaque);

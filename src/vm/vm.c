@@ -27,6 +27,15 @@ uint64_t vm_host_ram_bytes(void)
     return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
 }
 
+int vm_check_mem_size(uint64_t size, const char *what)
+{
+    uint64_t host = vm_host_ram_bytes();
+    if (host && size > host)
+        return err_set(-EINVAL, "%s: %llu MiB exceeds the host's %llu MiB of RAM", what,
+                       (unsigned long long)(size >> 20), (unsigned long long)(host >> 20));
+    return 0;
+}
+
 /* Records the first way the VM ended and tells the loop; later ones are ignored. */
 static void vm_record_end(struct vm *vm, enum vm_end_kind kind, uint32_t code, const char *msg)
 {
@@ -200,6 +209,10 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
 {
     if (cfg->cpu_count < 1 || cfg->cpu_count > VM_MAX_CPUS)
         return err_set(-EINVAL, "--cpus must be between 1 and %d", VM_MAX_CPUS);
+    /* --mem is checked so already; a stream's RAM size is here. */
+    int rc = vm_check_mem_size(cfg->mem_size, "guest RAM");
+    if (rc)
+        return rc;
     struct vm *vm = calloc(1, sizeof(*vm));
     if (!vm)
         return err_set(-ENOMEM, "out of memory");
@@ -213,7 +226,7 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
         .opaque = vm, .request_end = vm_host_request_end, .set_irq = vm_host_set_irq};
     pthread_mutex_init(&vm->end_lock, NULL);
     vm_throttle_init(vm);
-    int rc = uv_async_init(loop, &vm->end_async, vm_on_end_async);
+    rc = uv_async_init(loop, &vm->end_async, vm_on_end_async);
     if (rc) {
         vm_throttle_destroy(vm);
         pthread_mutex_destroy(&vm->end_lock);

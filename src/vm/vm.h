@@ -110,5 +110,7 @@ int vm_host_offer(unsigned hidden_caps, struct vm_host_offer *out);
 
 /* The host's RAM in bytes, the ceiling for --mem. */
 uint64_t vm_host_ram_bytes(void);
+/* 0 when size bytes of guest RAM fit the host's RAM; else an error naming what. */
+int vm_check_mem_size(uint64_t size, const char *what);
 
 #endif

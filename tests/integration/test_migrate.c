@@ -2,6 +2,9 @@
  * memory after the move, chains, compression, auto-converge, and the source keeping its VM
  * through every failure. */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -260,6 +263,13 @@ static void fails_and_stays(const char *src_fault, const char *dst_fault, const 
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(status, "return"), "state")),
                      "running");
     json_decref(status);
+    /* A source cut before its handshake was done was only a peer to the destination: it says
+     * so and waits for another (stopped here by a signal). */
+    bool dst_waits = src_fault && !strcmp(src_fault, "cut@handshake");
+    if (dst_waits) {
+        cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 10000), "%s", dst.err);
+        kill(dst.pid, SIGTERM);
+    }
     expect_stayed(&src, &dst, MEMSTAMP_DONE);
     proc_free(&src);
     proc_free(&dst);
@@ -382,8 +392,13 @@ Test(migrate, destination_refuses_at_handshake)
     cr_expect(strstr(msg, "refused") && strstr(msg, "--mem 128 MiB"), "%s", msg);
     cr_expect_eq(json_integer_value(json_object_get(failed, "pages_sent")), 0);
     json_decref(failed);
-    expect_stayed(&src, &dst, MEMSTAMP_DONE);
+    expect_stayed(&src, NULL, MEMSTAMP_DONE);
+    /* The refused source was one peer: the destination says why and waits for another. */
+    cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 5000), "%s", dst.err);
     cr_expect(strstr(dst.err, "--mem 128 MiB"), "%s", dst.err);
+    kill(dst.pid, SIGTERM);
+    cr_expect_eq(proc_wait(&dst, 10000), 128 + SIGTERM, "%s", dst.err);
+    cr_expect(!strstr(dst.out, MEMSTAMP_DONE));
     proc_free(&src);
     proc_free(&dst);
     proc_free(&m);
@@ -418,7 +433,7 @@ Test(migrate, destination_dies_after_resume_source_stays_paused)
     proc_free(&m);
 }
 
-/* ---- bad peers: the destination reports and exits ---------------------------------------- */
+/* ---- hostile peers: the destination refuses each, says why, and still takes the real source */
 
 static int connect_to(const char *uri)
 {
@@ -431,20 +446,39 @@ static int connect_to(const char *uri)
     return fd;
 }
 
+/* A real source migrates to the destination after whatever came before. */
+static void real_migration_after(struct proc *dst, const char *uri)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, m;
+    source_start_small(&src, sock);
+    cr_expect_eq(migrate(&m, sock, uri, NULL), 0, "%s\n%s", m.out, m.err);
+    expect_moved(&src, dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&m);
+}
+
+/* Sends line on a new connection and returns the destination's answer (a JSON line). */
+static void ask(const char *uri, const char *line, char *reply, size_t size)
+{
+    int fd = connect_to(uri);
+    cr_assert_eq(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+    ssize_t n = read(fd, reply, size - 1);
+    reply[n > 0 ? n : 0] = '\0';
+    close(fd);
+}
+
 Test(migrate, peer_sends_garbage)
 {
     struct proc dst;
     const char *uri = dest_start(&dst, NULL, NULL);
-    int fd = connect_to(uri);
-    const char junk[] = "GET / HTTP/1.0\r\n\r\n";
-    cr_assert_eq(write(fd, junk, sizeof(junk) - 1), (ssize_t)sizeof(junk) - 1);
-    char reply[512] = "";
-    ssize_t n = read(fd, reply, sizeof(reply) - 1);
-    cr_expect_gt(n, 0);
+    char reply[512];
+    ask(uri, "GET / HTTP/1.0\r\n\r\n", reply, sizeof(reply));
     cr_expect(strstr(reply, "\"accept\":false"), "%s", reply);
-    close(fd);
-    cr_expect_eq(proc_wait(&dst, 10000), 2);
-    cr_expect(strstr(dst.err, "not tern's"), "%s", dst.err);
+    cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 5000), "%s", dst.err);
+    cr_expect(strstr(dst.err, "not tern's migration protocol 1: no \"hello\" object"), "%s",
+              dst.err);
+    real_migration_after(&dst, uri);
     proc_free(&dst);
 }
 
@@ -453,8 +487,89 @@ Test(migrate, peer_connects_and_closes)
     struct proc dst;
     const char *uri = dest_start(&dst, NULL, NULL);
     close(connect_to(uri));
-    cr_expect_eq(proc_wait(&dst, 10000), 2);
+    cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 5000), "%s", dst.err);
     cr_expect(strstr(dst.err, "closed the connection"), "%s", dst.err);
+    real_migration_after(&dst, uri);
+    proc_free(&dst);
+}
+
+Test(migrate, a_malformed_handshake_field_is_named)
+{
+    struct proc dst;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    char reply[1024];
+    ask(uri,
+        "{\"hello\":{\"protocol\":1,\"stream_major\":1,\"stream_minor\":2,\"mem\":\"lots\"}}\n",
+        reply, sizeof(reply));
+    cr_expect(strstr(reply, "\\\"mem\\\" is not an integer"), "%s", reply);
+    ask(uri, "{\"hello\":{\"protocol\":7}}\n", reply, sizeof(reply));
+    cr_expect(strstr(reply, "\\\"protocol\\\" is 7"), "%s", reply);
+    kill(dst.pid, SIGTERM);
+    cr_expect_eq(proc_wait(&dst, 10000), 128 + SIGTERM, "%s", dst.err);
+    proc_free(&dst);
+}
+
+/* One byte every 200 ms keeps the idle timer quiet but not the handshake's own deadline. */
+Test(migrate, a_trickling_peer_is_cut_at_the_handshake_deadline)
+{
+    struct proc dst;
+    const char *uri = dest_start(&dst, "--incoming-idle-timeout", "3");
+    int fd = connect_to(uri);
+    const char *hello = "{\"hello\":{\"protocol\":1";
+    bool cut = false;
+    for (unsigned i = 0; i < 100 && !cut; i++) {
+        if (write(fd, hello + i % strlen(hello), 1) != 1)
+            break;
+        usleep(200000);
+        proc_wait_stderr(&dst, "not done within", 1);
+        cut = strstr(dst.err, "the handshake not done within 10000 ms") != NULL;
+    }
+    cr_expect(cut, "the trickling peer was never cut: %s", dst.err);
+    close(fd);
+    real_migration_after(&dst, uri);
+    proc_free(&dst);
+}
+
+/* Garbage, a trickle, a bare connect and idle connections all at once: the real source gets
+ * through while they hold their connections. */
+Test(migrate, hostile_peers_do_not_keep_the_real_source_out)
+{
+    struct proc dst;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    int idle[3];
+    for (int i = 0; i < 3; i++)
+        idle[i] = connect_to(uri);
+    int trickle = connect_to(uri);
+    cr_assert_eq(write(trickle, "{", 1), 1);
+    close(connect_to(uri));
+    char reply[512];
+    ask(uri, "\x16\x03\x01 not a handshake\n", reply, sizeof(reply));
+    cr_expect(strstr(reply, "\"accept\":false"), "%s", reply);
+    real_migration_after(&dst, uri);
+    for (int i = 0; i < 3; i++)
+        close(idle[i]);
+    close(trickle);
+    proc_free(&dst);
+}
+
+Test(migrate, too_many_connections_at_once_are_refused)
+{
+    struct proc dst;
+    const char *uri = dest_start(&dst, NULL, NULL);
+    int idle[8];
+    for (int i = 0; i < 8; i++)
+        idle[i] = connect_to(uri);
+    usleep(300000); /* the destination has accepted all eight */
+    int fd = connect_to(uri);
+    char reply[512] = "";
+    cr_expect_gt(read(fd, reply, sizeof(reply) - 1), 0);
+    cr_expect(strstr(reply, "too many connections in their handshake at once"), "%s", reply);
+    close(fd);
+    for (int i = 0; i < 8; i++)
+        close(idle[i]);
+    cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 5000), "%s", dst.err);
+    usleep(300000);
+    real_migration_after(&dst, uri);
     proc_free(&dst);
 }
 
@@ -502,6 +617,143 @@ Test(migrate, second_connection_is_refused)
     expect_moved(&src, &dst, MEMSTAMP_DONE);
     proc_free(&src);
     proc_free(&dst);
+    proc_free(&m);
+}
+
+/* ---- a destination that does not answer, or trickles ---------------------------------- */
+
+/* A loopback port whose accept queue is full: the kernel drops further SYNs, so a connect
+ * hangs as it would towards a host that never answers. *fds gets what to close after. */
+static const char *black_hole(int fds[4])
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t len = sizeof(sa);
+    cr_assert_eq(bind(fds[0], (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(fds[0], 0), 0);
+    cr_assert_eq(getsockname(fds[0], (struct sockaddr *)&sa, &len), 0);
+    for (int i = 1; i < 4; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fds[i], (struct sockaddr *)&sa, sizeof(sa));
+    }
+    usleep(200000);
+    static char uri[64];
+    snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", ntohs(sa.sin_port));
+    return uri;
+}
+
+static double ms_since(struct timespec t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0.tv_sec) * 1e3 + (t.tv_nsec - t0.tv_nsec) / 1e6;
+}
+
+Test(migrate, timeout_and_cancel_act_while_connecting)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, m;
+    int fds[4];
+    const char *uri = black_hole(fds);
+    source_start_small(&src, sock);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_expect_eq(migrate(&m, sock, uri, "--timeout", "2", NULL), 1, "%s", m.out);
+    cr_expect_lt(ms_since(t0), 5000, "--timeout 2 took %.0f ms", ms_since(t0));
+    json_t *failed = last_event(&m, "failed");
+    cr_expect(failed && strstr(json_string_value(json_object_get(failed, "message")),
+                               "--timeout 2 s expired"),
+              "%s", m.out);
+    json_decref(failed);
+    proc_free(&m);
+    /* And a cancel: acknowledged at once, the migration ends cancelled within a second. */
+    migrate_start(&m, sock, uri, NULL);
+    usleep(500000);
+    json_decref(harness_ctl(sock, "migrate-cancel", NULL));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_expect_eq(proc_wait(&m, 10000), 1, "%s", m.out);
+    cr_expect_lt(ms_since(t0), 2000, "the cancel took %.0f ms", ms_since(t0));
+    cr_expect(last_event(&m, "cancelled"), "%s", m.out);
+    json_t *status = harness_ctl(sock, "status", NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(status, "return"), "state")),
+                     "running");
+    json_decref(status);
+    expect_stayed(&src, NULL, MEMSTAMP_DONE);
+    for (int i = 0; i < 4; i++)
+        close(fds[i]);
+    proc_free(&src);
+    proc_free(&m);
+}
+
+/* A destination that takes the handshake and the stream, then sends one byte a second and never
+ * "ready": the source takes its VM back after the downtime budget and the margin. */
+struct trickler {
+    int listen_fd;
+    pthread_t thread;
+    volatile bool stop;
+};
+
+static void *trickle_destination(void *arg)
+{
+    struct trickler *t = arg;
+    int fd = accept(t->listen_fd, NULL, NULL);
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof(buf)); /* the hello */
+    (void)n;
+    const char caps[] = "{\"accept\":true,\"caps\":{\"stream_major\":1,\"stream_minor\":2,"
+                        "\"mem_limit\":1099511627776,\"mem_exact\":false,\"max_cpus\":64,"
+                        "\"cpus_exact\":false,\"xsave_size\":1048576,\"nested_max\":0,"
+                        "\"evmcs\":false,\"cpuid\":{\"1.ECX\":4294967295,\"1.EDX\":4294967295,"
+                        "\"7.0.EBX\":4294967295,\"7.0.ECX\":4294967295,\"7.0.EDX\":4294967295,"
+                        "\"0xD.1.EAX\":4294967295,\"0x80000001.ECX\":4294967295,"
+                        "\"0x80000001.EDX\":4294967295}}}\n";
+    cr_assert_eq(write(fd, caps, sizeof(caps) - 1), (ssize_t)sizeof(caps) - 1);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    for (unsigned tick = 0; !t->stop; tick++) {
+        while (read(fd, buf, sizeof(buf)) > 0)
+            ; /* drain the stream as fast as it comes */
+        if (tick % 100 == 0 && send(fd, " ", 1, MSG_NOSIGNAL) != 1)
+            break; /* a byte a second, never a line */
+        usleep(10000);
+    }
+    close(fd);
+    return NULL;
+}
+
+Test(migrate, a_trickling_destination_cannot_keep_the_source_paused)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, m;
+    struct trickler t = {0};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    socklen_t len = sizeof(sa);
+    t.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_eq(bind(t.listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(t.listen_fd, 1), 0);
+    cr_assert_eq(getsockname(t.listen_fd, (struct sockaddr *)&sa, &len), 0);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", ntohs(sa.sin_port));
+    pthread_create(&t.thread, NULL, trickle_destination, &t);
+    source_start(&src, sock, "2", "memstamp", "mib=16 passes=40 rate=16"); /* about 40 s */
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 10000), "%s", src.out);
+    cr_expect_eq(migrate(&m, sock, uri, "--downtime-ms", "300", NULL), 1, "%s", m.out);
+    json_t *failed = last_event(&m, "failed");
+    const char *msg = failed ? json_string_value(json_object_get(failed, "message")) : "";
+    cr_expect(strstr(msg, "the switchover (final pass, state, \"ready\") not done within 10300 ms"),
+              "%s", m.out);
+    cr_expect(failed && !json_is_true(json_object_get(failed, "source_paused")), "%s", m.out);
+    json_decref(failed);
+    json_t *status = harness_ctl(sock, "status", NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(status, "return"), "state")),
+                     "running");
+    json_decref(status);
+    expect_stayed(&src, NULL, MEMSTAMP_DONE);
+    t.stop = true;
+    pthread_join(t.thread, NULL);
+    close(t.listen_fd);
+    proc_free(&src);
     proc_free(&m);
 }
 

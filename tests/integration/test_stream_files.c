@@ -268,6 +268,14 @@ Test(stream_files, damaged_snapshots_are_rejected_with_the_record_named)
         memcpy(copy + at, h, sizeof(h));
         memcpy(copy + at + sizeof(h), payload, len);
         memcpy(copy + at + sizeof(h) + len, f.data + at, f.len - at);
+        /* As a writer that knew the record would have: END counts it. */
+        const struct mig_record *end = &f.rec[f.count - 1];
+        uint8_t *eh = copy + end->offset + sizeof(h) + len;
+        uint32_t records;
+        memcpy(&records, eh + MIG_RECORD_HEADER_SIZE, 4);
+        records++;
+        memcpy(eh + MIG_RECORD_HEADER_SIZE, &records, 4);
+        rewrite_crc(eh, eh + MIG_RECORD_HEADER_SIZE, end->length);
         write_file(bad, copy, f.len + sizeof(h) + len);
         if (mandatory) {
             expect_rejected(bad, "record type 0x6abc at offset", "unknown mandatory");

@@ -203,3 +203,34 @@ Test(handshake, a_writer_of_an_older_format_refuses_newer_records)
     cr_expect(mig_record_written(mig_record_find(MIG_REC_NESTED_STATE), 1),
               "a mandatory row is never left out: the handshake refuses the VM instead");
 }
+
+/* A malformed hello names its field. */
+Test(handshake, a_malformed_field_is_named)
+{
+    static const struct {
+        const char *json, *fragment;
+    } cases[] = {
+        {"{\"protocol\":1,\"stream_major\":1,\"stream_minor\":2,\"mem\":\"lots\"}",
+         "\"mem\" is not an integer"},
+        {"{\"protocol\":1,\"stream_major\":1,\"stream_minor\":2,\"mem\":-5}",
+         "\"mem\" is out of range"},
+        {"{\"protocol\":1,\"stream_major\":1}", "\"stream_minor\" is missing"},
+        {"{\"protocol\":3}", "\"protocol\" is 3"},
+        {"[]", "no \"hello\" object"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *j = json_loads(cases[i].json, 0, NULL);
+        struct mig_hs_need n;
+        cr_expect_lt(mig_hs_need_from_json(j, &n), 0, "%s", cases[i].json);
+        cr_expect(strstr(err_msg(), cases[i].fragment), "'%s' not in '%s'", cases[i].fragment,
+                  err_msg());
+        json_decref(j);
+    }
+    struct mig_hs_need n = need_basic();
+    json_t *j = mig_hs_need_to_json(&n);
+    json_object_set_new(j, "evmcs", json_integer(1));
+    cr_expect_lt(mig_hs_need_from_json(j, &n), 0);
+    cr_expect(strstr(err_msg(), "\"evmcs\" is of another type, not true or false"), "%s",
+              err_msg());
+    json_decref(j);
+}

@@ -287,3 +287,50 @@ Test(stream, evmcs_record_is_optional_and_nested_state_mandatory)
               mig_record_is_per_vcpu(MIG_REC_NESTED_STATE));
     cr_assert_str_eq(mig_record_name(MIG_REC_NESTED_STATE), "NESTED_STATE");
 }
+
+/* An unknown optional record counts in END as its writer counted it: a reader that skips it
+ * still finds END's counts right (the minor-version promise). */
+Test(stream, a_skipped_optional_record_counts_in_end)
+{
+    struct membuf m;
+    write_sample(&m); /* REGS, MP_STATE */
+    append_raw(&m, 0x6123, 0, 100);
+    struct mig_writer w;
+    mig_writer_init(&w, mem_sink, &m);
+    w.offset = m.len;
+    struct mig_end end = {.records = 3, .vcpus = 2, .ram_pages = 0};
+    cr_assert_eq(mig_write_record(&w, MIG_REC_END, 0, &end, sizeof(end)), 0);
+    struct mig_mem_source src = {.data = m.data, .len = m.len};
+    struct mig_reader r;
+    mig_reader_init(&r, mig_mem_source, &src);
+    cr_assert_eq(mig_read_header(&r), 0);
+    struct mig_config cfg = {.mem_size = 64 << 20, .cpu_count = 2};
+    struct mig_record rec;
+    uint64_t pages = 0;
+    int rc = 0;
+    do {
+        cr_assert_eq(mig_read_record(&r, &rec), 0, "%s", err_msg());
+        rc = mig_check_in_stream(&rec, &r, &cfg, &pages);
+    } while (!rc && rec.type != MIG_REC_END);
+    cr_expect_eq(rc, 0, "%s", err_msg());
+    cr_expect_eq(r.skipped, 1);
+    mig_reader_free(&r);
+    free(m.data);
+}
+
+Test(stream, a_refused_config_leaves_nothing_behind)
+{
+    static uint8_t buf[65536];
+    struct mig_config cfg;
+    size_t len = make_config(buf, 64ull << 20, 2, 3);
+    uint32_t cpus = 0xffffffffu;
+    memcpy(buf + 8, &cpus, 4);
+    cr_assert_lt(mig_config_parse(buf, len, &cfg), 0);
+    cr_expect(strstr(err_msg(), "vCPU count 4294967295"), "%s", err_msg());
+    cr_expect_eq(cfg.cpu_count, 0, "a reader must not loop over a refused count");
+    cr_expect_null(cfg.cpuid[0]);
+    len = make_config(buf, 64ull << 20, 2, 3);
+    cr_assert_lt(mig_config_parse(buf, len - 1, &cfg), 0);
+    cr_expect_eq(cfg.cpu_count, 0);
+    cr_expect_null(cfg.cpuid[0], "vCPU 0's table, parsed before vCPU 1's failed, is freed");
+}
