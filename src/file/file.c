@@ -84,7 +84,7 @@ int file_read_all(const char *path, uint64_t max_size, uint8_t **data, size_t *l
         close(fd);
         return err_set(-ENOMEM, "out of memory reading file");
     }
-    size_t got;
+    size_t got = 0;
     rc = file_read_fd(fd, buf, (size_t)st.st_size, &got);
     close(fd);
     if (!rc && got != (size_t)st.st_size)

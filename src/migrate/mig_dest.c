@@ -205,6 +205,7 @@ static int dst_claim(struct mig_dest *d, struct dst_peer *p)
     if (free_to_take) {
         d->winner = p;
         d->accept_ms = p->accept_ms;
+        d->handshaking--; /* its handshake is over */
     }
     pthread_mutex_unlock(&d->lock);
     if (!free_to_take)
@@ -230,9 +231,9 @@ static void *dst_peer_main(void *arg)
     snprintf(message, sizeof(message), "%s", rc ? err_msg() : "");
     if (rc)
         mig_chan_fail(p->ch, rc, message);
-    if (!won)
-        err_warn("%s; still waiting for a migration", message);
     pthread_mutex_lock(&d->lock);
+    if (!won)
+        err_warn("%s%s", message, d->winner ? "" : "; still waiting for a migration");
     p->done = true;
     d->handshaking -= !won;
     if (won) {

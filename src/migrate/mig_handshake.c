@@ -92,7 +92,7 @@ static int features_from_json(json_t *obj, uint32_t f[MIG_HS_FEATURE_REGS])
         return err_set(-EPROTO, "\"cpuid\" is %s, not an object",
                        o ? "of another type" : "missing");
     for (unsigned k = 0; k < MIG_HS_FEATURE_REGS; k++) {
-        uint64_t v;
+        uint64_t v = 0;
         if (get_uint(o, mig_hs_feature_regs[k].name, UINT32_MAX, &v))
             return -EPROTO;
         f[k] = (uint32_t)v;
@@ -111,7 +111,7 @@ json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
 
 int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
 {
-    uint64_t proto, major, minor, mem, cpus, xsave, nested;
+    uint64_t proto = 0, major = 0, minor = 0, mem = 0, cpus = 0, xsave = 0, nested = 0;
     memset(n, 0, sizeof(*n));
     if (!json_is_object(obj))
         return err_set(-EPROTO, "no \"hello\" object");
@@ -146,7 +146,7 @@ json_t *mig_hs_caps_to_json(const struct mig_hs_caps *c)
 
 int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
 {
-    uint64_t major, minor, mem, cpus, xsave, nested;
+    uint64_t major = 0, minor = 0, mem = 0, cpus = 0, xsave = 0, nested = 0;
     memset(c, 0, sizeof(*c));
     if (!json_is_object(obj))
         return err_set(-EPROTO, "no \"caps\" object");
