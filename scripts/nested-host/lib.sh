@@ -41,6 +41,18 @@ l1() {
     start "$name" --nested --mem 16M --kernel /guests/vmx_l1.elf --cmdline "$cmdline" "$@"
 }
 
+# hold NAME STAGE: vmx_l1 under --nested that holds 5 s at STAGE (1 before VMXON, 2 in VMX
+# operation, 3 with the VMCS loaded), once it says it does.
+hold() {
+    case $2 in
+    1) what="before VMXON" ;;
+    2) what="in VMX operation" ;;
+    *) what="with the VMCS loaded" ;;
+    esac
+    l1 $1 "hold=$2 hold_ms=5000 rounds=30"
+    wait_for "holding $what" /tmp/$1.log 60 || fail "$1: no hold line"
+}
+
 # finish NAME: waits for NAME's tern; fails unless it exited 0 with vmx_l1's PASS line.
 finish() {
     eval "p=\$pid_$1"

@@ -6,13 +6,9 @@
 
 [ -x /bin/tern-1.1 ] || fail "no /bin/tern-1.1 in the initramfs (tests/compat/build.sh 1.1)"
 port=4420
-for s in a:1:"before VMXON" b:2:"in VMX operation"; do
-    n=${s%%:*}
-    rest=${s#*:}
-    stage=${rest%%:*}
-    what=${rest#*:}
-    l1 $n "hold=$stage hold_ms=5000 rounds=30"
-    wait_for "holding $what" /tmp/$n.log 60 || fail "$n: no hold line"
+for s in a:1 b:2; do
+    n=${s%:*}
+    hold $n ${s#*:}
     port=$((port + 1))
     tern-1.1 run --incoming tcp:127.0.0.1:$port --serial none </dev/null >/tmp/${n}old.err 2>&1 &
     old=$!

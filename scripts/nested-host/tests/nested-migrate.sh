@@ -5,20 +5,16 @@
 . /lib/tern-nested.sh
 
 # a: never ran VMXON: a destination without nested state takes it.
-l1 a "hold=1 hold_ms=5000 rounds=30"
-wait_for "holding before VMXON" /tmp/a.log 60 || fail "a: no hold line"
+hold a 1
 dst_opts="--hide-cap nested-state" migrate a a2 4401 || fail "a: migration failed"
 finish a2
 grep -q "hold over" /tmp/a2.log || fail "a: the hold did not end on the destination"
 
 # b, c: in VMX operation, without and with a current VMCS.
-for s in b:2:"in VMX operation" c:3:"with the VMCS loaded"; do
-    n=${s%%:*}
-    rest=${s#*:}
-    stage=${rest%%:*}
-    what=${rest#*:}
-    l1 $n "hold=$stage hold_ms=5000 rounds=30"
-    wait_for "holding $what" /tmp/$n.log 60 || fail "$n: no hold line"
+for s in b:2 c:3; do
+    n=${s%:*}
+    stage=${s#*:}
+    hold $n $stage
     dst_opts="" migrate $n ${n}2 $((4400 + stage)) || fail "$n: migration failed"
     finish ${n}2
     grep -q "hold over" /tmp/${n}2.log || fail "$n: the hold did not end on the destination"
