@@ -321,7 +321,6 @@ enum {
     STEP_DEBUGREGS,
     STEP_COUNT
 };
-#define AFTER(step) ORDER_AFTER(step)
 
 /* Restore order, after the VM has set the vCPU's CPUID (KVM checks every later state against
  * it) and put all guest RAM in place (KVM reads vmcs12 and the eVMCS from guest memory when
@@ -341,33 +340,35 @@ const struct vcpu_restore_step vcpu_restore_steps[STEP_COUNT] = {
                      "SREGS2 (or SREGS) before nested state: KVM checks nested state against "
                      "EFER, CR0 and CR4"},
                     step_sregs},
-    [STEP_NESTED] = {{"NESTED_STATE", AFTER(STEP_EVMCS) | AFTER(STEP_VMX_MSRS) | AFTER(STEP_SREGS),
+    [STEP_NESTED] = {{"NESTED_STATE",
+                      ORDER_AFTER(STEP_EVMCS) | ORDER_AFTER(STEP_VMX_MSRS) |
+                          ORDER_AFTER(STEP_SREGS),
                       "after eVMCS, feature control and SREGS2, which KVM checks it against"},
                      step_nested},
     [STEP_TSC_KHZ] = {{"TSC_KHZ", 0, "set before the TSC MSR, so its value is scaled at the rate"},
                       step_tsc_khz},
-    [STEP_REGS] = {{"REGS", AFTER(STEP_NESTED),
+    [STEP_REGS] = {{"REGS", ORDER_AFTER(STEP_NESTED),
                     "after nested state: in guest mode KVM loads L2's state from vmcs12 as it "
                     "sets nested state, and REGS (L2's live registers then) must land on top"},
                    step_regs},
     [STEP_XCRS] = {{"XCRS", 0, "before XSAVE, which depends on XCR0"}, step_xcrs},
-    [STEP_XSAVE] = {{"XSAVE", AFTER(STEP_XCRS),
+    [STEP_XSAVE] = {{"XSAVE", ORDER_AFTER(STEP_XCRS),
                      "after XCRS: XCR0 decides which XSAVE components KVM accepts"},
                     step_xsave},
-    [STEP_MSRS] = {{"MSRS", AFTER(STEP_TSC_KHZ),
+    [STEP_MSRS] = {{"MSRS", ORDER_AFTER(STEP_TSC_KHZ),
                     "every MSR but the VMX ones and TSC_DEADLINE; after TSC_KHZ, so the TSC is "
                     "scaled right"},
                    step_msrs},
-    [STEP_EVENTS] = {{"VCPU_EVENTS", AFTER(STEP_REGS),
+    [STEP_EVENTS] = {{"VCPU_EVENTS", ORDER_AFTER(STEP_REGS),
                       "after REGS: KVM_SET_REGS clears pending exceptions"},
                      step_events},
     [STEP_MP_STATE] = {{"MP_STATE", 0, "no rule of its own: KVM takes it once CPUID2 is set"},
                        step_mp_state},
-    [STEP_LAPIC] = {{"LAPIC", AFTER(STEP_SREGS),
+    [STEP_LAPIC] = {{"LAPIC", ORDER_AFTER(STEP_SREGS),
                      "after SREGS2: the APIC base (and so x2APIC mode) comes with the special "
                      "registers"},
                     step_lapic},
-    [STEP_TSC_DEADLINE] = {{"TSC_DEADLINE", AFTER(STEP_LAPIC),
+    [STEP_TSC_DEADLINE] = {{"TSC_DEADLINE", ORDER_AFTER(STEP_LAPIC),
                             "after LAPIC: writing it arms the LAPIC timer"},
                            step_tsc_deadline},
     [STEP_DEBUGREGS] = {{"DEBUGREGS", 0, "no rule of its own: KVM takes it once CPUID2 is set"},

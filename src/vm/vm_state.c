@@ -216,7 +216,6 @@ static int vm_step_clock(const struct vm_restore_target *t, struct vm_state *s,
 }
 
 enum { VM_STEP_CPUID, VM_STEP_IRQCHIP, VM_STEP_PIT2, VM_STEP_VCPUS, VM_STEP_CLOCK, VM_STEPS };
-#define VM_AFTER(step) ORDER_AFTER(step)
 
 /* Restore order, once all guest RAM is in place. */
 const struct vm_restore_step vm_restore_steps[VM_STEPS] = {
@@ -229,11 +228,11 @@ const struct vm_restore_step vm_restore_steps[VM_STEPS] = {
                          vm_step_irqchip},
     [VM_STEP_PIT2] = {{"PIT2", 0, "with the interrupt controllers, before the vCPUs"}, vm_step_pit},
     [VM_STEP_VCPUS] = {{"VCPUS",
-                        VM_AFTER(VM_STEP_CPUID) | VM_AFTER(VM_STEP_IRQCHIP) |
-                            VM_AFTER(VM_STEP_PIT2),
+                        ORDER_AFTER(VM_STEP_CPUID) | ORDER_AFTER(VM_STEP_IRQCHIP) |
+                            ORDER_AFTER(VM_STEP_PIT2),
                         "each vCPU in the order of vcpu_restore_steps"},
                        vm_step_vcpus},
-    [VM_STEP_CLOCK] = {{"CLOCK", VM_AFTER(VM_STEP_VCPUS),
+    [VM_STEP_CLOCK] = {{"CLOCK", ORDER_AFTER(VM_STEP_VCPUS),
                         "kept for vm_start/vm_resume, which set it right before the vCPUs run: "
                         "a guest that runs before its clock is set sees time jump (Hyper-V "
                         "guests hang)"},
