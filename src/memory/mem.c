@@ -28,7 +28,24 @@ unsigned mem_layout(uint64_t size, struct mem_region out[MEM_MAX_REGIONS])
     return 2;
 }
 
-int mem_create(uint64_t size, struct mem **out)
+/* An anonymous mapping of size bytes starting on a 2 MiB boundary (the slack either side is
+ * unmapped again), so that every 2 MiB of guest RAM can be one huge page. */
+static void *mem_map_aligned(uint64_t size)
+{
+    uint64_t slack = MEM_HUGE_PAGE_SIZE;
+    uint8_t *raw = mmap(NULL, size + slack, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return MAP_FAILED;
+    uint8_t *host = (uint8_t *)(((uintptr_t)raw + slack - 1) & ~(uintptr_t)(slack - 1));
+    if (host > raw)
+        munmap(raw, (size_t)(host - raw));
+    if (host + size < raw + size + slack)
+        munmap(host + size, (size_t)(raw + size + slack - (host + size)));
+    return host;
+}
+
+int mem_create(uint64_t size, bool huge_pages, struct mem **out)
 {
     struct mem *mem = calloc(1, sizeof(*mem));
     if (!mem)
@@ -38,14 +55,19 @@ int mem_create(uint64_t size, struct mem **out)
     mem->region_count = mem_layout(size, mem->regions);
 
     /* NORESERVE: guest RAM is touched lazily; untouched pages cost nothing. */
-    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *host = mem_map_aligned(size);
     if (host == MAP_FAILED) {
         int rc = -errno;
         free(mem);
         return err_sys(rc, "cannot map %llu bytes of guest RAM", (unsigned long long)size);
     }
     mem->host = host;
+    /* Huge pages: a 512th of the faults and TLB misses, for the guest and for a migration's
+     * reads and writes alike (an untouched 2 MiB reads as the one huge zero page). KVM's dirty
+     * log still tracks 4 KiB pages: it maps huge pages small while logging. A host whose THP is
+     * "never" ignores the advice. */
+    if (huge_pages)
+        madvise(host, size, MADV_HUGEPAGE);
     /* Named so that tools (and scripts/bench-startup.sh) can tell guest RAM from tern's own. */
     prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)host, size, "tern-guest-ram");
 

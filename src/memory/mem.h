@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #define MEM_PAGE_SIZE 4096ull
+#define MEM_HUGE_PAGE_SIZE (2ull << 20)
 #define MEM_HOLE_START 0xc0000000ull  /* 3 GiB: PCI/LAPIC/IOAPIC/firmware live above */
 #define MEM_HIGH_START 0x100000000ull /* RAM resumes at 4 GiB */
 #define MEM_MAX_REGIONS 2
@@ -33,8 +34,8 @@ struct mem {
  * multiple of MEM_PAGE_SIZE. Returns the number of regions (1 or 2). */
 unsigned mem_layout(uint64_t size, struct mem_region out[MEM_MAX_REGIONS]);
 
-/* Maps RAM (host side only). */
-int mem_create(uint64_t size, struct mem **out);
+/* Maps RAM (host side only), 2 MiB-aligned; huge_pages asks for transparent huge pages. */
+int mem_create(uint64_t size, bool huge_pages, struct mem **out);
 
 /* Registers every region with the KVM VM behind vm_fd as a memslot (and keeps vm_fd for dirty
  * tracking). Each registration waits for KVM to publish the new slots, a fixed few

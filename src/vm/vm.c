@@ -236,7 +236,7 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
     vm->end_async.data = vm;
     rc = vm_create_kvm(vm);
     if (!rc)
-        rc = mem_create(cfg->mem_size, &vm->mem);
+        rc = mem_create(cfg->mem_size, !cfg->thp_off, &vm->mem);
     if (!rc)
         rc = vm_build(vm, cfg);
     if (rc) {

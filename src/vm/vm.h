@@ -45,6 +45,7 @@ struct vm_config {
     bool hyperv;          /* the Hyper-V CPUID leaves */
     bool evmcs;           /* enlightened VMCS enabled (needs nested and hyperv) */
     unsigned hidden_caps; /* VM_HIDE_* */
+    bool thp_off;         /* guest RAM without MADV_HUGEPAGE (--thp off) */
 };
 
 enum vm_end_kind {
