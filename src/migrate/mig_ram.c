@@ -132,7 +132,8 @@ int mig_ram_decode(const struct mig_record *rec, uint8_t *dst)
     if (rec->type == MIG_REC_RAM_ZERO) {
         mem_zero(dst, len);
     } else if (rec->type == MIG_REC_RAM_RAW) {
-        memcpy(dst, data, len);
+        if (rec->placed != dst)
+            memcpy(dst, rec->placed ? rec->placed : data, len);
     } else {
         uLongf out = len;
         int z = uncompress(dst, &out, data, rec->length - sizeof(h));
@@ -164,6 +165,11 @@ int mig_ram_check(const struct mig_record *rec, const char *what)
     if (h.gpa + (uint64_t)h.pages * MEM_PAGE_SIZE < h.gpa)
         return err_set(-EPROTO, "%s: page range wraps around", what);
     return 0;
+}
+
+uint8_t *mig_ram_place(void *vm, const struct mig_ram_header *h)
+{
+    return mem_ptr(vm_mem(vm), h->gpa, (uint64_t)h->pages * MEM_PAGE_SIZE);
 }
 
 int mig_ram_load(struct mig_load *l, const struct mig_record_type *t, const struct mig_record *rec)

@@ -3,6 +3,7 @@
 
 #include "err/err.h"
 #include "migrate/mig_check.h"
+#include "migrate/mig_ram.h"
 #include "migrate/mig_records.h"
 #include "nested/nested_state.h"
 #include "vm/vm_state.h"
@@ -56,7 +57,11 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
         return err_set(-ENOMEM, "out of memory");
     state->cpu_count = cfg->cpu_count;
     struct mig_load l = {.vm = vm, .state = state, .info = info};
+    /* Raw pages land in guest RAM with no copy between: a failed restore discards the VM. */
+    r->place = mig_ram_place;
+    r->place_opaque = vm;
     int rc = mig_restore_records(&l, r, cfg);
+    r->place = NULL;
     if (!rc)
         rc = vm_state_restore(vm, state, cfg->cpuid);
     if (!rc)

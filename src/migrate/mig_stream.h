@@ -61,6 +61,9 @@ struct mig_record {
     uint32_t crc;
     uint8_t *payload; /* owned by the reader until the next read */
     uint64_t offset;  /* of the record header in the stream */
+    /* RAM_RAW read in place (mig_reader.place): payload holds only the RAM header, and the
+     * pages are already here. NULL otherwise. */
+    const uint8_t *placed;
 };
 
 /* Checks a known record's payload length and its row's payload rules (mig_records.h). */
@@ -98,6 +101,12 @@ struct mig_reader {
     size_t buf_size;
     uint32_t records; /* read before END (CONFIG and skipped ones included), as END counts */
     uint32_t skipped; /* unknown optional records skipped */
+    /* Zero copy: when set, a RAM_RAW record's pages go from the source straight to where
+     * place() says (its RAM header already checked against the record's rules), or into the
+     * buffer as usual when it returns NULL. The CRC is checked after they landed: a reader
+     * whose record fails must discard what place() pointed to. */
+    uint8_t *(*place)(void *opaque, const struct mig_ram_header *h);
+    void *place_opaque;
 };
 
 void mig_reader_init(struct mig_reader *r, mig_source_fn source, void *opaque);
