@@ -158,6 +158,8 @@ static void app_incoming_done(void *opaque, bool ok, const char *message)
     /* message lives in the migration object: done with it now. */
     mig_dest_free(st->incoming);
     st->incoming = NULL;
+    mig_tls_creds_free(st->incoming_tls);
+    st->incoming_tls = NULL;
     if (!ok) {
         if (st->vm) {
             /* Built but never run: the source still has the guest. */
@@ -181,6 +183,11 @@ static void app_incoming_done(void *opaque, bool ok, const char *message)
         err_warn("%s", err_msg());
 }
 
+static bool app_loopback(const char *host)
+{
+    return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "::1");
+}
+
 static int app_listen(struct run_state *st)
 {
     const struct run_options *o = st->opt;
@@ -194,12 +201,23 @@ static int app_listen(struct run_state *st)
                                 .on_done = app_incoming_done};
     int rc = mig_parse_tcp_uri("--incoming", o->incoming, p.host, sizeof(p.host), p.port,
                                sizeof(p.port));
+    if (!rc && mig_tls_wanted(&o->tls))
+        rc = mig_tls_creds_load(&o->tls, true, &st->incoming_tls);
+    p.tls = st->incoming_tls;
     unsigned port;
     if (!rc)
         rc = mig_dest_listen(&st->loop, &p, &st->incoming, &port);
-    if (rc)
+    if (rc) {
+        mig_tls_creds_free(st->incoming_tls);
+        st->incoming_tls = NULL;
         return rc;
-    fprintf(stderr, "tern: waiting for a migration on %s:%u\n", p.host, port);
+    }
+    if (!p.tls && !app_loopback(p.host))
+        err_warn("--incoming %s takes migrations in plain text from anyone who can reach it "
+                 "(guest memory crosses the network unencrypted): see --tls-creds, --tls-psk",
+                 o->incoming);
+    fprintf(stderr, "tern: waiting for a migration on %s:%u%s%s\n", p.host, port,
+            p.tls ? " over " : "", p.tls ? mig_tls_creds_kind(p.tls) : "");
     return 0;
 }
 

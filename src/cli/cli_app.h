@@ -23,7 +23,8 @@ struct run_options {
     const char *api_socket; /* NULL: no control socket */
     bool paused;            /* with --incoming file: */
     bool mem_given, cpus_given;
-    unsigned idle_s; /* --incoming-idle-timeout */
+    unsigned idle_s;            /* --incoming-idle-timeout */
+    struct mig_tls_options tls; /* --tls-creds, --tls-psk, --tls-names */
 };
 
 struct run_state {
@@ -45,6 +46,7 @@ struct run_state {
 
     /* Incoming live migration. */
     struct mig_dest *incoming;
+    struct mig_tls_creds *incoming_tls;
 };
 
 /* Runs the application to its end; returns the process exit status. */

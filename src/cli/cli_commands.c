@@ -169,10 +169,28 @@ static int cmd_migrate_params(json_t *req, struct mig_source_params *params, cha
         snprintf(err, err_size, "migrate uri: port 0 names no destination");
         return -EINVAL;
     }
+    uint64_t connections = 1;
+    if (cmd_get_uint(req, "connections", MIG_MAX_CONNECTIONS, &connections, err, err_size))
+        return -EINVAL;
+    if (!connections) {
+        snprintf(err, err_size, "migrate: \"connections\" must be 1 to %u", MIG_MAX_CONNECTIONS);
+        return -EINVAL;
+    }
     params->downtime_ms = (unsigned)downtime;
     params->bandwidth = bandwidth;
     params->timeout_s = (unsigned)timeout;
     params->idle_ms = (unsigned)idle;
+    params->connections = (unsigned)connections;
+    /* Credentials last: what holds them must be handed to the migration or freed. */
+    struct mig_tls_options tls = {
+        .creds_dir = json_string_value(json_object_get(req, "tls_creds")),
+        .psk_file = json_string_value(json_object_get(req, "tls_psk")),
+        .names = json_string_value(json_object_get(req, "tls_names")),
+    };
+    if ((tls.names || mig_tls_wanted(&tls)) && mig_tls_creds_load(&tls, false, &params->tls)) {
+        snprintf(err, err_size, "%s", err_msg());
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -189,6 +207,7 @@ static json_t *cmd_migrate(struct run_state *st, json_t *req, char *err, size_t 
         /* Live migration of a paused VM would work, but its rules (resume on failure) would not
          * fit: keep it simple and honest. */
         snprintf(err, err_size, "the VM is paused; resume it first, or take a snapshot");
+        mig_tls_creds_free(params.tls);
         return NULL;
     }
     if (mig_source_start(&st->loop, st->vm, &params, cmd_on_migration_done, st, &st->migration)) {

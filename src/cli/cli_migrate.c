@@ -25,6 +25,14 @@ static const char migrate_usage[] =
     "  -b, --bandwidth RATE     cap on pre-copy traffic, bytes/s: 100M, 1G (default none)\n"
     "  -z, --compress C         none, zlib or zlib:LEVEL (default none)\n"
     "  -t, --timeout SECONDS    give up after this long; the VM keeps running here\n"
+    "  -n, --connections N      spread RAM over N TCP (or TLS) connections, 1-16\n"
+    "                           (default 1); state and control stay on the first\n"
+    "      --tls-creds DIR      TLS 1.3, verifying the destination against\n"
+    "                           DIR/ca-cert.pem and showing DIR/client-cert.pem and\n"
+    "                           DIR/client-key.pem (QEMU's tls-creds-x509 layout)\n"
+    "      --tls-psk FILE       TLS 1.3 with the first key in FILE (identity:hexkey)\n"
+    "      --tls-names LIST     with --tls-creds, the destination's certificate must name\n"
+    "                           one of these (default: the HOST of the URI)\n"
     "  -j, --json               print every event as one JSON line\n"
     "  -h, --help               show this help\n"
     "\n"
@@ -158,7 +166,9 @@ static int follow(struct ctl_client *c, const char *socket_path, bool json, bool
 
 struct migrate_options {
     const char *socket_path, *compress, *uri;
-    unsigned long downtime, timeout;
+    char *tls_creds, *tls_psk; /* absolute: the source tern may run elsewhere */
+    const char *tls_names;
+    unsigned long downtime, timeout, connections;
     uint64_t bandwidth;
     bool json;
 };
@@ -170,9 +180,21 @@ static const struct option migrate_long_options[] = {
     {"compress", required_argument, NULL, 'z'},
     {"timeout", required_argument, NULL, 't'},
     {"json", no_argument, NULL, 'j'},
+    {"connections", required_argument, NULL, 'n'},
+    {"tls-creds", required_argument, NULL, 'X'},
+    {"tls-psk", required_argument, NULL, 'K'},
+    {"tls-names", required_argument, NULL, 'W'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+/* The path as the source tern, in its own working directory, will find it. */
+static int migrate_abs_path(const char *flag, const char *path, char **out)
+{
+    free(*out);
+    *out = realpath(path, NULL);
+    return *out ? 0 : err_sys(-errno, "%s %s", flag, path);
+}
 
 static int migrate_option(int opt, void *ctx)
 {
@@ -191,6 +213,15 @@ static int migrate_option(int opt, void *ctx)
         return mig_parse_compress("--compress", o->compress, &level);
     case 't':
         return cli_parse_uint("--timeout", optarg, 1, 86400 * 365, &o->timeout);
+    case 'n':
+        return cli_parse_uint("--connections", optarg, 1, MIG_MAX_CONNECTIONS, &o->connections);
+    case 'X':
+        return migrate_abs_path("--tls-creds", optarg, &o->tls_creds);
+    case 'K':
+        return migrate_abs_path("--tls-psk", optarg, &o->tls_psk);
+    case 'W':
+        o->tls_names = optarg;
+        return 0;
     default: /* 'j' */
         o->json = true;
         return 0;
@@ -200,8 +231,8 @@ static int migrate_option(int opt, void *ctx)
 /* Parses argv into o; 1 when --help was printed. */
 static int migrate_parse(int argc, char **argv, struct migrate_options *o)
 {
-    int rc = cli_getopt(argc, argv, "migrate", ":A:d:b:z:t:jh", migrate_long_options, migrate_usage,
-                        migrate_option, o);
+    int rc = cli_getopt(argc, argv, "migrate", ":A:d:b:z:t:n:jh", migrate_long_options,
+                        migrate_usage, migrate_option, o);
     if (rc)
         return rc;
     if (!o->socket_path)
@@ -210,6 +241,10 @@ static int migrate_parse(int argc, char **argv, struct migrate_options *o)
         return err_set(-EINVAL, optind == argc
                                     ? "the destination tcp:HOST:PORT is missing"
                                     : "one destination URI only (see tern migrate --help)");
+    if (o->tls_creds && o->tls_psk)
+        return err_set(-EINVAL, "--tls-creds and --tls-psk: choose one");
+    if (o->tls_names && !o->tls_creds)
+        return err_set(-EINVAL, "--tls-names needs --tls-creds");
     char host[256], port[16];
     o->uri = argv[optind];
     return mig_parse_tcp_uri("destination", o->uri, host, sizeof(host), port, sizeof(port));
@@ -224,6 +259,14 @@ static int migrate_request(const struct migrate_options *o, struct ctl_client **
                   (json_int_t)o->timeout, "events", 1);
     if (o->compress)
         json_object_set_new(req, "compress", json_string(o->compress));
+    if (o->connections)
+        json_object_set_new(req, "connections", json_integer((json_int_t)o->connections));
+    if (o->tls_creds)
+        json_object_set_new(req, "tls_creds", json_string(o->tls_creds));
+    if (o->tls_psk)
+        json_object_set_new(req, "tls_psk", json_string(o->tls_psk));
+    if (o->tls_names)
+        json_object_set_new(req, "tls_names", json_string(o->tls_names));
     int rc = ctl_open(o->socket_path, req, c);
     json_decref(req);
     if (rc)
@@ -252,10 +295,15 @@ int cli_migrate(int argc, char **argv)
     struct migrate_options o = {.downtime = MIG_DEFAULT_DOWNTIME_MS};
     struct ctl_client *c;
     int rc = migrate_parse(argc, argv, &o);
-    if (rc == 1)
+    if (rc == 1) {
+        free(o.tls_creds);
+        free(o.tls_psk);
         return 0;
+    }
     if (!rc)
         rc = migrate_request(&o, &c);
+    free(o.tls_creds);
+    free(o.tls_psk);
     if (rc) {
         fprintf(stderr, "tern: %s\n", err_msg());
         return CLI_EXIT_ERROR;

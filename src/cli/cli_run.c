@@ -49,6 +49,15 @@ static const char run_usage[] =
     "      --hide-cap CAP     behave as if the host's KVM lacked CAP, to try streams\n"
     "                         against older hosts: nested-state (KVM_CAP_NESTED_STATE)\n"
     "                         or evmcs (KVM_CAP_HYPERV_ENLIGHTENED_VMCS); repeatable\n"
+    "      --thp on|off       guest RAM on transparent huge pages (default on; dirty\n"
+    "                         logging still tracks 4 KiB pages)\n"
+    "      --tls-creds DIR    with --incoming tcp:, take only TLS 1.3 migrations whose\n"
+    "                         source certificate DIR/ca-cert.pem signed; this side\n"
+    "                         shows DIR/server-cert.pem and DIR/server-key.pem\n"
+    "      --tls-psk FILE     with --incoming tcp:, take only TLS 1.3 migrations with a\n"
+    "                         key from FILE (lines identity:hexkey, as psktool writes)\n"
+    "      --tls-names LIST   with --tls-creds, the source's certificate must name one\n"
+    "                         of these (comma-separated DNS names or addresses)\n"
     "  -h, --help             show this help\n"
     "\n"
     "Exit status: the guest's exit code; 0 after a guest reset or power-off; 2 for errors\n"
@@ -92,6 +101,10 @@ static const struct option run_long_options[] = {
     {"nested", no_argument, NULL, 'N'},
     {"hyperv", optional_argument, NULL, 'H'},
     {"hide-cap", required_argument, NULL, 'C'},
+    {"thp", required_argument, NULL, 'P'},
+    {"tls-creds", required_argument, NULL, 'X'},
+    {"tls-psk", required_argument, NULL, 'K'},
+    {"tls-names", required_argument, NULL, 'W'},
     {NULL, 0, NULL, 0},
 };
 
@@ -164,6 +177,20 @@ static int run_option(int opt, void *ctx)
     case 'a':
         o->vm.cmdline = optarg;
         break;
+    case 'P':
+        if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+            rc = err_set(-EINVAL, "--thp: '%s' is not on or off", optarg);
+        o->vm.thp_off = !strcmp(optarg, "off");
+        break;
+    case 'X':
+        o->tls.creds_dir = optarg;
+        break;
+    case 'K':
+        o->tls.psk_file = optarg;
+        break;
+    case 'W':
+        o->tls.names = optarg;
+        break;
     case 'N':
     case 'H':
     case 'C':
@@ -187,6 +214,13 @@ static int run_check(const struct run_options *o)
     if (o->incoming && (cfg->nested || cfg->hyperv))
         return err_set(-EINVAL, "%s and --incoming exclude each other: the stream carries the CPU",
                        cfg->nested ? "--nested" : "--hyperv");
+    if (mig_tls_wanted(&o->tls) && !(o->incoming && !strncmp(o->incoming, "tcp:", 4)))
+        return err_set(-EINVAL,
+                       "%s needs --incoming tcp:ADDR:PORT (a source takes it with "
+                       "tern migrate)",
+                       o->tls.creds_dir ? "--tls-creds" : "--tls-psk");
+    if (o->tls.names && !o->tls.creds_dir)
+        return err_set(-EINVAL, "--tls-names needs --tls-creds");
     if (!o->incoming && !cfg->kernel_path)
         return err_set(-EINVAL, "--kernel FILE is required (see tern run --help)");
     if (o->paused && (!o->incoming || !strncmp(o->incoming, "tcp:", 4)))

@@ -9,6 +9,7 @@
 #include "migrate/mig_source.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -93,6 +94,26 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     /* tern sets the hypervisor bit itself (vcpu_cpuid). */
     caps->features[0] |= 1u << 31;
     return 0;
+}
+
+/* TLS first, when this destination has credentials: the peer is authenticated before it hears
+ * anything about this host (its memory, its CPU). A first byte of 0x16 is a TLS handshake
+ * record; a plain-text tern begins with '{'. */
+static int dst_secure(struct mig_dest *d, struct mig_chan *ch)
+{
+    uint8_t first;
+    int rc = mig_chan_peek(ch, &first);
+    if (rc)
+        return err_context(rc, "waiting for the source's first byte");
+    bool tls = first == 0x16;
+    if (tls == (d->params.tls != NULL))
+        return tls ? mig_chan_start_tls(ch, d->params.tls, NULL) : 0;
+    /* Said in plain text: a TLS source cannot read it, but a person with nc can. */
+    const char *why = tls ? "this destination takes no TLS (it has no --tls-creds or --tls-psk)"
+                          : "this destination takes only TLS connections (migrate with "
+                            "--tls-creds or --tls-psk)";
+    mig_chan_write_json(ch, json_pack("{s:b,s:s}", "accept", 0, "reason", why));
+    return err_set(-EACCES, "%s: refused: %s", mig_chan_peer(ch), why);
 }
 
 /* hello, our answer, start: the whole of it within MIG_DEST_HANDSHAKE_MS. */
@@ -220,7 +241,9 @@ static void *dst_peer_main(void *arg)
     struct mig_dest *d = p->d;
     pthread_setname_np(pthread_self(), "migrate-in");
     struct mig_hs_need need;
-    int rc = dst_handshake(d, p->ch, &need);
+    int rc = dst_secure(d, p->ch);
+    if (!rc)
+        rc = dst_handshake(d, p->ch, &need);
     bool won = !rc && !(rc = dst_claim(d, p));
     if (won) {
         mig_chan_set_deadline(p->ch, 0, NULL);
@@ -390,7 +413,17 @@ static void dst_add_peer(struct mig_dest *d, uv_tcp_t *tcp)
     }
     p->d = d;
     p->accept_ms = clock_now_ms();
-    mig_chan_create(d->loop, tcp, name, d->params.idle_ms, &p->ch);
+    /* The channel drives the socket from the peer's thread: the handle only accepted it. */
+    uv_os_fd_t ufd = -1;
+    int fd = uv_fileno((uv_handle_t *)tcp, &ufd) == 0 ? fcntl(ufd, F_DUPFD_CLOEXEC, 0) : -1;
+    tcp->data = tcp;
+    uv_close((uv_handle_t *)tcp, dst_refusal_closed);
+    if (fd < 0 || mig_chan_create(d->loop, fd, name, d->params.idle_ms, &p->ch)) {
+        err_warn("cannot take the connection from %s: %s", addr,
+                 fd < 0 ? strerror(errno) : err_msg());
+        free(p);
+        return;
+    }
     mig_chan_set_deadline(p->ch, MIG_DEST_HANDSHAKE_MS, "the handshake");
     p->next = d->peers;
     d->peers = p;

@@ -21,6 +21,7 @@
 
 #include "migrate/mig_config.h"
 #include "migrate/mig_restore.h"
+#include "migrate/mig_tls.h"
 
 #define MIG_DEST_HANDSHAKE_MS 10000u /* hello, answer and start, in all */
 #define MIG_DEST_MAX_PEERS 8u        /* connections in their handshake at once */
@@ -32,6 +33,10 @@ struct mig_dest_params {
     uint64_t mem_given; /* --mem the destination was started with, or 0 */
     unsigned cpus_given;
     unsigned hidden_caps; /* VM_HIDE_*: --hide-cap, what the handshake does not offer */
+    /* TLS credentials (the caller's, kept until on_done), or NULL for plain TCP. With them,
+     * every peer must complete TLS and be authenticated before the handshake: a plain-text
+     * source is told so and refused, and nothing about this host is said before. */
+    const struct mig_tls_creds *tls;
     void *opaque;
     int (*create_vm)(void *opaque, const struct mig_config *cfg, struct vm **out);
     int (*start_vm)(void *opaque);

@@ -439,6 +439,10 @@ static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
     if (rc)
         return rc;
     src_set_phase(s, MIG_PHASE_HANDSHAKE, 0);
+    /* TLS before a word of the protocol: the destination says nothing about its host to a peer
+     * it has not authenticated, and neither do we. */
+    if (s->params.tls && (rc = mig_chan_start_tls(s->ch, s->params.tls, s->params.host)))
+        return rc;
     rc = src_handshake(s);
     if (rc)
         return rc;
@@ -573,21 +577,11 @@ static void src_on_timeout(uv_timer_t *t)
 static int src_attach(void *arg)
 {
     struct mig_source *s = arg;
-    uv_tcp_t *tcp = malloc(sizeof(*tcp));
-    if (!tcp)
-        return err_set(-ENOMEM, "out of memory");
-    uv_tcp_init(s->loop, tcp);
-    int rc = uv_tcp_open(tcp, s->fd);
-    if (rc) {
-        tcp->data = tcp;
-        uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
-        return err_set(-EIO, "cannot use the connection to %s: %s", s->progress.uri,
-                       uv_strerror(rc));
-    }
-    s->fd = -1; /* the handle owns it now */
     char peer[400];
     snprintf(peer, sizeof(peer), "the destination %s", s->progress.uri);
-    return mig_chan_create(s->loop, tcp, peer, s->params.idle_ms, &s->ch);
+    int fd = s->fd;
+    s->fd = -1; /* the channel owns it now, also when it fails */
+    return mig_chan_create(s->loop, fd, peer, s->params.idle_ms, &s->ch);
 }
 
 /* 0 while the migration may go on; else -ECANCELED (or -ETIMEDOUT) with the reason. */
@@ -662,8 +656,10 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
                      mig_source_done_fn on_done, void *opaque, struct mig_source **out)
 {
     struct mig_source *s = calloc(1, sizeof(*s));
-    if (!s)
+    if (!s) {
+        mig_tls_creds_free(params->tls);
         return err_set(-ENOMEM, "out of memory");
+    }
     s->loop = loop;
     s->vm = vm;
     s->params = *params;
@@ -676,6 +672,7 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
              strchr(params->host, ':') ? "tcp:[%s]:%s" : "tcp:%s:%s", params->host, params->port);
     int rc = mig_loopcall_init(&s->calls, loop);
     if (rc) {
+        mig_tls_creds_free(params->tls);
         free(s);
         return rc;
     }
@@ -713,6 +710,7 @@ void mig_source_free(struct mig_source *s)
 {
     if (!s)
         return;
+    mig_tls_creds_free(s->params.tls);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

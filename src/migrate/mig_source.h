@@ -19,19 +19,25 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "migrate/mig_tls.h"
 #include "vm/vm.h"
 
 #define MIG_DEFAULT_DOWNTIME_MS 300u
 #define MIG_DEFAULT_IDLE_MS 30000u
+#define MIG_MAX_CONNECTIONS 16u
 
 struct mig_source_params {
     char host[256];
     char port[16];
     unsigned downtime_ms;
-    uint64_t bandwidth; /* bytes/s; 0: unlimited */
-    int compress_level; /* -1 none, 0..9 zlib */
-    unsigned timeout_s; /* 0: none */
-    unsigned idle_ms;   /* 0: MIG_DEFAULT_IDLE_MS */
+    uint64_t bandwidth;   /* bytes/s; 0: unlimited */
+    int compress_level;   /* -1 none, 0..9 zlib */
+    unsigned timeout_s;   /* 0: none */
+    unsigned idle_ms;     /* 0: MIG_DEFAULT_IDLE_MS */
+    unsigned connections; /* 1..MIG_MAX_CONNECTIONS (0: 1) */
+    /* TLS credentials (mig_tls.h), or NULL for plain TCP. mig_source_start() takes them over,
+     * also when it fails. */
+    struct mig_tls_creds *tls;
 };
 
 enum mig_phase {
