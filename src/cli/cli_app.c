@@ -108,7 +108,7 @@ static int app_restore(struct run_state *st)
         rc = mig_read_config(&fr.reader, &mc);
     if (!rc)
         rc = app_create_from(st, &mc);
-    if (!rc && (rc = mig_restore(st->vm, &fr.reader, &mc, NULL))) {
+    if (!rc && (rc = mig_restore(st->vm, &fr.reader, &mc, NULL, NULL))) {
         vm_close(st->vm);
         st->vm = NULL;
     }

@@ -95,6 +95,9 @@ static void print_summary(const char *event, json_t *data, bool tty)
                json_number_value(json_object_get(data, "downtime_ms")),
                json_number_value(json_object_get(data, "dest_downtime_ms")));
         printf("  stream       format %s\n", json_string_value(json_object_get(data, "stream")));
+        printf("  channel      %s, %lld connection(s)\n",
+               json_string_value(json_object_get(data, "security")),
+               (long long)json_integer_value(json_object_get(data, "connections")));
     } else {
         printf("migration %s: %s\n", event, json_string_value(json_object_get(data, "message")));
         printf("  time         %.0f ms\n", json_number_value(json_object_get(data, "total_ms")));

@@ -211,7 +211,12 @@ void mem_dirty_mark(struct mem *mem, uint64_t gpa, uint64_t len)
 
 bool mem_dirty_next(struct mem *mem, uint64_t *page)
 {
-    uint64_t pages = mem_pages(mem);
+    return mem_dirty_next_below(mem, page, mem_pages(mem));
+}
+
+bool mem_dirty_next_below(struct mem *mem, uint64_t *page, uint64_t limit)
+{
+    uint64_t pages = mem_pages(mem) < limit ? mem_pages(mem) : limit;
     for (uint64_t p = *page; p < pages;) {
         uint64_t w = __atomic_load_n(&mem->dirty[p / 64], __ATOMIC_RELAXED) >> (p % 64);
         if (!w) {

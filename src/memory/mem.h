@@ -65,6 +65,9 @@ int mem_dirty_sync(struct mem *mem, uint64_t *marked);
 void mem_dirty_mark(struct mem *mem, uint64_t gpa, uint64_t len);
 /* Finds the next marked page at or after *page, clears its bit; false when there is none. */
 bool mem_dirty_next(struct mem *mem, uint64_t *page);
+/* The same, looking only below limit. Threads that each take pages from their own 64-page-
+ * aligned blocks never touch the same bitmap word. */
+bool mem_dirty_next_below(struct mem *mem, uint64_t *page, uint64_t limit);
 /* Clears page's mark; true if it was marked. */
 bool mem_dirty_take(struct mem *mem, uint64_t page);
 int mem_dirty_stop(struct mem *mem);

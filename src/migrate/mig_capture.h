@@ -42,13 +42,23 @@ struct mig_capture {
     uint32_t records_before; /* writer's count before the header */
     uint8_t *zbuf, *copy;
     size_t zcap;
+    /* A pass spread over several connections: this capture sends part (0..parts-1) of every
+     * pass, the blocks of MIG_CAPTURE_BLOCK_PAGES pages whose number modulo parts is part. */
+    unsigned part, parts;
 };
+#define MIG_CAPTURE_BLOCK_PAGES MIG_RAM_MAX_PAGES_PER_RECORD
 int mig_capture_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
                       const struct mig_capture_options *opt);
 /* Every page of guest RAM. */
 int mig_capture_ram_all(struct mig_capture *c);
-/* Every page marked in the memory's dirty bitmap (clearing the marks); *sent counts pages. */
+/* Every page marked in the memory's dirty bitmap (clearing the marks), or this capture's part of
+ * them; *sent counts pages. */
 int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent);
+/* A further connection's stream: its header only (no CONFIG); the rest is RAM passes, RAM_SYNC
+ * and mig_capture_lane_end(). */
+int mig_capture_lane_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
+                           const struct mig_capture_options *opt);
+int mig_capture_lane_end(struct mig_capture *c);
 /* Devices, VM, vCPUs, clock and END. The VM must be paused. */
 int mig_capture_state(struct mig_capture *c);
 void mig_capture_end(struct mig_capture *c);

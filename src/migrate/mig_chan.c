@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MIG_CHAN_BUF (256u << 10)
@@ -41,6 +42,11 @@ struct mig_chan {
     uint64_t deadline_ns; /* 0: none */
     unsigned deadline_ms;
     char deadline_what[64];
+
+    /* Worker only: the bandwidth cap. */
+    uint64_t rate; /* bytes/s; 0: none */
+    uint64_t pace_bytes;
+    double pace_start_ms;
 
     /* Written by the worker, read by any thread (atomics). */
     uint64_t sent, received, activity_ns;
@@ -152,6 +158,38 @@ static int chan_io_failed(struct mig_chan *ch, const char *what, const char *why
     return mig_chan_error(ch);
 }
 
+void mig_chan_set_rate(struct mig_chan *ch, uint64_t bytes_per_s)
+{
+    ch->rate = bytes_per_s;
+    ch->pace_bytes = 0;
+    ch->pace_start_ms = clock_now_ms();
+}
+
+/* Sleeps until the bytes sent so far fit the rate. */
+static int chan_pace(struct mig_chan *ch, size_t len)
+{
+    if (!ch->rate)
+        return 0;
+    ch->pace_bytes += len;
+    double due = ch->pace_start_ms + (double)ch->pace_bytes * 1e3 / (double)ch->rate;
+    double now0 = clock_now_ms();
+    if (now0 - due > 50) {
+        /* Idle time (scanning zero pages, syncing) is no credit for a burst beyond the cap:
+         * restart the window, with 50 ms of slack. */
+        ch->pace_start_ms = now0 - 50;
+        ch->pace_bytes = len;
+        due = ch->pace_start_ms + (double)len * 1e3 / (double)ch->rate;
+    }
+    int rc = 0;
+    for (double now = clock_now_ms(); now < due && !rc; now = clock_now_ms()) {
+        double nap = due - now < 20 ? due - now : 20;
+        struct timespec ts = {0, (long)(nap * 1e6)};
+        nanosleep(&ts, NULL);
+        rc = chan_check(ch);
+    }
+    return rc;
+}
+
 /* Sends the whole of iov (modified), waiting as needed. */
 static int chan_send_iov(struct mig_chan *ch, struct iovec *iov, int n)
 {
@@ -179,6 +217,9 @@ static int chan_send_iov(struct mig_chan *ch, struct iovec *iov, int n)
             return chan_io_failed(ch, "sending to",
                                   ch->tls ? mig_tls_last_error(ch->tls) : strerror((int)-k));
         chan_moved(ch, &ch->sent, (size_t)k);
+        int rc = chan_pace(ch, (size_t)k);
+        if (rc)
+            return rc;
         size_t left = (size_t)k;
         while (left && n) {
             size_t m = left < iov->iov_len ? left : iov->iov_len;

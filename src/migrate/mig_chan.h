@@ -58,6 +58,9 @@ int mig_chan_source(void *ch, void *buf, size_t len);
  * "PEER: WHAT not done within MS ms", however many bytes trickle in meanwhile (the idle timeout
  * alone would let one byte at a time hold it open). ms 0 lifts the deadline. */
 void mig_chan_set_deadline(struct mig_chan *ch, unsigned ms, const char *what);
+/* Worker: paces what it sends to bytes_per_s (0: as fast as it goes), in naps of at most 20 ms
+ * that a failure ends. Time spent not sending is no credit for a later burst. */
+void mig_chan_set_rate(struct mig_chan *ch, uint64_t bytes_per_s);
 /* Fails the channel (any thread): every wait returns code with message. First failure wins. */
 void mig_chan_fail(struct mig_chan *ch, int code, const char *message);
 /* 0, or the failure code (its message becomes this thread's error). */

@@ -2,6 +2,7 @@
 
 #include "clock/clock.h"
 #include "err/err.h"
+#include "migrate/mig_barrier.h"
 #include "migrate/mig_chan.h"
 #include "migrate/mig_fault.h"
 #include "migrate/mig_handshake.h"
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,8 +28,11 @@ struct dst_peer {
     struct mig_chan *ch;
     pthread_t thread;
     bool started;
-    bool done;    /* its thread ended (d->lock) */
-    bool counted; /* its close is one the finishing destination waits for */
+    bool done;        /* its thread ended (d->lock) */
+    bool counted;     /* its close is one the finishing destination waits for */
+    unsigned lane;    /* >0: it joined the winner's migration as its connection number lane+1 */
+    char session[33]; /* the token its handshake's answer gave, for further connections */
+    unsigned lanes;   /* further connections its source said it opens */
     double accept_ms;
     struct dst_peer *next;
 };
@@ -45,7 +50,17 @@ struct mig_dest {
     struct dst_peer *peers; /* every connection not yet closed, the winner among them */
     unsigned handshaking;   /* peers still in their handshake */
     struct dst_peer *winner;
-    bool over; /* the winner's thread ended: the migration is over */
+    bool over;           /* the winner's thread ended: the migration is over */
+    pthread_cond_t cond; /* lanes joined, the VM built */
+
+    /* A migration over several connections: the winner's source opens `lanes` more, which
+     * join with its session token; each carries a share of every pass (mig_barrier.h). */
+    unsigned lanes, lanes_joined, lanes_accepted; /* lanes_accepted: the loop's */
+    bool lane_taken[MIG_BARRIER_MAX];
+    char session[33];
+    bool vm_ready;
+    struct mig_barrier barrier;
+    uint64_t lane_bytes;
     int rc;
     char message[512];
 
@@ -60,7 +75,12 @@ struct mig_dest {
 static int dst_create_vm(void *arg)
 {
     struct mig_dest *d = arg;
-    return d->params.create_vm(d->params.opaque, &d->cfg, &d->vm);
+    int rc = d->params.create_vm(d->params.opaque, &d->cfg, &d->vm);
+    pthread_mutex_lock(&d->lock);
+    d->vm_ready = rc == 0;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    return rc;
 }
 
 static int dst_start_vm(void *arg)
@@ -93,6 +113,7 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     free(offer.cpuid);
     /* tern sets the hypervisor bit itself (vcpu_cpuid). */
     caps->features[0] |= 1u << 31;
+    caps->connections_max = MIG_HS_MAX_CONNECTIONS;
     return 0;
 }
 
@@ -116,25 +137,45 @@ static int dst_secure(struct mig_dest *d, struct mig_chan *ch)
     return err_set(-EACCES, "%s: refused: %s", mig_chan_peer(ch), why);
 }
 
-/* hello, our answer, start: the whole of it within MIG_DEST_HANDSHAKE_MS. */
-static int dst_handshake(struct mig_dest *d, struct mig_chan *ch, struct mig_hs_need *need)
+/* The first line: a JSON object (hello or join), or NULL for anything else. */
+static int dst_first_line(struct mig_chan *ch, json_t **out)
 {
     char *line = malloc(MIG_CHAN_MAX_LINE);
     if (!line)
         return err_set(-ENOMEM, "out of memory");
     int rc = mig_chan_read_line(ch, line, MIG_CHAN_MAX_LINE);
-    json_t *hello = rc ? NULL : json_loads(line, 0, NULL);
+    *out = rc ? NULL : json_loads(line, 0, NULL);
     free(line);
-    if (rc)
-        return err_context(rc, "waiting for the source's handshake");
+    if (*out && !json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    return rc ? err_context(rc, "waiting for the source's handshake") : 0;
+}
+
+/* A session token for the connections a source adds: random, so that no other peer can join. */
+static void dst_new_session(char out[33])
+{
+    uint8_t b[16] = {0};
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+        memset(b, 0, sizeof(b)); /* never short for 16 bytes; a zero token joins nothing anyway */
+    for (unsigned i = 0; i < sizeof(b); i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* hello (already read), our answer, start: the whole of it within MIG_DEST_HANDSHAKE_MS. */
+static int dst_handshake(struct mig_dest *d, struct dst_peer *p, json_t *hello,
+                         struct mig_hs_need *need)
+{
+    struct mig_chan *ch = p->ch;
     struct mig_hs_caps caps;
     char why[512] = "";
+    int rc = 0;
     if (mig_hs_need_from_json(json_object_get(hello, "hello"), need)) {
         snprintf(why, sizeof(why), "the handshake is not tern's migration protocol %d: %s",
                  MIG_HS_PROTOCOL, err_msg());
         rc = -EPROTO;
     }
-    json_decref(hello);
     if (!rc && (rc = dst_caps(d, &caps)))
         snprintf(why, sizeof(why), "%s", err_msg());
     if (!rc)
@@ -143,6 +184,11 @@ static int dst_handshake(struct mig_dest *d, struct mig_chan *ch, struct mig_hs_
         mig_chan_fail(ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at handshake");
     json_t *reply = rc ? json_pack("{s:b,s:s}", "accept", 0, "reason", why)
                        : json_pack("{s:b,s:o}", "accept", 1, "caps", mig_hs_caps_to_json(&caps));
+    if (!rc && need->connections > 1) {
+        p->lanes = need->connections - 1;
+        dst_new_session(p->session);
+        json_object_set_new(reply, "session", json_string(p->session));
+    }
     int wrc = mig_chan_write_json(ch, reply);
     if (rc)
         return err_set(rc, "refused the migration: %s", why);
@@ -159,6 +205,115 @@ static int dst_handshake(struct mig_dest *d, struct mig_chan *ch, struct mig_hs_
     return rc;
 }
 
+/* ---- further connections (lanes) --------------------------------------------------------- */
+
+/* Waits (100 ms at a time) until ready(d) holds, the barrier fails, or the migration is over. */
+static int dst_wait_for(struct mig_dest *d, bool (*ready)(const struct mig_dest *), unsigned ms,
+                        const char *what)
+{
+    uint64_t end = clock_now_ns() + (uint64_t)ms * 1000000ull;
+    int rc = 0;
+    pthread_mutex_lock(&d->lock);
+    while (!ready(d) && !rc) {
+        struct timespec ts = clock_deadline(100 * 1000000ull);
+        pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+        if (d->barrier.error || d->over || d->finishing)
+            rc = err_set(-ECANCELED, "the migration ended while waiting for %s", what);
+        else if (!ready(d) && clock_now_ns() > end)
+            rc = err_set(-ETIMEDOUT, "%s not done within %u ms", what, ms);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+static bool dst_lanes_joined(const struct mig_dest *d)
+{
+    return d->lanes_joined == d->lanes;
+}
+
+static bool dst_has_winner(const struct mig_dest *d)
+{
+    return d->winner != NULL;
+}
+
+static bool dst_vm_ready(const struct mig_dest *d)
+{
+    return d->vm_ready;
+}
+
+/* Any stream's RAM_SYNC: the pass is complete once every connection has reached it. */
+static int dst_sync_reached(void *opaque, unsigned party, const struct mig_ram_sync *sync)
+{
+    struct mig_dest *d = opaque;
+    if (sync->connections != d->barrier.parties)
+        return err_set(-EPROTO, "it names %u connections; the handshake said %u", sync->connections,
+                       d->barrier.parties);
+    return mig_barrier_wait(&d->barrier, party, sync->pass);
+}
+
+/* A lane's failure ends the whole migration: the winner's reader and the other lanes stop. */
+static void dst_lane_failed(struct mig_dest *d, int rc, const char *message)
+{
+    mig_barrier_fail(&d->barrier, rc, message);
+    pthread_mutex_lock(&d->lock);
+    struct dst_peer *winner = d->winner;
+    pthread_mutex_unlock(&d->lock);
+    if (winner)
+        mig_chan_fail(winner->ch, rc, message);
+}
+
+/* {"join": session, "lane": n} from a further connection of the migration under way. */
+static int dst_join(struct mig_dest *d, struct dst_peer *p, json_t *join)
+{
+    const char *session = json_string_value(json_object_get(join, "join"));
+    json_int_t lane = json_integer_value(json_object_get(join, "lane"));
+    /* The source opens its further connections right after "start": the first one may come
+     * before the main connection's thread has read it. */
+    int rc = dst_wait_for(d, dst_has_winner, MIG_DEST_HANDSHAKE_MS, "the migration to start");
+    pthread_mutex_lock(&d->lock);
+    bool ok = !rc && d->winner && d->lanes && session && !strcmp(session, d->session) &&
+              lane >= 1 && lane <= (json_int_t)d->lanes && !d->lane_taken[lane];
+    if (ok) {
+        d->lane_taken[lane] = true;
+        d->lanes_joined++;
+        d->handshaking--; /* its handshake is over */
+        p->lane = (unsigned)lane;
+        pthread_cond_broadcast(&d->cond);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!ok) {
+        mig_chan_write_json(p->ch, json_pack("{s:b,s:s}", "joined", 0, "reason",
+                                             "not a connection of the migration under way"));
+        return err_set(-EACCES, "%s: a further connection, but of no migration under way",
+                       mig_chan_peer(p->ch));
+    }
+    mig_chan_set_deadline(p->ch, 0, NULL);
+    return mig_chan_write_json(p->ch, json_pack("{s:b}", "joined", 1));
+}
+
+/* A joined lane's stream, into the VM the winner builds. */
+static int dst_lane_receive(struct mig_dest *d, struct dst_peer *p)
+{
+    int rc = dst_wait_for(d, dst_vm_ready, UINT32_MAX / 2, "the VM");
+    struct mig_reader r;
+    mig_reader_init(&r, mig_chan_source, p->ch);
+    struct mig_sync sync = {.reached = dst_sync_reached, .opaque = d, .party = p->lane};
+    struct mig_restore_info info = {0};
+    if (!rc)
+        rc = mig_restore_ram_stream(d->vm, &r, &d->cfg, &sync, &info);
+    mig_reader_free(&r);
+    if (!rc)
+        rc = mig_barrier_arrive(&d->barrier, p->lane, MIG_BARRIER_END);
+    __atomic_add_fetch(&d->lane_bytes, mig_chan_bytes_received(p->ch), __ATOMIC_RELAXED);
+    if (rc) {
+        char message[400];
+        snprintf(message, sizeof(message), "connection %u: %s", p->lane + 1, err_msg());
+        dst_lane_failed(d, rc, message);
+        return err_set(rc, "%s", message);
+    }
+    return 0;
+}
+
 /* The winner's migration, from the stream's first byte to "resumed". */
 static int dst_receive(struct mig_dest *d, struct mig_chan *ch, const struct mig_hs_need *need)
 {
@@ -172,10 +327,14 @@ static int dst_receive(struct mig_dest *d, struct mig_chan *ch, const struct mig
     if (!rc)
         rc = mig_loopcall_run(&d->calls, dst_create_vm, d);
     struct mig_restore_info info = {0};
+    struct mig_sync sync = {.reached = dst_sync_reached, .opaque = d, .party = 0};
     if (!rc) {
         if (mig_fault_cut_at("first-pass"))
             mig_chan_fail(ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut");
-        rc = mig_restore(d->vm, &r, &d->cfg, &info);
+        rc = mig_restore(d->vm, &r, &d->cfg, d->lanes ? &sync : NULL, &info);
+        /* Every lane's stream read to its END before this side says ready. */
+        if (!rc && d->lanes)
+            rc = mig_barrier_wait(&d->barrier, 0, MIG_BARRIER_END);
         d->switchover_ms = info.switchover_ns / 1e6;
         d->restored = info;
         if (rc) {
@@ -227,6 +386,12 @@ static int dst_claim(struct mig_dest *d, struct dst_peer *p)
         d->winner = p;
         d->accept_ms = p->accept_ms;
         d->handshaking--; /* its handshake is over */
+        d->lanes = p->lanes;
+        memcpy(d->session, p->session, sizeof(d->session));
+        /* Before any lane can join: they meet at it from their first pass. */
+        if (d->lanes)
+            mig_barrier_init(&d->barrier, d->lanes + 1);
+        pthread_cond_broadcast(&d->cond);
     }
     pthread_mutex_unlock(&d->lock);
     if (!free_to_take)
@@ -235,34 +400,56 @@ static int dst_claim(struct mig_dest *d, struct dst_peer *p)
     return 0;
 }
 
+/* The winner: every lane joined, then the stream. */
+static int dst_win(struct mig_dest *d, struct dst_peer *p, const struct mig_hs_need *need)
+{
+    mig_chan_set_deadline(p->ch, 0, NULL);
+    int rc = 0;
+    if (d->lanes)
+        rc = dst_wait_for(d, dst_lanes_joined, MIG_DEST_HANDSHAKE_MS, "the further connections");
+    if (!rc)
+        rc = dst_receive(d, p->ch, need);
+    d->bytes = mig_chan_bytes_received(p->ch) + __atomic_load_n(&d->lane_bytes, __ATOMIC_RELAXED);
+    return rc;
+}
+
 static void *dst_peer_main(void *arg)
 {
     struct dst_peer *p = arg;
     struct mig_dest *d = p->d;
     pthread_setname_np(pthread_self(), "migrate-in");
     struct mig_hs_need need;
+    json_t *first = NULL;
     int rc = dst_secure(d, p->ch);
     if (!rc)
-        rc = dst_handshake(d, p->ch, &need);
-    bool won = !rc && !(rc = dst_claim(d, p));
-    if (won) {
-        mig_chan_set_deadline(p->ch, 0, NULL);
-        rc = dst_receive(d, p->ch, &need);
-        d->bytes = mig_chan_bytes_received(p->ch);
+        rc = dst_first_line(p->ch, &first);
+    bool won = false;
+    if (!rc && json_object_get(first, "join")) {
+        if (!(rc = dst_join(d, p, first)))
+            rc = dst_lane_receive(d, p);
+    } else if (!rc) {
+        rc = dst_handshake(d, p, first, &need);
+        won = !rc && !(rc = dst_claim(d, p));
+        if (won)
+            rc = dst_win(d, p, &need);
     }
+    json_decref(first);
     char message[512];
     snprintf(message, sizeof(message), "%s", rc ? err_msg() : "");
     if (rc)
         mig_chan_fail(p->ch, rc, message);
+    if (rc && won && d->lanes)
+        mig_barrier_fail(&d->barrier, rc, message);
     pthread_mutex_lock(&d->lock);
-    if (!won)
+    if (!won && !p->lane)
         err_warn("%s%s", message, d->winner ? "" : "; still waiting for a migration");
     p->done = true;
-    d->handshaking -= !won;
+    d->handshaking -= !won && !p->lane;
     if (won) {
         d->over = true;
         d->rc = rc;
         snprintf(d->message, sizeof(d->message), "%s", message);
+        pthread_cond_broadcast(&d->cond);
     }
     pthread_mutex_unlock(&d->lock);
     uv_async_send(&d->async);
@@ -334,6 +521,8 @@ static void dst_finish(struct mig_dest *d)
     pthread_mutex_unlock(&d->lock);
     for (struct dst_peer *p = d->peers; p; p = p->next)
         mig_chan_fail(p->ch, -ECANCELED, "the destination is done");
+    if (d->lanes)
+        mig_barrier_fail(&d->barrier, -ECANCELED, "the destination is done");
     d->open_handles = 3;
     while (d->peers) {
         struct dst_peer *p = d->peers;
@@ -450,8 +639,11 @@ static void dst_on_connection(uv_stream_t *listener, int status)
     if (status < 0)
         return;
     pthread_mutex_lock(&d->lock);
-    bool taken = d->winner || d->finishing;
+    /* The winner's own further connections still come in (they must show its session). */
+    bool lane = d->winner && !d->over && d->lanes_accepted < d->lanes;
+    bool taken = (d->winner && !lane) || d->finishing;
     bool crowded = d->handshaking >= MIG_DEST_MAX_PEERS;
+    d->lanes_accepted += lane && !crowded;
     pthread_mutex_unlock(&d->lock);
     if (taken || crowded) {
         dst_refuse(d, listener,
@@ -491,6 +683,7 @@ int mig_dest_listen(uv_loop_t *loop, const struct mig_dest_params *params, struc
     if (!d->params.idle_ms)
         d->params.idle_ms = MIG_DEFAULT_IDLE_MS;
     pthread_mutex_init(&d->lock, NULL);
+    clock_cond_init(&d->cond);
     uv_tcp_init(loop, &d->listener);
     d->listener.data = d;
     uv_async_init(loop, &d->async, dst_on_async);
@@ -546,6 +739,8 @@ void mig_dest_cancel(struct mig_dest *d)
     if (winner) {
         /* Its thread ends the migration, and the loop hears of it. */
         mig_chan_fail(winner->ch, -ECANCELED, "stopped while taking a migration");
+        if (d->lanes)
+            mig_barrier_fail(&d->barrier, -ECANCELED, "stopped while taking a migration");
         return;
     }
     d->rc = -ECANCELED;
@@ -558,6 +753,9 @@ void mig_dest_free(struct mig_dest *d)
     if (!d)
         return;
     mig_config_free(&d->cfg);
+    if (d->lanes)
+        mig_barrier_destroy(&d->barrier);
+    pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }

@@ -61,6 +61,19 @@ static json_t *features_to_json(const uint32_t f[MIG_HS_FEATURE_REGS])
     return o;
 }
 
+/* An optional integer member within [1, max]; absent, def. */
+static int get_count(json_t *obj, const char *key, unsigned max, unsigned def, unsigned *out)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = def;
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max)
+        return err_set(-EPROTO, "\"%s\" must be an integer from 1 to %u", key, max);
+    *out = (unsigned)json_integer_value(v);
+    return 0;
+}
+
 /* Reads an integer member within [0, max]; a missing or wrong one is an error naming it. */
 static int get_uint(json_t *obj, const char *key, uint64_t max, uint64_t *out)
 {
@@ -102,11 +115,15 @@ static int features_from_json(json_t *obj, uint32_t f[MIG_HS_FEATURE_REGS])
 
 json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
 {
-    return json_pack("{s:i,s:i,s:i,s:I,s:i,s:i,s:i,s:b,s:o}", "protocol", MIG_HS_PROTOCOL,
-                     "stream_major", (int)n->stream_major, "stream_minor", (int)n->stream_minor,
-                     "mem", (json_int_t)n->mem_size, "cpus", (int)n->cpus, "xsave_size",
-                     (int)n->xsave_size, "nested_size", (int)n->nested_size, "evmcs", n->evmcs,
-                     "cpuid", features_to_json(n->features));
+    json_t *o = json_pack(
+        "{s:i,s:i,s:i,s:I,s:i,s:i,s:i,s:b,s:o}", "protocol", MIG_HS_PROTOCOL, "stream_major",
+        (int)n->stream_major, "stream_minor", (int)n->stream_minor, "mem", (json_int_t)n->mem_size,
+        "cpus", (int)n->cpus, "xsave_size", (int)n->xsave_size, "nested_size", (int)n->nested_size,
+        "evmcs", n->evmcs, "cpuid", features_to_json(n->features));
+    /* Said only when more than one: an older destination then refuses nothing it could take. */
+    if (o && n->connections > 1)
+        json_object_set_new(o, "connections", json_integer(n->connections));
+    return o;
 }
 
 int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
@@ -123,7 +140,8 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
         get_uint(obj, "stream_minor", 65535, &minor) || get_uint(obj, "mem", INT64_MAX, &mem) ||
         get_uint(obj, "cpus", 1u << 16, &cpus) || get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
         get_uint(obj, "nested_size", 1u << 24, &nested) || get_bool(obj, "evmcs", &n->evmcs) ||
-        features_from_json(obj, n->features))
+        features_from_json(obj, n->features) ||
+        get_count(obj, "connections", MIG_HS_MAX_CONNECTIONS, 1, &n->connections))
         return -EPROTO;
     n->stream_major = (unsigned)major;
     n->stream_minor = (unsigned)minor;
@@ -136,12 +154,15 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
 
 json_t *mig_hs_caps_to_json(const struct mig_hs_caps *c)
 {
-    return json_pack("{s:i,s:i,s:I,s:b,s:i,s:b,s:i,s:i,s:b,s:o}", "stream_major",
-                     (int)c->stream_major, "stream_minor", (int)c->stream_minor, "mem_limit",
-                     (json_int_t)c->mem_limit, "mem_exact", c->mem_exact, "max_cpus",
-                     (int)c->max_cpus, "cpus_exact", c->cpus_exact, "xsave_size",
-                     (int)c->xsave_size, "nested_max", (int)c->nested_max, "evmcs", c->evmcs,
-                     "cpuid", features_to_json(c->features));
+    json_t *o =
+        json_pack("{s:i,s:i,s:I,s:b,s:i,s:b,s:i,s:i,s:b,s:o}", "stream_major", (int)c->stream_major,
+                  "stream_minor", (int)c->stream_minor, "mem_limit", (json_int_t)c->mem_limit,
+                  "mem_exact", c->mem_exact, "max_cpus", (int)c->max_cpus, "cpus_exact",
+                  c->cpus_exact, "xsave_size", (int)c->xsave_size, "nested_max", (int)c->nested_max,
+                  "evmcs", c->evmcs, "cpuid", features_to_json(c->features));
+    if (o)
+        json_object_set_new(o, "connections_max", json_integer(c->connections_max));
+    return o;
 }
 
 int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
@@ -156,7 +177,8 @@ int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
         get_uint(obj, "max_cpus", 1u << 16, &cpus) || get_bool(obj, "cpus_exact", &c->cpus_exact) ||
         get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
         get_uint(obj, "nested_max", 1u << 24, &nested) || get_bool(obj, "evmcs", &c->evmcs) ||
-        features_from_json(obj, c->features))
+        features_from_json(obj, c->features) ||
+        get_count(obj, "connections_max", MIG_HS_MAX_CONNECTIONS, 1, &c->connections_max))
         return -EPROTO;
     c->stream_major = (unsigned)major;
     c->stream_minor = (unsigned)minor;
@@ -207,6 +229,16 @@ int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char 
     }
     if (mig_hs_check_format(n, mig_hs_stream_minor(n, c), why, why_size))
         return -ENOTSUP;
+    unsigned conns = n->connections ? n->connections : 1;
+    unsigned conns_max = c->connections_max ? c->connections_max : 1;
+    if (conns > conns_max) {
+        snprintf(why, why_size,
+                 conns_max == 1 ? "--connections %u: the destination takes one connection (a tern "
+                                  "before stream format 1.3)"
+                                : "--connections %u: the destination takes at most %u",
+                 conns, conns_max);
+        return -ENOTSUP;
+    }
     if (c->mem_exact && n->mem_size != c->mem_limit) {
         snprintf(why, why_size,
                  "the VM has %llu MiB of RAM; the destination was started with --mem %llu MiB",

@@ -18,6 +18,7 @@
 
 #define MIG_HS_PROTOCOL 1
 #define MIG_HS_FEATURE_REGS 8
+#define MIG_HS_MAX_CONNECTIONS 16u
 
 /* One CPUID feature register: leaf, subleaf, register (0 eax .. 3 edx). */
 struct mig_hs_feature_reg {
@@ -35,6 +36,7 @@ struct mig_hs_need {
     uint32_t nested_size; /* bytes of nested state the largest vCPU carries; 0: none */
     bool evmcs;           /* an enlightened VMCS is active */
     uint32_t features[MIG_HS_FEATURE_REGS];
+    unsigned connections; /* that carry RAM, the first included (absent: 1) */
 };
 
 struct mig_hs_caps {
@@ -47,6 +49,7 @@ struct mig_hs_caps {
     uint32_t nested_max;                    /* KVM_CAP_NESTED_STATE; 0: no nested support */
     bool evmcs;                             /* KVM_CAP_HYPERV_ENLIGHTENED_VMCS */
     uint32_t features[MIG_HS_FEATURE_REGS]; /* KVM_GET_SUPPORTED_CPUID */
+    unsigned connections_max;               /* absent (a tern before format 1.3): 1 */
 };
 
 /* The feature registers of a CPUID table (absent leaves read as 0). */

@@ -97,26 +97,44 @@ int mig_capture_ram_all(struct mig_capture *c)
     return rc;
 }
 
-int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent)
+/* Sends the marked pages among [first, limit) (host page indices), clearing their marks;
+ * contiguous marked pages within one region go out as one range. */
+static int mig_send_dirty_in(struct mig_capture *c, uint64_t first, uint64_t limit, uint64_t *count)
 {
     struct mem *mem = vm_mem(c->vm);
-    uint64_t page = 0, count = 0;
+    uint64_t page = first;
     int rc = 0;
-    /* Contiguous marked pages within one region go out as one range. */
-    while (!rc && mem_dirty_next(mem, &page)) {
+    while (!rc && mem_dirty_next_below(mem, &page, limit)) {
         const struct mem_region *reg = &mem->regions[0];
         for (unsigned r = 1; r < mem->region_count; r++)
             if (page * MEM_PAGE_SIZE >= mem->regions[r].offset)
                 reg = &mem->regions[r];
         uint64_t base = reg->offset / MEM_PAGE_SIZE;
-        uint64_t limit = base + reg->size / MEM_PAGE_SIZE;
+        uint64_t end = base + reg->size / MEM_PAGE_SIZE;
+        if (end > limit)
+            end = limit;
         uint64_t last = page + 1;
-        while (last < limit && last - page < MIG_RAM_MAX_PAGES_PER_RECORD &&
+        while (last < end && last - page < MIG_RAM_MAX_PAGES_PER_RECORD &&
                mem_dirty_take(mem, last))
             last++;
         rc = mig_send_range(c, reg, page - base, last - base);
-        count += last - page;
+        *count += last - page;
         page = last;
+    }
+    return rc;
+}
+
+int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent)
+{
+    uint64_t pages = vm_mem(c->vm)->size / MEM_PAGE_SIZE, count = 0;
+    int rc = 0;
+    if (c->parts <= 1) {
+        rc = mig_send_dirty_in(c, 0, pages, &count);
+    } else {
+        /* This part's share: every parts-th block of MIG_CAPTURE_BLOCK_PAGES pages. */
+        for (uint64_t b = (uint64_t)c->part * MIG_CAPTURE_BLOCK_PAGES; b < pages && !rc;
+             b += (uint64_t)c->parts * MIG_CAPTURE_BLOCK_PAGES)
+            rc = mig_send_dirty_in(c, b, b + MIG_CAPTURE_BLOCK_PAGES, &count);
     }
     if (sent)
         *sent = count;

@@ -78,6 +78,20 @@ static int mig_load_device(struct mig_load *l, const struct mig_record_type *t,
     return rc ? mig_load_context(rc, rec) : 0;
 }
 
+static int mig_load_sync(struct mig_load *l, const struct mig_record_type *t,
+                         const struct mig_record *rec)
+{
+    (void)t;
+    struct mig_ram_sync sync;
+    memcpy(&sync, rec->payload, sizeof(sync));
+    char what[96];
+    mig_record_describe(rec, what, sizeof(what));
+    if (!l->sync)
+        return err_set(-EPROTO, "%s: only a migration over several connections has these", what);
+    int rc = l->sync->reached(l->sync->opaque, l->sync->party, &sync);
+    return rc ? err_context(rc, "%s", what) : 0;
+}
+
 static int mig_load_switchover(struct mig_load *l, const struct mig_record_type *t,
                                const struct mig_record *rec)
 {
@@ -131,6 +145,7 @@ static int mig_verify_nested(const struct mig_record *rec, const char *what)
 #define ROW_VM(it) .item = it, .save = mig_save_vm, .load = mig_load_vm
 #define ROW_VCPU(it) .item = it, .save = mig_save_vcpu, .load = mig_load_vcpu
 #define ROW_SWITCHOVER .load = mig_load_switchover
+#define ROW_SYNC .load = mig_load_sync
 #define ROW_END .save = NULL
 #define MIG_RECORD_ROW(NAME, NUMBER, SCOPE, FLAGS, SINCE, MIN, MAX, ...)                           \
     {.type = NUMBER,                                                                               \

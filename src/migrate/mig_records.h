@@ -24,6 +24,8 @@
     R(RAM_ZERO,     0x0010, RAM,    0,            0, MIG_RAM_ZERO_LEN, MIG_RAM_ZERO_LEN, ROW_RAM) \
     R(RAM_RAW,      0x0011, RAM,    0,            0, MIG_RAM_RAW_MIN, MIG_RAM_RAW_MAX, ROW_RAM)  \
     R(RAM_ZLIB,     0x0012, RAM,    0,            0, MIG_RAM_ZLIB_MIN, MIG_RAM_ZLIB_MAX, ROW_RAM) \
+    R(RAM_SYNC,     0x0013, STREAM, 0,            3, SIZE(mig_ram_sync), SIZE(mig_ram_sync),    \
+      ROW_SYNC)                                                                                 \
     R(SERIAL,       0x0020, DEVICE, 0,            0, DEV_SERIAL_STATE_FIXED, DEV_SERIAL_STATE_MAX, \
       ROW_DEVICE(dev_serial_ops))                                                               \
     R(RTC,          0x0021, DEVICE, MIG_OPTIONAL, 1, DEV_RTC_STATE_SIZE, DEV_RTC_STATE_SIZE,     \
@@ -87,6 +89,7 @@ enum mig_scope {
 struct mig_record;
 struct mig_writer;
 struct mig_restore_info;
+struct mig_sync;
 struct dev_ops;
 struct vm;
 struct vm_state;
@@ -105,6 +108,7 @@ struct mig_load {
     struct vm *vm;
     struct vm_state *state;
     struct mig_restore_info *info;
+    const struct mig_sync *sync; /* RAM_SYNC's: NULL outside a multi-connection migration */
 };
 
 struct mig_record_type {

@@ -30,6 +30,33 @@ static int mig_restore_records(struct mig_load *l, struct mig_reader *r,
     }
 }
 
+int mig_restore_ram_stream(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
+                           const struct mig_sync *sync, struct mig_restore_info *info)
+{
+    struct mig_load l = {.vm = vm, .info = info, .sync = sync};
+    uint64_t pages = 0;
+    int rc = mig_read_header(r);
+    r->place = mig_ram_place;
+    r->place_opaque = vm;
+    while (!rc) {
+        struct mig_record rec;
+        if ((rc = mig_read_record(r, &rec)) || (rc = mig_check_in_stream(&rec, r, cfg, &pages)))
+            break;
+        if (rec.type == MIG_REC_END)
+            break;
+        const struct mig_record_type *t = mig_record_find(rec.type);
+        if (t->scope != MIG_SCOPE_RAM && rec.type != MIG_REC_RAM_SYNC) {
+            char what[96];
+            mig_record_describe(&rec, what, sizeof(what));
+            rc = err_set(-EPROTO, "%s on a connection that carries only RAM", what);
+        } else {
+            rc = t->load(&l, t, &rec);
+        }
+    }
+    r->place = NULL;
+    return rc;
+}
+
 /* What came in VMX operation, for the caller's report. */
 static void mig_restore_count_nested(const struct vm_state *s, struct mig_restore_info *info)
 {
@@ -46,7 +73,7 @@ static void mig_restore_count_nested(const struct vm_state *s, struct mig_restor
 }
 
 int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
-                struct mig_restore_info *info)
+                const struct mig_sync *sync, struct mig_restore_info *info)
 {
     struct mig_restore_info local = {0};
     if (!info)
@@ -56,7 +83,7 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
     if (!state)
         return err_set(-ENOMEM, "out of memory");
     state->cpu_count = cfg->cpu_count;
-    struct mig_load l = {.vm = vm, .state = state, .info = info};
+    struct mig_load l = {.vm = vm, .state = state, .info = info, .sync = sync};
     /* Raw pages land in guest RAM with no copy between: a failed restore discards the VM. */
     r->place = mig_ram_place;
     r->place_opaque = vm;

@@ -22,7 +22,20 @@ struct mig_restore_info {
     unsigned guest_mode_vcpus; /* of those, vCPUs that were running L2 */
     uint32_t nested_bytes;     /* the largest nested record */
 };
+/* A live migration over several connections: each stream's RAM_SYNC records go to reached(),
+ * which returns once the pass is complete on every connection (mig_barrier.h). party: which
+ * connection this stream is (0: the main one). */
+struct mig_sync {
+    int (*reached)(void *opaque, unsigned party, const struct mig_ram_sync *sync);
+    void *opaque;
+    unsigned party;
+};
+/* sync: NULL for a stream on its own (a snapshot, one connection): RAM_SYNC is then refused. */
 int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
-                struct mig_restore_info *info);
+                const struct mig_sync *sync, struct mig_restore_info *info);
+/* A RAM-only stream of a migration over several connections (header, RAM and RAM_SYNC
+ * records, END), read into vm as its party of sync. */
+int mig_restore_ram_stream(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
+                           const struct mig_sync *sync, struct mig_restore_info *info);
 
 #endif

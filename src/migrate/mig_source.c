@@ -4,6 +4,7 @@
 #include "err/err.h"
 #include "memory/mem.h"
 #include "migrate/mig_chan.h"
+#include "migrate/mig_lanes.h"
 #include "migrate/mig_fault.h"
 #include "migrate/mig_handshake.h"
 #include "migrate/mig_loopcall.h"
@@ -54,9 +55,10 @@ struct mig_source {
 
     /* Worker only. */
     struct mig_writer writer;
-    bool pacing;
-    uint64_t pace_bytes;
-    double pace_start_ms;
+    struct mig_lanes lanes; /* the further connections (--connections) */
+    char session[64];       /* the destination's token for them */
+    unsigned attach_lane;   /* which connection the loop attaches (0: the main one) */
+    unsigned closing;       /* connections the loop is closing */
     bool pass_fault_armed;
     uint64_t pass_start_offset;
     uint64_t progress_offset;
@@ -120,6 +122,8 @@ json_t *mig_progress_to_json(const struct mig_progress *p)
         char format[16];
         snprintf(format, sizeof(format), "%u.%u", MIG_VERSION_MAJOR, p->stream_minor);
         json_object_set_new(o, "stream", json_string(format));
+        json_object_set_new(o, "connections", json_integer(p->connections));
+        json_object_set_new(o, "security", json_string(p->security));
     }
     if (p->phase == MIG_PHASE_COMPLETED) {
         json_object_set_new(o, "downtime_ms", json_real(p->downtime_ms));
@@ -151,7 +155,7 @@ void mig_source_progress(struct mig_source *s, struct mig_progress *out)
     pthread_mutex_unlock(&s->lock);
 }
 
-/* ---- the stream sink: fault injection, bandwidth cap, channel --------------------------- */
+/* ---- the stream sink: fault injection, progress, channel ------------------------------- */
 
 static int src_sink(void *opaque, const void *buf, size_t len)
 {
@@ -167,26 +171,6 @@ static int src_sink(void *opaque, const void *buf, size_t len)
         pthread_mutex_lock(&s->lock);
         s->progress.bytes_sent = s->writer.offset;
         pthread_mutex_unlock(&s->lock);
-    }
-    if (rc || !s->pacing)
-        return rc;
-    /* --bandwidth: sleep until the bytes sent so far fit the rate, in short naps so that a
-     * cancel or timeout is seen promptly. */
-    s->pace_bytes += len;
-    double due = s->pace_start_ms + (double)s->pace_bytes * 1e3 / (double)s->params.bandwidth;
-    double now0 = clock_now_ms();
-    if (now0 - due > 50) {
-        /* Time spent not sending (scanning zero pages, syncing) is no credit for a burst
-         * beyond the cap: restart the window, with 50 ms of slack. */
-        s->pace_start_ms = now0 - 50;
-        s->pace_bytes = len;
-        due = s->pace_start_ms + (double)len * 1e3 / (double)s->params.bandwidth;
-    }
-    for (double now = clock_now_ms(); now < due && !rc; now = clock_now_ms()) {
-        double nap = due - now < 20 ? due - now : 20;
-        struct timespec ts = {0, (long)(nap * 1e6)};
-        nanosleep(&ts, NULL);
-        rc = mig_chan_error(s->ch);
     }
     return rc;
 }
@@ -220,6 +204,7 @@ static int src_handshake(struct mig_source *s)
 {
     struct mig_hs_need need;
     int rc = src_need(s, &need);
+    need.connections = s->lanes.count;
     s->need = need;
     if (rc)
         return rc;
@@ -243,6 +228,12 @@ static int src_handshake(struct mig_source *s)
         /* The destination accepted, but we know better: tell it why before closing. */
         rc = err_set(-ENOTSUP, "the destination cannot take this VM: %s", why);
         mig_chan_write_json(s->ch, json_pack("{s:s}", "abort", why));
+    } else if (need.connections > 1) {
+        const char *session = json_string_value(json_object_get(reply, "session"));
+        if (!session || strlen(session) >= sizeof(s->session))
+            rc = err_set(-EPROTO, "the destination gave no session for further connections");
+        else
+            snprintf(s->session, sizeof(s->session), "%s", session);
     }
     json_decref(reply);
     if (rc)
@@ -255,12 +246,15 @@ static int src_handshake(struct mig_source *s)
 
 static void src_note_stats(struct mig_source *s, const struct mig_capture *cap)
 {
+    uint64_t pages = cap->pages;
+    struct mig_stats st = cap->stats;
+    mig_lanes_add_stats(&s->lanes, &pages, &st);
     pthread_mutex_lock(&s->lock);
-    s->progress.bytes_sent = s->writer.offset;
-    s->progress.pages_sent = cap->pages;
-    s->progress.zero_pages = cap->stats.zero_pages;
-    s->progress.raw_pages = cap->stats.raw_pages;
-    s->progress.zlib_pages = cap->stats.zlib_pages;
+    s->progress.bytes_sent = s->writer.offset + mig_lanes_bytes(&s->lanes);
+    s->progress.pages_sent = pages;
+    s->progress.zero_pages = st.zero_pages;
+    s->progress.raw_pages = st.raw_pages;
+    s->progress.zlib_pages = st.zlib_pages;
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -269,8 +263,9 @@ static int src_pass(struct mig_source *s, struct mig_capture *cap, uint64_t *byt
 {
     double t0 = clock_now_ms();
     s->pass_start_offset = s->writer.offset;
-    int rc = mig_capture_ram_dirty(cap, NULL);
-    *bytes = s->writer.offset - s->pass_start_offset;
+    uint64_t lanes_before = mig_lanes_bytes(&s->lanes);
+    int rc = mig_lanes_pass(&s->lanes, cap, NULL);
+    *bytes = s->writer.offset - s->pass_start_offset + mig_lanes_bytes(&s->lanes) - lanes_before;
     *ms = clock_now_ms() - t0;
     s->pass_fault_armed = false;
     src_note_stats(s, cap);
@@ -397,7 +392,10 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
     struct vm *vm = s->vm;
     struct mem *mem = vm_mem(vm);
     src_set_phase(s, MIG_PHASE_STATE, s->progress.pass + 1);
-    s->pacing = false; /* the cap shapes pre-copy; downtime is no place to save bandwidth */
+    /* The cap shapes pre-copy; downtime is no place to save bandwidth. */
+    mig_chan_set_rate(s->ch, 0);
+    for (unsigned i = 1; i < s->lanes.count; i++)
+        mig_chan_set_rate(s->lanes.lane[i].ch, 0);
     vm_pause(vm);
     *paused_at = clock_now_ms();
     /* From here to the destination's "ready", however its bytes trickle: the downtime budget
@@ -422,15 +420,17 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
         return rc;
     if (mig_fault_cut_at("state"))
         mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at state");
-    if ((rc = mig_capture_ram_dirty(cap, NULL)) || (rc = mig_capture_state(cap)) ||
-        (rc = mig_chan_flush(s->ch)))
+    if ((rc = mig_lanes_pass(&s->lanes, cap, NULL)) || (rc = mig_capture_state(cap)) ||
+        (rc = mig_lanes_end(&s->lanes)) || (rc = mig_chan_flush(s->ch)))
         return rc;
     src_note_stats(s, cap);
     src_set_phase(s, MIG_PHASE_ACK, s->progress.pass);
     return src_handover(s, *paused_at, go_sent);
 }
 
-static int src_connect(struct mig_source *s); /* below, with the loop side it talks to */
+/* Below, with the loop side they talk to. */
+static int src_connect(struct mig_source *s);
+static int src_open_lane(struct mig_source *s, unsigned i);
 
 static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
 {
@@ -444,6 +444,8 @@ static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
     if (s->params.tls && (rc = mig_chan_start_tls(s->ch, s->params.tls, s->params.host)))
         return rc;
     rc = src_handshake(s);
+    for (unsigned i = 1; i < s->lanes.count && !rc; i++)
+        rc = src_open_lane(s, i);
     if (rc)
         return rc;
     if ((rc = mem_dirty_start(vm_mem(vm))))
@@ -454,12 +456,18 @@ static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
     s->writer.minor = (uint16_t)mig_hs_stream_minor(&s->need, &s->dest_caps);
     pthread_mutex_lock(&s->lock);
     s->progress.stream_minor = s->writer.minor;
+    s->progress.connections = s->lanes.count;
+    snprintf(s->progress.security, sizeof(s->progress.security), "%s", mig_chan_security(s->ch));
     pthread_mutex_unlock(&s->lock);
-    s->pacing = s->params.bandwidth != 0;
-    s->pace_start_ms = clock_now_ms();
+    /* --bandwidth: each connection takes its share. */
+    mig_chan_set_rate(s->ch, s->params.bandwidth / s->lanes.count);
+    for (unsigned i = 1; i < s->lanes.count; i++)
+        mig_chan_set_rate(s->lanes.lane[i].ch, s->params.bandwidth / s->lanes.count);
     struct mig_capture cap;
     struct mig_capture_options opt = {.compress_level = s->params.compress_level, .live = true};
     rc = mig_capture_begin(&cap, vm, &s->writer, &opt);
+    if (!rc)
+        rc = mig_lanes_begin(&s->lanes, vm, &cap, &opt, s->writer.minor);
     if (!rc)
         rc = src_precopy(s, &cap);
     double paused_at = 0;
@@ -468,6 +476,7 @@ static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
         *paused = paused_at != 0;
     }
     mig_capture_end(&cap);
+    mig_lanes_free(&s->lanes);
     return rc;
 }
 
@@ -485,6 +494,7 @@ static void *src_worker(void *arg)
         /* Pairs with the close below: the destination sees the connection end, not a hang. */
         if (s->ch)
             mig_chan_fail(s->ch, rc, message);
+        mig_lanes_fail(&s->lanes, rc, message);
         if (vm_mem(vm)->dirty)
             mem_dirty_stop(vm_mem(vm));
         if (paused && !go_sent)
@@ -533,6 +543,8 @@ static void src_calls_closed(uv_handle_t *h)
 static void src_chan_closed(void *opaque)
 {
     struct mig_source *s = opaque;
+    if (--s->closing)
+        return;
     s->ch = NULL;
     mig_loopcall_close(&s->calls, src_calls_closed);
 }
@@ -542,10 +554,18 @@ static void src_chan_closed(void *opaque)
 static void src_timer_closed(uv_handle_t *h)
 {
     struct mig_source *s = h->data;
-    if (s->ch)
+    s->closing = 1; /* held until every close is under way */
+    for (unsigned i = 1; i < s->lanes.count; i++)
+        if (s->lanes.lane[i].ch) {
+            s->closing++;
+            mig_chan_close(s->lanes.lane[i].ch, src_chan_closed, s);
+            s->lanes.lane[i].ch = NULL;
+        }
+    if (s->ch) {
+        s->closing++;
         mig_chan_close(s->ch, src_chan_closed, s);
-    else
-        mig_loopcall_close(&s->calls, src_calls_closed);
+    }
+    src_chan_closed(s);
 }
 
 /* Ends on the loop: the worker has finished. */
@@ -571,6 +591,7 @@ static void src_on_timeout(uv_timer_t *t)
     pthread_mutex_unlock(&s->lock);
     if (s->ch)
         mig_chan_fail(s->ch, -ETIMEDOUT, msg);
+    mig_lanes_fail(&s->lanes, -ETIMEDOUT, msg);
 }
 
 /* On the loop: the worker's connected socket becomes the migration's channel. */
@@ -578,10 +599,14 @@ static int src_attach(void *arg)
 {
     struct mig_source *s = arg;
     char peer[400];
-    snprintf(peer, sizeof(peer), "the destination %s", s->progress.uri);
+    unsigned i = s->attach_lane;
+    if (i)
+        snprintf(peer, sizeof(peer), "the destination %s (connection %u)", s->progress.uri, i + 1);
+    else
+        snprintf(peer, sizeof(peer), "the destination %s", s->progress.uri);
     int fd = s->fd;
     s->fd = -1; /* the channel owns it now, also when it fails */
-    return mig_chan_create(s->loop, fd, peer, s->params.idle_ms, &s->ch);
+    return mig_chan_create(s->loop, fd, peer, s->params.idle_ms, i ? &s->lanes.lane[i].ch : &s->ch);
 }
 
 /* 0 while the migration may go on; else -ECANCELED (or -ETIMEDOUT) with the reason. */
@@ -618,8 +643,9 @@ static int src_connect_wait(struct mig_source *s, int fd)
 }
 
 /* On the worker: resolves and connects (each address in turn), then has the loop attach the
- * socket. No libuv threadpool: a host that cannot start threads fails here, once, cleanly. */
-static int src_connect(struct mig_source *s)
+ * socket as connection `lane` (0: the main one). No libuv threadpool: a host that cannot start
+ * threads fails here, once, cleanly. */
+static int src_connect_as(struct mig_source *s, unsigned lane)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
@@ -647,9 +673,37 @@ static int src_connect(struct mig_source *s)
         return rc; /* the message is set */
     if (rc)
         return err_set(rc, "cannot connect to %s: %s", s->progress.uri, strerror(-rc));
+    s->attach_lane = lane;
     if ((rc = mig_loopcall_run(&s->calls, src_attach, s)))
         return rc;
     return src_cancelled(s);
+}
+
+static int src_connect(struct mig_source *s)
+{
+    return src_connect_as(s, 0);
+}
+
+/* A further connection: connected, secured like the first, and joined to the migration the
+ * handshake opened (the destination checks the session token). */
+static int src_open_lane(struct mig_source *s, unsigned i)
+{
+    int rc = src_connect_as(s, i);
+    struct mig_chan *ch = s->lanes.lane[i].ch;
+    if (!rc && s->params.tls)
+        rc = mig_chan_start_tls(ch, s->params.tls, s->params.host);
+    if (!rc)
+        rc = mig_chan_write_json(ch, json_pack("{s:s,s:i}", "join", s->session, "lane", (int)i));
+    json_t *reply = NULL;
+    if (!rc)
+        rc = mig_chan_read_json(ch, "answer to joining", &reply);
+    if (!rc && !json_is_true(json_object_get(reply, "joined"))) {
+        const char *why = json_string_value(json_object_get(reply, "reason"));
+        rc = err_set(-ECONNREFUSED, "the destination refused connection %u: %s", i + 1,
+                     why ? why : "no reason given");
+    }
+    json_decref(reply);
+    return rc;
 }
 
 int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_params *params,
@@ -664,6 +718,7 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
     s->vm = vm;
     s->params = *params;
     s->fd = -1;
+    mig_lanes_init(&s->lanes, params->connections);
     if (!s->params.idle_ms)
         s->params.idle_ms = MIG_DEFAULT_IDLE_MS;
     s->on_done = on_done;
@@ -704,6 +759,7 @@ void mig_source_cancel(struct mig_source *s, const char *why)
     pthread_mutex_unlock(&s->lock);
     if (s->ch)
         mig_chan_fail(s->ch, -ECANCELED, why);
+    mig_lanes_fail(&s->lanes, -ECANCELED, why);
 }
 
 void mig_source_free(struct mig_source *s)

@@ -64,6 +64,8 @@ struct mig_progress {
     uint64_t eta_ms;
     unsigned throttle_pct;
     unsigned stream_minor; /* the format written: 1.stream_minor, from the first pass on */
+    unsigned connections;  /* from the first pass on: carrying RAM, the main one included */
+    char security[24];     /* "plain TCP", "TLS (X.509)" or "TLS (PSK)" */
     uint64_t zero_pages, raw_pages, zlib_pages;
     double total_ms;
     double downtime_ms;      /* source pause -> destination's "resumed" received */

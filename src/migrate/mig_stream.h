@@ -21,7 +21,7 @@
 
 #define MIG_MAGIC "TERNSTRM"
 #define MIG_VERSION_MAJOR 1u
-#define MIG_VERSION_MINOR 2u
+#define MIG_VERSION_MINOR 3u
 #define MIG_HEADER_SIZE 16u
 #define MIG_RECORD_HEADER_SIZE 20u
 #define MIG_REC_MANDATORY 0x0001u
@@ -44,6 +44,14 @@ struct mig_ram_header {
 /* SWITCHOVER: the source paused the VM; what follows is the final pass and the state. */
 struct mig_switchover {
     uint64_t dirty_pages; /* pages the final pass sends */
+};
+
+/* RAM_SYNC (live migration over several connections, mig_barrier.h): this connection has sent
+ * its share of pass `pass`; the streams' readers apply nothing of the next pass before every
+ * connection's RAM_SYNC of this one. */
+struct mig_ram_sync {
+    uint32_t pass;        /* 1, 2, ... on every connection */
+    uint32_t connections; /* how many carry RAM, the first included */
 };
 
 /* END: counts the reader checks against what it received. */

@@ -19,6 +19,7 @@ static struct mig_hs_need need_basic(void)
     n.xsave_size = 4096;
     n.features[0] = 0x80202001; /* 1.ECX: SSE3, X2APIC, hypervisor */
     n.features[2] = 0x00000209; /* 7.0.EBX */
+    n.connections = 1;
     return n;
 }
 
@@ -32,6 +33,7 @@ static struct mig_hs_caps caps_basic(void)
     c.xsave_size = 4096;
     for (int k = 0; k < MIG_HS_FEATURE_REGS; k++)
         c.features[k] = 0xffffffff;
+    c.connections_max = MIG_HS_MAX_CONNECTIONS;
     return c;
 }
 
@@ -104,6 +106,42 @@ Test(handshake, json_round_trip)
     cr_assert_eq(mig_hs_caps_from_json(j, &c2), 0);
     cr_assert_eq(memcmp(&c, &c2, sizeof(c)), 0);
     json_decref(j);
+}
+
+/* --connections: said only when more than one, and read as one when absent, so that a tern of
+ * format 1.2 (which knows neither field) and this one understand each other. */
+Test(handshake, connections_travel_and_older_terns_take_one)
+{
+    struct mig_hs_need n = need_basic(), n2;
+    n.connections = 4;
+    json_t *j = mig_hs_need_to_json(&n);
+    cr_assert_eq(json_integer_value(json_object_get(j, "connections")), 4);
+    cr_assert_eq(mig_hs_need_from_json(j, &n2), 0);
+    cr_expect_eq(n2.connections, 4);
+    json_object_del(j, "connections");
+    cr_assert_eq(mig_hs_need_from_json(j, &n2), 0);
+    cr_expect_eq(n2.connections, 1);
+    json_object_set_new(j, "connections", json_integer(17));
+    cr_expect_lt(mig_hs_need_from_json(j, &n2), 0);
+    cr_expect(strstr(err_msg(), "\"connections\" must be an integer from 1 to 16"), "%s",
+              err_msg());
+    json_decref(j);
+    n.connections = 1;
+    j = mig_hs_need_to_json(&n);
+    cr_expect_null(json_object_get(j, "connections"));
+    json_decref(j);
+
+    struct mig_hs_caps c = caps_basic(), c2;
+    j = mig_hs_caps_to_json(&c);
+    json_object_del(j, "connections_max");
+    cr_assert_eq(mig_hs_caps_from_json(j, &c2), 0);
+    cr_expect_eq(c2.connections_max, 1);
+    json_decref(j);
+
+    n.connections = 4;
+    expect_refusal(&n, &c2, "--connections 4: the destination takes one connection");
+    c.connections_max = 2;
+    expect_refusal(&n, &c, "--connections 4: the destination takes at most 2");
 }
 
 Test(handshake, malformed_json_is_rejected)
