@@ -5,7 +5,7 @@
 # run; see scripts/lib/bench_migrate.py. TERN_BENCH_RUNS sets the runs per side (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/lib/deps.sh qemu-system-x86
+scripts/lib/deps.sh qemu-system-x86 gnutls-bin
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 exec python3 scripts/lib/bench_migrate.py build/tern build/tests/guest
