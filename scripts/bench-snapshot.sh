@@ -31,7 +31,7 @@ restore_ms() {
     local s=$dir/restore.sock
     local t0 t1
     t0=$(date +%s%N)
-    build/tern run --incoming "file:$1" --paused --serial none --api-socket "$s" &
+    build/tern run --incoming "file:$1" --paused --serial none --api-socket "$s" --thp "${2:-on}" &
     local p=$!
     for _ in $(seq 2000); do [ -S "$s" ] && break; sleep 0.005; done
     t1=$(date +%s%N)
@@ -40,6 +40,7 @@ restore_ms() {
     echo $(((t1 - t0) / 1000000))
 }
 raw_restore=$(restore_ms "$dir/raw")
+raw_restore_small=$(restore_ms "$dir/raw" off)
 zlib_restore=$(restore_ms "$dir/zlib")
 
 # The disk's own rates for a file of the same size.
@@ -54,9 +55,34 @@ dd if="$dir/dd" of=/dev/null bs=1M status=none
 t3=$(date +%s%N)
 dd_write=$(((t1 - t0) / 1000000))
 dd_read=$(((t3 - t2) / 1000000))
+# The same read into fresh anonymous memory, as a restore must land it (small and huge pages).
+fresh_read() {
+    sync
+    [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches
+    python3 - "$dir/dd" "$1" <<'PY'
+import mmap, os, sys, time
+path, huge = sys.argv[1], sys.argv[2] == "huge"
+size = os.path.getsize(path)
+t0 = time.time()
+area = mmap.mmap(-1, size)
+if huge:
+    area.madvise(mmap.MADV_HUGEPAGE)
+view = memoryview(area)
+with open(path, "rb", buffering=0) as f:
+    got = 0
+    while got < size:
+        n = f.readinto(view[got:got + (1 << 20)])
+        if not n:
+            break
+        got += n
+print(int((time.time() - t0) * 1000))
+PY
+}
+fresh_small=$(fresh_read small)
+fresh_huge=$(fresh_read huge)
 
 printf 'guest: 1 GiB RAM, 2 vCPUs, memstamp over 1000 MiB\n'
-printf 'snapshot raw : %5d ms write (%d MiB), %5d ms restore\n' "$raw_ms" $((raw_size >> 20)) "$raw_restore"
+printf 'snapshot raw : %5d ms write (%d MiB), %5d ms restore (%d ms with --thp off)\n' "$raw_ms" $((raw_size >> 20)) "$raw_restore" "$raw_restore_small"
 printf 'snapshot zlib: %5d ms write (%d MiB), %5d ms restore\n' "$zlib_ms" $((zlib_size >> 20)) "$zlib_restore"
-printf 'disk (dd, same size): %d ms write+fsync, %d ms read\n' "$dd_write" "$dd_read"
-python3 -c "print('ratios: raw write/dd write %.2f, raw restore/dd read %.2f' % ($raw_ms/$dd_write, $raw_restore/max($dd_read,1)))"
+printf 'disk (dd, same size): %d ms write+fsync, %d ms read; the read into fresh memory: %d ms (4 KiB pages), %d ms (huge pages)\n' "$dd_write" "$dd_read" "$fresh_small" "$fresh_huge"
+python3 -c "print('ratios: raw write/dd write %.2f; raw restore/dd read %.2f (target <= 1.2), --thp off %.2f; raw restore/read into fresh huge pages %.2f, --thp off/read into fresh 4 KiB pages %.2f' % ($raw_ms/$dd_write, $raw_restore/max($dd_read,1), $raw_restore_small/max($dd_read,1), $raw_restore/max($fresh_huge,1), $raw_restore_small/max($fresh_small,1)))"
