@@ -362,7 +362,10 @@ static int tls_handshake_error(struct mig_tls_session *s, int g)
                         gnutls_strerror(g));
     if (g == GNUTLS_E_UNEXPECTED_PACKET_LENGTH || g == GNUTLS_E_UNSUPPORTED_VERSION_PACKET ||
         g == GNUTLS_E_UNEXPECTED_PACKET)
-        return tls_fail(s, -EPROTO, "%s (is the peer speaking TLS?)", gnutls_strerror(g));
+        return tls_fail(s, -EPROTO,
+                        "%s (the peer answered in plain text: a destination without TLS, or "
+                        "one refusing every connection, e.g. busy with another migration)",
+                        gnutls_strerror(g));
     if (g == GNUTLS_E_PREMATURE_TERMINATION || g == GNUTLS_E_PUSH_ERROR || g == GNUTLS_E_PULL_ERROR)
         return tls_fail(s, -ECONNRESET,
                         "%s (the peer closed: does it refuse our credentials, or not speak TLS?)",

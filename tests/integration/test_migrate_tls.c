@@ -138,7 +138,7 @@ Test(migrate_tls, a_name_not_on_the_list_is_refused)
 
 Test(migrate_tls, tls_to_a_plain_destination_is_refused)
 {
-    refused(NULL, NULL, NULL, "--tls-creds", cred("a"), "is the peer speaking TLS",
+    refused(NULL, NULL, NULL, "--tls-creds", cred("a"), "the peer answered in plain text",
             "this destination takes no TLS");
 }
 
