@@ -42,9 +42,11 @@ struct mig_capture {
     uint32_t records_before; /* writer's count before the header */
     uint8_t *zbuf, *copy;
     size_t zcap;
-    /* A pass spread over several connections: this capture sends part (0..parts-1) of every
-     * pass, the blocks of MIG_CAPTURE_BLOCK_PAGES pages whose number modulo parts is part. */
-    unsigned part, parts;
+    /* A pass spread over several connections: this capture sends part (0..parts-1) of pass
+     * `pass`, the blocks of MIG_CAPTURE_BLOCK_PAGES pages whose number plus pass is part modulo
+     * parts. The deal turns by one block every pass, so a page's copies of two passes travel on
+     * different connections: their order is the pass barrier's to keep (mig_barrier.h). */
+    unsigned part, parts, pass;
 };
 #define MIG_CAPTURE_BLOCK_PAGES MIG_RAM_MAX_PAGES_PER_RECORD
 int mig_capture_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,

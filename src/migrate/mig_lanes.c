@@ -70,6 +70,9 @@ int mig_lanes_pass(struct mig_lanes *l, struct mig_capture *main, uint64_t *sent
     if (l->count <= 1)
         return mig_capture_ram_dirty(main, sent);
     l->pass++;
+    main->pass = l->pass;
+    for (unsigned i = 1; i < l->count; i++)
+        l->lane[i].cap.pass = l->pass;
     uint64_t before = main->pages;
     for (unsigned i = 1; i < l->count; i++)
         before += l->lane[i].cap.pages;

@@ -3,11 +3,12 @@
  *
  * The main connection carries the handshake, CONFIG, its share of RAM, the state and END; each
  * further connection (a lane) carries a stream of its own: a header, its share of every pass's
- * RAM, and END. Shares are fixed blocks of MIG_CAPTURE_BLOCK_PAGES pages dealt round-robin, so
- * each thread takes dirty marks only from its own words of the bitmap. Every pass ends on every
- * connection with RAM_SYNC naming it; the destination applies nothing of pass p+1 before every
- * connection's RAM_SYNC of pass p (mig_barrier.h), which is how a later copy of a page always
- * wins. The main connection's share is sent on the caller's thread, the lanes' on one thread
+ * RAM, and END. Shares are blocks of MIG_CAPTURE_BLOCK_PAGES pages dealt round-robin, the deal
+ * turning by one block each pass, so each thread takes dirty marks only from its own words of
+ * the bitmap and a page's copies of two passes go on different connections. Every pass ends on
+ * every connection with RAM_SYNC naming it; the destination applies nothing of pass p+1 before
+ * every connection's RAM_SYNC of pass p (mig_barrier.h), which is how a later copy of a page
+ * always wins. The main connection's share is sent on the caller's thread, the lanes' on one thread
  * each, so that copying, CRC and sending run in parallel.
  */
 #ifndef TERN_MIG_LANES_H

@@ -131,8 +131,10 @@ int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent)
     if (c->parts <= 1) {
         rc = mig_send_dirty_in(c, 0, pages, &count);
     } else {
-        /* This part's share: every parts-th block of MIG_CAPTURE_BLOCK_PAGES pages. */
-        for (uint64_t b = (uint64_t)c->part * MIG_CAPTURE_BLOCK_PAGES; b < pages && !rc;
+        /* This part's share: the blocks of MIG_CAPTURE_BLOCK_PAGES pages whose number plus the
+         * pass is part modulo parts. */
+        uint64_t first = (c->part + c->parts - c->pass % c->parts) % c->parts;
+        for (uint64_t b = first * MIG_CAPTURE_BLOCK_PAGES; b < pages && !rc;
              b += (uint64_t)c->parts * MIG_CAPTURE_BLOCK_PAGES)
             rc = mig_send_dirty_in(c, b, b + MIG_CAPTURE_BLOCK_PAGES, &count);
     }
