@@ -302,9 +302,10 @@ static int dst_lane_receive(struct mig_dest *d, struct dst_peer *p)
     if (!rc)
         rc = mig_restore_ram_stream(d->vm, &r, &d->cfg, &sync, &info);
     mig_reader_free(&r);
+    /* Counted before arriving at END: the winner adds them up once every lane has. */
+    __atomic_add_fetch(&d->lane_bytes, mig_chan_bytes_received(p->ch), __ATOMIC_RELAXED);
     if (!rc)
         rc = mig_barrier_arrive(&d->barrier, p->lane, MIG_BARRIER_END);
-    __atomic_add_fetch(&d->lane_bytes, mig_chan_bytes_received(p->ch), __ATOMIC_RELAXED);
     if (rc) {
         char message[400];
         snprintf(message, sizeof(message), "connection %u: %s", p->lane + 1, err_msg());
