@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tern's main job, live: builds tern, starts memstamp (256 MiB, 2 vCPUs, stamping 128 MiB at
 # 64 MiB/s and checking every stamp of the previous pass) in one tern, and migrates it over
-# loopback TCP to a second tern while it writes. The guest's own lines after the move come from
-# the destination: every stamp written on the source must be found there.
+# loopback, TLS 1.3 with a pre-shared key made on the spot, over 4 connections, to a second tern
+# while it writes. The guest's own lines after the move come from the destination: every stamp
+# written on the source must be found there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/lib/deps.sh
@@ -16,8 +17,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The key both sides share (psktool, from gnutls-bin: docs/migration.md shows X.509 too).
+psktool -u demo -p "$work/demo.psk" >/dev/null
+
 # Destination: waits for one migration on a free loopback port, then runs the VM.
-build/tern run --incoming tcp:127.0.0.1:0 >"$work/dst.out" 2>"$work/dst.err" &
+build/tern run --incoming tcp:127.0.0.1:0 --tls-psk "$work/demo.psk" \
+    >"$work/dst.out" 2>"$work/dst.err" &
 dst_pid=$!
 for _ in $(seq 100); do
     grep -q "waiting for a migration" "$work/dst.err" && break
@@ -35,8 +40,9 @@ until grep -q "pass 1 ok" "$work/src.out"; do sleep 0.05; done
 echo "== source: tern run --mem 256M --cpus 2 --kernel memstamp.elf --cmdline 'mib=128 passes=6 rate=64'"
 cat "$work/src.out"
 echo
-echo "== tern migrate --api-socket SRC tcp:127.0.0.1:$port   (while the guest writes)"
-build/tern migrate --api-socket "$work/src.sock" "tcp:127.0.0.1:$port"
+echo "== tern migrate --api-socket SRC tcp:127.0.0.1:$port --tls-psk KEY --connections 4   (while the guest writes)"
+build/tern migrate --api-socket "$work/src.sock" "tcp:127.0.0.1:$port" \
+    --tls-psk "$work/demo.psk" --connections 4
 wait "$src_pid" && src_status=0 || src_status=$?
 echo "source tern (exit $src_status): $(tail -n 1 "$work/src.err")"
 echo
