@@ -268,8 +268,9 @@ static int dst_join(struct mig_dest *d, struct dst_peer *p, json_t *join)
     const char *session = json_string_value(json_object_get(join, "join"));
     json_int_t lane = json_integer_value(json_object_get(join, "lane"));
     /* The source opens its further connections right after "start": the first one may come
-     * before the main connection's thread has read it. */
-    int rc = dst_wait_for(d, dst_has_winner, MIG_DEST_HANDSHAKE_MS, "the migration to start");
+     * before the main connection's thread has read it. Half the handshake's time, so that the
+     * refusal still goes out within it. */
+    int rc = dst_wait_for(d, dst_has_winner, MIG_DEST_HANDSHAKE_MS / 2, "the migration to start");
     pthread_mutex_lock(&d->lock);
     bool ok = !rc && d->winner && d->lanes && session && !strcmp(session, d->session) &&
               lane >= 1 && lane <= (json_int_t)d->lanes && !d->lane_taken[lane];
