@@ -87,6 +87,22 @@ open(d + '/vmcs12', 'wb').write(hdr(1, 4224, 0x7000, 0x8000) + struct.pack('<I',
 PY
 }
 
+# A source's hello (with further connections), a destination's answer and a join, as tern
+# writes them.
+handshake_seeds() {
+    local dir=build-fuzz/fuzz_handshake-seeds
+    fuzz_seed_dir fuzz_handshake
+    local regs='"1.ECX":2149589505,"1.EDX":0,"7.0.EBX":521,"7.0.ECX":0,"7.0.EDX":0,"0xD.1.EAX":0,"0x80000001.ECX":0,"0x80000001.EDX":0'
+    printf '{"hello":{"protocol":1,"stream_major":1,"stream_minor":3,"mem":268435456,"cpus":2,"xsave_size":4096,"nested_size":0,"evmcs":false,"cpuid":{%s},"connections":4}}' \
+        "$regs" >"$dir/hello"
+    printf '{"accept":true,"session":"00112233445566778899aabbccddeeff","caps":{"stream_major":1,"stream_minor":3,"mem_limit":25769803776,"mem_exact":false,"max_cpus":64,"cpus_exact":false,"xsave_size":4096,"nested_max":0,"evmcs":false,"cpuid":{%s},"connections_max":16}}' \
+        "$regs" >"$dir/answer"
+    printf '{"join":"00112233445566778899aabbccddeeff","lane":1}' >"$dir/join"
+    # Both in one object, so that the fuzzer reaches the check of one against the other.
+    python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); a.update(json.load(open(sys.argv[2]))); print(json.dumps(a))' \
+        "$dir/hello" "$dir/answer" >"$dir/both"
+}
+
 # Every compiler and build type CI promises, warnings as errors (the suites ran above).
 build_matrix() {
     for cc in gcc clang; do
@@ -159,6 +175,8 @@ fuzz_seed_dir fuzz_bzimage && cp build/tests/guest/bzcheck.bzImage build-fuzz/fu
 fuzz_run fuzz_bzimage "${TERN_FUZZ_SMALL_SECONDS:-20}" 65536
 nested_seeds
 fuzz_run fuzz_nested "${TERN_FUZZ_SMALL_SECONDS:-20}" 65536
+handshake_seeds
+fuzz_run fuzz_handshake "${TERN_FUZZ_SMALL_SECONDS:-20}" 65536
 if [ "${TERN_SKIP_NESTED:-0}" = 1 ]; then
     echo "skipped: nested host stage (TERN_SKIP_NESTED=1)"
 else
