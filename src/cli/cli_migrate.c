@@ -244,10 +244,9 @@ static int migrate_parse(int argc, char **argv, struct migrate_options *o)
         return err_set(-EINVAL, optind == argc
                                     ? "the destination tcp:HOST:PORT is missing"
                                     : "one destination URI only (see tern migrate --help)");
-    if (o->tls_creds && o->tls_psk)
-        return err_set(-EINVAL, "--tls-creds and --tls-psk: choose one");
-    if (o->tls_names && !o->tls_creds)
-        return err_set(-EINVAL, "--tls-names needs --tls-creds");
+    struct mig_tls_options tls = {o->tls_creds, o->tls_psk, o->tls_names};
+    if ((rc = mig_tls_options_check(&tls)))
+        return rc;
     char host[256], port[16];
     o->uri = argv[optind];
     return mig_parse_tcp_uri("destination", o->uri, host, sizeof(host), port, sizeof(port));

@@ -214,18 +214,19 @@ static int run_check(const struct run_options *o)
     if (o->incoming && (cfg->nested || cfg->hyperv))
         return err_set(-EINVAL, "%s and --incoming exclude each other: the stream carries the CPU",
                        cfg->nested ? "--nested" : "--hyperv");
+    int rc = mig_tls_options_check(&o->tls);
+    if (rc)
+        return rc;
     if (mig_tls_wanted(&o->tls) && !(o->incoming && !strncmp(o->incoming, "tcp:", 4)))
         return err_set(-EINVAL,
                        "%s needs --incoming tcp:ADDR:PORT (a source takes it with "
                        "tern migrate)",
                        o->tls.creds_dir ? "--tls-creds" : "--tls-psk");
-    if (o->tls.names && !o->tls.creds_dir)
-        return err_set(-EINVAL, "--tls-names needs --tls-creds");
     if (!o->incoming && !cfg->kernel_path)
         return err_set(-EINVAL, "--kernel FILE is required (see tern run --help)");
     if (o->paused && (!o->incoming || !strncmp(o->incoming, "tcp:", 4)))
         return err_set(-EINVAL, "--paused needs --incoming file:PATH");
-    int rc = vm_check_mem_size(cfg->mem_size, "--mem");
+    rc = vm_check_mem_size(cfg->mem_size, "--mem");
     if (rc)
         return rc;
     if (cfg->cmdline && strlen(cfg->cmdline) > BOOT_CMDLINE_MAX)

@@ -12,9 +12,8 @@
 #include <string.h>
 #include <zlib.h>
 
-/* The context and its buffers, and the stream's header. */
-static int mig_capture_start(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
-                             const struct mig_capture_options *opt)
+int mig_capture_lane_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
+                           const struct mig_capture_options *opt)
 {
     memset(c, 0, sizeof(*c));
     c->vm = vm;
@@ -35,28 +34,16 @@ static int mig_capture_start(struct mig_capture *c, struct vm *vm, struct mig_wr
 int mig_capture_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
                       const struct mig_capture_options *opt)
 {
-    int rc = mig_capture_start(c, vm, w, opt);
+    int rc = mig_capture_lane_begin(c, vm, w, opt);
     return rc ? rc : mig_write_config(vm, w);
 }
 
-int mig_capture_lane_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
-                           const struct mig_capture_options *opt)
-{
-    return mig_capture_start(c, vm, w, opt);
-}
-
-/* END: what came before it, as the reader counts. */
-static int mig_capture_write_end(struct mig_capture *c)
+int mig_capture_lane_end(struct mig_capture *c)
 {
     struct mig_end end = {.records = c->w->records - c->records_before,
                           .vcpus = vm_cpu_count(c->vm),
                           .ram_pages = c->pages};
     return mig_write_record(c->w, MIG_REC_END, 0, &end, sizeof(end));
-}
-
-int mig_capture_lane_end(struct mig_capture *c)
-{
-    return mig_capture_write_end(c);
 }
 
 void mig_capture_end(struct mig_capture *c)
@@ -114,7 +101,7 @@ int mig_capture_state(struct mig_capture *c)
         rc = mig_save_rows(&s, vm_cpu_count(c->vm));
     vm_state_free(state);
     free(state);
-    return rc ? rc : mig_capture_write_end(c);
+    return rc ? rc : mig_capture_lane_end(c);
 }
 
 int mig_capture(struct vm *vm, struct mig_writer *w, const struct mig_capture_options *opt,

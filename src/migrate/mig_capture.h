@@ -54,10 +54,11 @@ int mig_capture_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w
 /* Every page of guest RAM. */
 int mig_capture_ram_all(struct mig_capture *c);
 /* Every page marked in the memory's dirty bitmap (clearing the marks), or this capture's part of
- * them; *sent counts pages. */
-int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent);
-/* A further connection's stream: its header only (no CONFIG); the rest is RAM passes, RAM_SYNC
- * and mig_capture_lane_end(). */
+ * them; c->pages counts what went out. */
+int mig_capture_ram_dirty(struct mig_capture *c);
+/* The context, its buffers and the stream's header: a further connection's stream begins so
+ * (mig_capture_begin adds CONFIG); the rest is RAM passes, RAM_SYNC and mig_capture_lane_end(),
+ * the END record, which mig_capture_state also ends with. */
 int mig_capture_lane_begin(struct mig_capture *c, struct vm *vm, struct mig_writer *w,
                            const struct mig_capture_options *opt);
 int mig_capture_lane_end(struct mig_capture *c);

@@ -21,7 +21,6 @@
 #define MIG_CHAN_WAIT_MS 100
 
 struct mig_chan {
-    uv_loop_t *loop;
     uv_async_t closer; /* frees the channel on the loop's next turn */
     int fd;
     int wake; /* eventfd: a failure from another thread ends the worker's poll at once */
@@ -447,7 +446,6 @@ int mig_chan_create(uv_loop_t *loop, int fd, const char *peer, unsigned idle_ms,
         close(fd);
         return rc;
     }
-    ch->loop = loop;
     ch->fd = fd;
     ch->wake = wake;
     ch->out = bufs;

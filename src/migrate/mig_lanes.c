@@ -56,7 +56,7 @@ static void *lane_pass_main(void *arg)
     struct mig_lane *lane = arg;
     pthread_setname_np(pthread_self(), "migrate-lane");
     struct mig_lanes *l = lane->lanes;
-    lane->rc = mig_capture_ram_dirty(&lane->cap, NULL);
+    lane->rc = mig_capture_ram_dirty(&lane->cap);
     if (!lane->rc)
         lane->rc = lanes_sync(&lane->w, l->pass, l->count);
     if (lane->rc)
@@ -65,17 +65,14 @@ static void *lane_pass_main(void *arg)
     return NULL;
 }
 
-int mig_lanes_pass(struct mig_lanes *l, struct mig_capture *main, uint64_t *sent)
+int mig_lanes_pass(struct mig_lanes *l, struct mig_capture *main)
 {
     if (l->count <= 1)
-        return mig_capture_ram_dirty(main, sent);
+        return mig_capture_ram_dirty(main);
     l->pass++;
     main->pass = l->pass;
     for (unsigned i = 1; i < l->count; i++)
         l->lane[i].cap.pass = l->pass;
-    uint64_t before = main->pages;
-    for (unsigned i = 1; i < l->count; i++)
-        before += l->lane[i].cap.pages;
     unsigned started = 1;
     int rc = 0;
     for (; started < l->count; started++) {
@@ -86,7 +83,7 @@ int mig_lanes_pass(struct mig_lanes *l, struct mig_capture *main, uint64_t *sent
         }
     }
     if (!rc)
-        rc = mig_capture_ram_dirty(main, NULL);
+        rc = mig_capture_ram_dirty(main);
     if (!rc)
         rc = lanes_sync(main->w, l->pass, l->count);
     if (rc) /* the lanes' threads must not wait on a destination that will not read */
@@ -101,14 +98,7 @@ int mig_lanes_pass(struct mig_lanes *l, struct mig_capture *main, uint64_t *sent
             mig_lanes_fail(l, rc, message);
         }
     }
-    if (rc)
-        return err_set(rc, "%s", message);
-    uint64_t after = main->pages;
-    for (unsigned i = 1; i < l->count; i++)
-        after += l->lane[i].cap.pages;
-    if (sent)
-        *sent = after - before;
-    return 0;
+    return rc ? err_set(rc, "%s", message) : 0;
 }
 
 int mig_lanes_end(struct mig_lanes *l)

@@ -48,8 +48,8 @@ void mig_lanes_init(struct mig_lanes *l, unsigned count);
 int mig_lanes_begin(struct mig_lanes *l, struct vm *vm, struct mig_capture *main,
                     const struct mig_capture_options *opt, uint16_t minor);
 /* One pass of the marked pages: the main capture's share here, each lane's on its thread, then
- * RAM_SYNC on every connection. With one connection, just the pass. sent: pages, all shares. */
-int mig_lanes_pass(struct mig_lanes *l, struct mig_capture *main, uint64_t *sent);
+ * RAM_SYNC on every connection. With one connection, just the pass. */
+int mig_lanes_pass(struct mig_lanes *l, struct mig_capture *main);
 /* The lanes' END, flushed (after the final pass). */
 int mig_lanes_end(struct mig_lanes *l);
 /* Stream bytes, pages and kinds of pages over the lanes (the main capture not included). */

@@ -99,7 +99,7 @@ int mig_capture_ram_all(struct mig_capture *c)
 
 /* Sends the marked pages among [first, limit) (host page indices), clearing their marks;
  * contiguous marked pages within one region go out as one range. */
-static int mig_send_dirty_in(struct mig_capture *c, uint64_t first, uint64_t limit, uint64_t *count)
+static int mig_send_dirty_in(struct mig_capture *c, uint64_t first, uint64_t limit)
 {
     struct mem *mem = vm_mem(c->vm);
     uint64_t page = first;
@@ -118,28 +118,25 @@ static int mig_send_dirty_in(struct mig_capture *c, uint64_t first, uint64_t lim
                mem_dirty_take(mem, last))
             last++;
         rc = mig_send_range(c, reg, page - base, last - base);
-        *count += last - page;
         page = last;
     }
     return rc;
 }
 
-int mig_capture_ram_dirty(struct mig_capture *c, uint64_t *sent)
+int mig_capture_ram_dirty(struct mig_capture *c)
 {
-    uint64_t pages = vm_mem(c->vm)->size / MEM_PAGE_SIZE, count = 0;
+    uint64_t pages = vm_mem(c->vm)->size / MEM_PAGE_SIZE;
     int rc = 0;
     if (c->parts <= 1) {
-        rc = mig_send_dirty_in(c, 0, pages, &count);
+        rc = mig_send_dirty_in(c, 0, pages);
     } else {
         /* This part's share: the blocks of MIG_CAPTURE_BLOCK_PAGES pages whose number plus the
          * pass is part modulo parts. */
         uint64_t first = (c->part + c->parts - c->pass % c->parts) % c->parts;
         for (uint64_t b = first * MIG_CAPTURE_BLOCK_PAGES; b < pages && !rc;
              b += (uint64_t)c->parts * MIG_CAPTURE_BLOCK_PAGES)
-            rc = mig_send_dirty_in(c, b, b + MIG_CAPTURE_BLOCK_PAGES, &count);
+            rc = mig_send_dirty_in(c, b, b + MIG_CAPTURE_BLOCK_PAGES);
     }
-    if (sent)
-        *sent = count;
     return rc;
 }
 

@@ -12,49 +12,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reads records up to END, each to its row's load. */
+/* Reads records up to END, each to its row's load (with ram_only, RAM and RAM_SYNC alone are
+ * allowed). Raw pages land in guest RAM with no copy between: a failed restore discards the
+ * VM. */
 static int mig_restore_records(struct mig_load *l, struct mig_reader *r,
-                               const struct mig_config *cfg)
+                               const struct mig_config *cfg, bool ram_only)
 {
     uint64_t pages = 0;
-    for (;;) {
+    int rc = 0;
+    r->place = mig_ram_place;
+    r->place_opaque = l->vm;
+    while (!rc) {
         struct mig_record rec;
-        int rc = mig_read_record(r, &rec);
-        if (!rc)
-            rc = mig_check_in_stream(&rec, r, cfg, &pages);
-        if (rc || rec.type == MIG_REC_END)
-            return rc;
+        if ((rc = mig_read_record(r, &rec)) || (rc = mig_check_in_stream(&rec, r, cfg, &pages)) ||
+            rec.type == MIG_REC_END)
+            break;
         const struct mig_record_type *t = mig_record_find(rec.type);
-        if (t->load && (rc = t->load(l, t, &rec)))
-            return rc;
+        if (ram_only && t->scope != MIG_SCOPE_RAM && rec.type != MIG_REC_RAM_SYNC) {
+            char what[96];
+            mig_record_describe(&rec, what, sizeof(what));
+            rc = err_set(-EPROTO, "%s on a connection that carries only RAM", what);
+        } else if (t->load) {
+            rc = t->load(l, t, &rec);
+        }
     }
+    r->place = NULL;
+    return rc;
 }
 
 int mig_restore_ram_stream(struct vm *vm, struct mig_reader *r, const struct mig_config *cfg,
                            const struct mig_sync *sync, struct mig_restore_info *info)
 {
     struct mig_load l = {.vm = vm, .info = info, .sync = sync};
-    uint64_t pages = 0;
     int rc = mig_read_header(r);
-    r->place = mig_ram_place;
-    r->place_opaque = vm;
-    while (!rc) {
-        struct mig_record rec;
-        if ((rc = mig_read_record(r, &rec)) || (rc = mig_check_in_stream(&rec, r, cfg, &pages)))
-            break;
-        if (rec.type == MIG_REC_END)
-            break;
-        const struct mig_record_type *t = mig_record_find(rec.type);
-        if (t->scope != MIG_SCOPE_RAM && rec.type != MIG_REC_RAM_SYNC) {
-            char what[96];
-            mig_record_describe(&rec, what, sizeof(what));
-            rc = err_set(-EPROTO, "%s on a connection that carries only RAM", what);
-        } else {
-            rc = t->load(&l, t, &rec);
-        }
-    }
-    r->place = NULL;
-    return rc;
+    return rc ? rc : mig_restore_records(&l, r, cfg, true);
 }
 
 /* What came in VMX operation, for the caller's report. */
@@ -84,11 +75,7 @@ int mig_restore(struct vm *vm, struct mig_reader *r, const struct mig_config *cf
         return err_set(-ENOMEM, "out of memory");
     state->cpu_count = cfg->cpu_count;
     struct mig_load l = {.vm = vm, .state = state, .info = info, .sync = sync};
-    /* Raw pages land in guest RAM with no copy between: a failed restore discards the VM. */
-    r->place = mig_ram_place;
-    r->place_opaque = vm;
-    int rc = mig_restore_records(&l, r, cfg);
-    r->place = NULL;
+    int rc = mig_restore_records(&l, r, cfg, false);
     if (!rc)
         rc = vm_state_restore(vm, state, cfg->cpuid);
     if (!rc)

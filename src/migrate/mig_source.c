@@ -155,6 +155,24 @@ void mig_source_progress(struct mig_source *s, struct mig_progress *out)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* ---- the connections ------------------------------------------------------------------- */
+
+/* --bandwidth (bytes/s, 0 for none): each connection takes its share. */
+static void src_set_rate(struct mig_source *s, uint64_t bandwidth)
+{
+    mig_chan_set_rate(s->ch, bandwidth / s->lanes.count);
+    for (unsigned i = 1; i < s->lanes.count; i++)
+        mig_chan_set_rate(s->lanes.lane[i].ch, bandwidth / s->lanes.count);
+}
+
+/* Fails every connection there is (any thread): each wait on them returns code with why. */
+static void src_fail_all(struct mig_source *s, int code, const char *why)
+{
+    if (s->ch)
+        mig_chan_fail(s->ch, code, why);
+    mig_lanes_fail(&s->lanes, code, why);
+}
+
 /* ---- the stream sink: fault injection, progress, channel ------------------------------- */
 
 static int src_sink(void *opaque, const void *buf, size_t len)
@@ -264,7 +282,7 @@ static int src_pass(struct mig_source *s, struct mig_capture *cap, uint64_t *byt
     double t0 = clock_now_ms();
     s->pass_start_offset = s->writer.offset;
     uint64_t lanes_before = mig_lanes_bytes(&s->lanes);
-    int rc = mig_lanes_pass(&s->lanes, cap, NULL);
+    int rc = mig_lanes_pass(&s->lanes, cap);
     *bytes = s->writer.offset - s->pass_start_offset + mig_lanes_bytes(&s->lanes) - lanes_before;
     *ms = clock_now_ms() - t0;
     s->pass_fault_armed = false;
@@ -393,9 +411,7 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
     struct mem *mem = vm_mem(vm);
     src_set_phase(s, MIG_PHASE_STATE, s->progress.pass + 1);
     /* The cap shapes pre-copy; downtime is no place to save bandwidth. */
-    mig_chan_set_rate(s->ch, 0);
-    for (unsigned i = 1; i < s->lanes.count; i++)
-        mig_chan_set_rate(s->lanes.lane[i].ch, 0);
+    src_set_rate(s, 0);
     vm_pause(vm);
     *paused_at = clock_now_ms();
     /* From here to the destination's "ready", however its bytes trickle: the downtime budget
@@ -420,7 +436,7 @@ static int src_switchover(struct mig_source *s, struct mig_capture *cap, double 
         return rc;
     if (mig_fault_cut_at("state"))
         mig_chan_fail(s->ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at state");
-    if ((rc = mig_lanes_pass(&s->lanes, cap, NULL)) || (rc = mig_capture_state(cap)) ||
+    if ((rc = mig_lanes_pass(&s->lanes, cap)) || (rc = mig_capture_state(cap)) ||
         (rc = mig_lanes_end(&s->lanes)) || (rc = mig_chan_flush(s->ch)))
         return rc;
     src_note_stats(s, cap);
@@ -459,10 +475,7 @@ static int src_run(struct mig_source *s, bool *paused, bool *go_sent)
     s->progress.connections = s->lanes.count;
     snprintf(s->progress.security, sizeof(s->progress.security), "%s", mig_chan_security(s->ch));
     pthread_mutex_unlock(&s->lock);
-    /* --bandwidth: each connection takes its share. */
-    mig_chan_set_rate(s->ch, s->params.bandwidth / s->lanes.count);
-    for (unsigned i = 1; i < s->lanes.count; i++)
-        mig_chan_set_rate(s->lanes.lane[i].ch, s->params.bandwidth / s->lanes.count);
+    src_set_rate(s, s->params.bandwidth);
     struct mig_capture cap;
     struct mig_capture_options opt = {.compress_level = s->params.compress_level, .live = true};
     rc = mig_capture_begin(&cap, vm, &s->writer, &opt);
@@ -492,9 +505,7 @@ static void *src_worker(void *arg)
         char message[400];
         snprintf(message, sizeof(message), "%s", err_msg());
         /* Pairs with the close below: the destination sees the connection end, not a hang. */
-        if (s->ch)
-            mig_chan_fail(s->ch, rc, message);
-        mig_lanes_fail(&s->lanes, rc, message);
+        src_fail_all(s, rc, message);
         if (vm_mem(vm)->dirty)
             mem_dirty_stop(vm_mem(vm));
         if (paused && !go_sent)
@@ -579,19 +590,24 @@ static void src_on_done_async(uv_async_t *a)
     uv_close((uv_handle_t *)&s->timeout_timer, src_timer_closed);
 }
 
+/* Cancel or timeout (-ETIMEDOUT), from the loop: the worker sees it at its next wait. */
+static void src_stop(struct mig_source *s, int code, const char *why)
+{
+    pthread_mutex_lock(&s->lock);
+    if (code == -ETIMEDOUT)
+        s->timed_out = true;
+    s->cancel_requested = true;
+    snprintf(s->cancel_reason, sizeof(s->cancel_reason), "%s", why);
+    pthread_mutex_unlock(&s->lock);
+    src_fail_all(s, code, why);
+}
+
 static void src_on_timeout(uv_timer_t *t)
 {
     struct mig_source *s = t->data;
     char msg[128];
     snprintf(msg, sizeof(msg), "--timeout %u s expired", s->params.timeout_s);
-    pthread_mutex_lock(&s->lock);
-    s->timed_out = true;
-    s->cancel_requested = true;
-    snprintf(s->cancel_reason, sizeof(s->cancel_reason), "%s", msg);
-    pthread_mutex_unlock(&s->lock);
-    if (s->ch)
-        mig_chan_fail(s->ch, -ETIMEDOUT, msg);
-    mig_lanes_fail(&s->lanes, -ETIMEDOUT, msg);
+    src_stop(s, -ETIMEDOUT, msg);
 }
 
 /* On the loop: the worker's connected socket becomes the migration's channel. */
@@ -753,13 +769,7 @@ int mig_source_start(uv_loop_t *loop, struct vm *vm, const struct mig_source_par
 
 void mig_source_cancel(struct mig_source *s, const char *why)
 {
-    pthread_mutex_lock(&s->lock);
-    s->cancel_requested = true;
-    snprintf(s->cancel_reason, sizeof(s->cancel_reason), "%s", why);
-    pthread_mutex_unlock(&s->lock);
-    if (s->ch)
-        mig_chan_fail(s->ch, -ECANCELED, why);
-    mig_lanes_fail(&s->lanes, -ECANCELED, why);
+    src_stop(s, -ECANCELED, why);
 }
 
 void mig_source_free(struct mig_source *s)

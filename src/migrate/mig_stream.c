@@ -193,8 +193,7 @@ static int mig_read_placed(struct mig_reader *r, struct mig_record *rec, uint32_
     int rc = mig_pull(r, r->buf, hsize);
     if (rc)
         return rc;
-    struct mig_record head = *rec;
-    if ((rc = mig_record_check(&head)))
+    if ((rc = mig_record_check(rec)))
         return rc;
     struct mig_ram_header h;
     memcpy(&h, r->buf, hsize);
@@ -244,8 +243,9 @@ int mig_read_record(struct mig_reader *r, struct mig_record *rec)
         }
         rec->payload = r->buf;
         uint32_t crc = mig_crc(0, h, 12);
-        rc = r->place && rec->type == MIG_REC_RAM_RAW ? mig_read_placed(r, rec, &crc)
-                                                      : mig_read_payload(r, rec, &crc);
+        /* A placed record's rules were checked before its pages landed. */
+        bool placed = r->place && rec->type == MIG_REC_RAM_RAW;
+        rc = placed ? mig_read_placed(r, rec, &crc) : mig_read_payload(r, rec, &crc);
         if (rc == -ENODATA)
             return err_set(-EPROTO, "%s: truncated payload (%u bytes expected)", what, rec->length);
         if (rc)
@@ -259,8 +259,7 @@ int mig_read_record(struct mig_reader *r, struct mig_record *rec)
             r->records++;
             continue;
         }
-        rc = mig_record_check(rec);
-        if (rc)
+        if (!placed && (rc = mig_record_check(rec)))
             return rc;
         if (rec->type != MIG_REC_END)
             r->records++;

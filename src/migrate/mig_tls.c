@@ -25,7 +25,6 @@ struct tls_psk {
 
 struct mig_tls_creds {
     bool server, psk;
-    const char *flag; /* "--tls-creds" or "--tls-psk", for messages */
     gnutls_certificate_credentials_t x509;
     gnutls_psk_server_credentials_t psk_server;
     gnutls_psk_client_credentials_t psk_client;
@@ -209,20 +208,27 @@ static int tls_psk_load(struct mig_tls_creds *c, const char *file)
     return 0;
 }
 
-int mig_tls_creds_load(const struct mig_tls_options *o, bool server, struct mig_tls_creds **out)
+int mig_tls_options_check(const struct mig_tls_options *o)
 {
     if (o->creds_dir && o->psk_file)
         return err_set(-EINVAL, "--tls-creds and --tls-psk: choose one");
     if (o->names && !o->creds_dir)
         return err_set(-EINVAL, "--tls-names needs --tls-creds (names are checked on "
                                 "certificates)");
+    return 0;
+}
+
+int mig_tls_creds_load(const struct mig_tls_options *o, bool server, struct mig_tls_creds **out)
+{
+    int rc = mig_tls_options_check(o);
+    if (rc)
+        return rc;
     struct mig_tls_creds *c = calloc(1, sizeof(*c));
     if (!c)
         return err_set(-ENOMEM, "out of memory");
     c->server = server;
     c->psk = o->psk_file != NULL;
-    c->flag = c->psk ? "--tls-psk" : "--tls-creds";
-    int rc = tls_parse_names(c, o->names);
+    rc = tls_parse_names(c, o->names);
     if (!rc)
         rc = c->psk ? tls_psk_load(c, o->psk_file) : tls_x509_load(c, o->creds_dir);
     if (rc) {

@@ -33,6 +33,9 @@ struct mig_tls_session;
 
 /* True when o asks for TLS. */
 bool mig_tls_wanted(const struct mig_tls_options *o);
+/* The options that exclude or need each other (no file is read); mig_tls_creds_load checks
+ * them too. */
+int mig_tls_options_check(const struct mig_tls_options *o);
 /* Loads and checks the credentials for a destination (server) or a source; errors name the
  * flag and the file. */
 int mig_tls_creds_load(const struct mig_tls_options *o, bool server, struct mig_tls_creds **out);
