@@ -194,3 +194,37 @@ void ask(const char *uri, const char *line, char *reply, size_t size)
     reply[n > 0 ? n : 0] = '\0';
     close(fd);
 }
+
+void real_migration_after(struct proc *dst, const char *uri, ...)
+{
+    const char *sock = harness_tmp("sock");
+    struct proc src, m;
+    source_start_small(&src, sock);
+    va_list ap;
+    va_start(ap, uri);
+    migrate_startv(&m, sock, uri, ap);
+    va_end(ap);
+    cr_expect_eq(proc_wait(&m, 120000), 0, "%s\n%s", m.out, m.err);
+    expect_moved(&src, dst, MEMSTAMP_DONE);
+    proc_free(&src);
+    proc_free(&m);
+}
+
+void hostile_peers_open(struct hostile_peers *h, const char *uri, char trickle, const char *garbage)
+{
+    for (int i = 0; i < 3; i++)
+        h->idle[i] = connect_to(uri);
+    h->trickle = connect_to(uri);
+    cr_assert_eq(write(h->trickle, &trickle, 1), 1);
+    close(connect_to(uri));
+    char reply[512];
+    ask(uri, garbage, reply, sizeof(reply));
+    cr_expect(strstr(reply, "\"accept\":false"), "%s", reply);
+}
+
+void hostile_peers_close(struct hostile_peers *h)
+{
+    for (int i = 0; i < 3; i++)
+        close(h->idle[i]);
+    close(h->trickle);
+}

@@ -38,5 +38,18 @@ void fails_and_stays(const char *src_fault, const char *dst_fault, const char *e
 int connect_to(const char *uri);
 /* Sends line on a new connection and returns the destination's answer (a JSON line). */
 void ask(const char *uri, const char *line, char *reply, size_t size);
+/* A real source migrates to dst after whatever came before (extra tern migrate arguments,
+ * NULL-terminated), and the guest verifies there. */
+void real_migration_after(struct proc *dst, const char *uri, ...);
+
+/* All at once against the destination at uri: three idle connections, one that sends the byte
+ * trickle and then nothing, a bare connect-and-close, and garbage (which must be refused). */
+struct hostile_peers {
+    int idle[3];
+    int trickle;
+};
+void hostile_peers_open(struct hostile_peers *h, const char *uri, char trickle,
+                        const char *garbage);
+void hostile_peers_close(struct hostile_peers *h);
 
 #endif

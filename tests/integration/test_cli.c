@@ -141,6 +141,51 @@ Test(cli, bad_options)
     expect_error("unknown command 'frob'", &p, st);
 }
 
+/* The migration channel's flags and credential files: each bad one in one line naming it. */
+Test(cli, migration_channel_options)
+{
+    struct proc p;
+    const char *hello = harness_guest("hello");
+    int st = run_tern(&p, 5000, "run", "--thp", "maybe", "--kernel", hello, NULL);
+    expect_error("--thp: 'maybe' is not on or off", &p, st);
+    st = run_tern(&p, 5000, "run", "--tls-psk", "/dev/null", "--kernel", hello, NULL);
+    expect_error("--tls-psk needs --incoming tcp:ADDR:PORT", &p, st);
+    st = run_tern(&p, 5000, "run", "--incoming", "tcp:127.0.0.1:0", "--tls-creds", "/tmp",
+                  "--tls-psk", "/tmp/x", NULL);
+    expect_error("--tls-creds and --tls-psk: choose one", &p, st);
+    st = run_tern(&p, 5000, "run", "--incoming", "tcp:127.0.0.1:0", "--tls-names", "a", NULL);
+    expect_error("--tls-names needs --tls-creds", &p, st);
+    st = run_tern(&p, 5000, "run", "--incoming", "tcp:127.0.0.1:0", "--tls-creds", "/nonexistent",
+                  NULL);
+    expect_error("--tls-creds /nonexistent: /nonexistent/ca-cert.pem", &p, st);
+
+    const char *psk = harness_tmp("psk");
+    const char *bad[][2] = {{"src\n", "line 1: not \"identity:hexkey\""},
+                            {"src:zz\n", "line 1: the key must be 16 to 127 bytes in hex digits"},
+                            {"# nothing\n", "holds no \"identity:hexkey\" line"}};
+    for (unsigned i = 0; i < 3; i++) {
+        FILE *f = fopen(psk, "w");
+        cr_assert(f);
+        fputs(bad[i][0], f);
+        fclose(f);
+        st = run_tern(&p, 5000, "run", "--incoming", "tcp:127.0.0.1:0", "--tls-psk", psk, NULL);
+        expect_error(bad[i][1], &p, st);
+    }
+
+    st = run_tern(&p, 5000, "migrate", "--api-socket", "/nonexistent", "tcp:127.0.0.1:1",
+                  "--connections", "17", NULL);
+    expect_error("--connections: 17 is out of range (1-16)", &p, st);
+    st = run_tern(&p, 5000, "migrate", "--api-socket", "/nonexistent", "tcp:127.0.0.1:1",
+                  "--connections", "0", NULL);
+    expect_error("--connections: 0 is out of range (1-16)", &p, st);
+    st = run_tern(&p, 5000, "migrate", "--api-socket", "/nonexistent", "tcp:127.0.0.1:1",
+                  "--tls-creds", "/nonexistent", NULL);
+    expect_error("--tls-creds /nonexistent: No such file or directory", &p, st);
+    st = run_tern(&p, 5000, "migrate", "--api-socket", "/nonexistent", "tcp:127.0.0.1:1",
+                  "--tls-names", "a", NULL);
+    expect_error("--tls-names needs --tls-creds", &p, st);
+}
+
 Test(cli, too_little_ram_for_the_payload)
 {
     harness_require_kvm();

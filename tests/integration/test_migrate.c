@@ -284,18 +284,6 @@ Test(migrate, destination_dies_after_resume_source_stays_paused)
     proc_free(&m);
 }
 
-/* A real source migrates to the destination after whatever came before. */
-static void real_migration_after(struct proc *dst, const char *uri)
-{
-    const char *sock = harness_tmp("sock");
-    struct proc src, m;
-    source_start_small(&src, sock);
-    cr_expect_eq(migrate(&m, sock, uri, NULL), 0, "%s\n%s", m.out, m.err);
-    expect_moved(&src, dst, MEMSTAMP_DONE);
-    proc_free(&src);
-    proc_free(&m);
-}
-
 Test(migrate, peer_sends_garbage)
 {
     struct proc dst;
@@ -306,7 +294,7 @@ Test(migrate, peer_sends_garbage)
     cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 5000), "%s", dst.err);
     cr_expect(strstr(dst.err, "not tern's migration protocol 1: no \"hello\" object"), "%s",
               dst.err);
-    real_migration_after(&dst, uri);
+    real_migration_after(&dst, uri, NULL);
     proc_free(&dst);
 }
 
@@ -317,7 +305,7 @@ Test(migrate, peer_connects_and_closes)
     close(connect_to(uri));
     cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 5000), "%s", dst.err);
     cr_expect(strstr(dst.err, "closed the connection"), "%s", dst.err);
-    real_migration_after(&dst, uri);
+    real_migration_after(&dst, uri, NULL);
     proc_free(&dst);
 }
 
@@ -354,7 +342,7 @@ Test(migrate, a_trickling_peer_is_cut_at_the_handshake_deadline)
     }
     cr_expect(cut, "the trickling peer was never cut: %s", dst.err);
     close(fd);
-    real_migration_after(&dst, uri);
+    real_migration_after(&dst, uri, NULL);
     proc_free(&dst);
 }
 
@@ -364,19 +352,10 @@ Test(migrate, hostile_peers_do_not_keep_the_real_source_out)
 {
     struct proc dst;
     const char *uri = dest_start(&dst, NULL, NULL);
-    int idle[3];
-    for (int i = 0; i < 3; i++)
-        idle[i] = connect_to(uri);
-    int trickle = connect_to(uri);
-    cr_assert_eq(write(trickle, "{", 1), 1);
-    close(connect_to(uri));
-    char reply[512];
-    ask(uri, "\x16\x03\x01 not a handshake\n", reply, sizeof(reply));
-    cr_expect(strstr(reply, "\"accept\":false"), "%s", reply);
-    real_migration_after(&dst, uri);
-    for (int i = 0; i < 3; i++)
-        close(idle[i]);
-    close(trickle);
+    struct hostile_peers h;
+    hostile_peers_open(&h, uri, '{', "\x16\x03\x01 not a handshake\n");
+    real_migration_after(&dst, uri, NULL);
+    hostile_peers_close(&h);
     proc_free(&dst);
 }
 
@@ -397,7 +376,7 @@ Test(migrate, too_many_connections_at_once_are_refused)
         close(idle[i]);
     cr_expect(proc_wait_stderr(&dst, "still waiting for a migration", 5000), "%s", dst.err);
     usleep(300000);
-    real_migration_after(&dst, uri);
+    real_migration_after(&dst, uri, NULL);
     proc_free(&dst);
 }
 

@@ -165,28 +165,13 @@ Test(migrate_tls, the_destination_says_nothing_before_authentication)
  * real source gets through. */
 Test(migrate_tls, hostile_peers_do_not_keep_a_tls_source_out)
 {
-    struct proc dst, src, m;
+    struct proc dst;
     const char *uri = dest_start(&dst, "--tls-creds", cred("a"));
-    int idle[3];
-    for (int i = 0; i < 3; i++)
-        idle[i] = connect_to(uri);
-    int trickle = connect_to(uri);
-    cr_assert_eq(write(trickle, "\x16", 1), 1);
-    close(connect_to(uri));
-    char reply[512];
-    ask(uri, "GET / HTTP/1.0\r\n\r\n", reply, sizeof(reply));
-    cr_expect(strstr(reply, "\"accept\":false"), "%s", reply);
-    const char *sock = harness_tmp("sock");
-    source_start_small(&src, sock);
-    cr_expect_eq(migrate(&m, sock, uri, "--tls-creds", cred("a"), "--connections", "4", NULL), 0,
-                 "%s\n%s", m.out, m.err);
-    expect_moved(&src, &dst, MEMSTAMP_DONE);
-    for (int i = 0; i < 3; i++)
-        close(idle[i]);
-    close(trickle);
-    proc_free(&src);
+    struct hostile_peers h;
+    hostile_peers_open(&h, uri, '\x16', "GET / HTTP/1.0\r\n\r\n");
+    real_migration_after(&dst, uri, "--tls-creds", cred("a"), "--connections", "4", NULL);
+    hostile_peers_close(&h);
     proc_free(&dst);
-    proc_free(&m);
 }
 
 /* A connection that claims to join a migration with a made-up session is refused. */

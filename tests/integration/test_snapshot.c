@@ -221,6 +221,25 @@ Test(control, bad_requests_get_errors_and_the_server_keeps_serving)
     cr_expect(strstr(error_message(r), "cannot create"), "%s", error_message(r));
     json_decref(r);
 
+    /* migrate's channel members; no migration starts from any of them. */
+    r = harness_ctl(sock, "migrate",
+                    json_pack("{s:s,s:i}", "uri", "tcp:127.0.0.1:1", "connections", 0));
+    cr_expect(strstr(error_message(r), "\"connections\" must be 1 to 16"), "%s", error_message(r));
+    json_decref(r);
+    r = harness_ctl(sock, "migrate",
+                    json_pack("{s:s,s:i}", "uri", "tcp:127.0.0.1:1", "connections", 17));
+    cr_expect(strstr(error_message(r), "\"connections\" must be an integer from 0 to 16"), "%s",
+              error_message(r));
+    json_decref(r);
+    r = harness_ctl(sock, "migrate",
+                    json_pack("{s:s,s:s}", "uri", "tcp:127.0.0.1:1", "tls_psk", "/nonexistent"));
+    cr_expect(strstr(error_message(r), "--tls-psk /nonexistent"), "%s", error_message(r));
+    json_decref(r);
+    r = harness_ctl(sock, "migrate",
+                    json_pack("{s:s,s:s}", "uri", "tcp:127.0.0.1:1", "tls_names", "a"));
+    cr_expect(strstr(error_message(r), "--tls-names needs --tls-creds"), "%s", error_message(r));
+    json_decref(r);
+
     r = harness_ctl(sock, "pause", NULL);
     json_decref(r);
     r = harness_ctl(sock, "status", NULL);

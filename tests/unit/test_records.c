@@ -235,3 +235,35 @@ Test(records, a_load_refuses_a_length_its_item_cannot_have)
     cr_expect_eq(s->have[VM_IRQCHIP] | s->have[VM_PIT2], 0);
     free(s);
 }
+
+static int sync_reached(void *opaque, unsigned party, const struct mig_ram_sync *sync)
+{
+    unsigned *seen = opaque;
+    *seen = party * 100 + sync->pass;
+    return sync->pass == 7 ? err_set(-EPROTO, "pass 7 refused") : 0;
+}
+
+/* RAM_SYNC reaches the migration's barrier through its row, and nothing else takes one. */
+Test(records, ram_sync_goes_to_the_barrier_and_only_there)
+{
+    const struct mig_record_type *t = mig_record_find(MIG_REC_RAM_SYNC);
+    cr_assert(t && t->load);
+    struct mig_ram_sync payload = {.pass = 3, .connections = 4};
+    struct mig_record rec = {.type = MIG_REC_RAM_SYNC,
+                             .length = sizeof(payload),
+                             .payload = (uint8_t *)&payload,
+                             .offset = 4096};
+    struct mig_load l = {0};
+    cr_expect_lt(t->load(&l, t, &rec), 0);
+    cr_expect(strstr(err_msg(), "record RAM_SYNC at offset 4096: only a migration over several "
+                                "connections has these"),
+              "%s", err_msg());
+    unsigned seen = 0;
+    struct mig_sync sync = {.reached = sync_reached, .opaque = &seen, .party = 2};
+    l.sync = &sync;
+    cr_expect_eq(t->load(&l, t, &rec), 0, "%s", err_msg());
+    cr_expect_eq(seen, 203);
+    payload.pass = 7;
+    cr_expect_lt(t->load(&l, t, &rec), 0);
+    cr_expect(strstr(err_msg(), "record RAM_SYNC at offset 4096: pass 7 refused"), "%s", err_msg());
+}
