@@ -76,6 +76,23 @@ static void app_on_signal(uv_signal_t *h, int signum)
     cli_app_finish(st);
 }
 
+/* The stream's disks, each at the path it names or, where --disk was given here, at that
+ * path (one --disk per disk of the stream, in order); the size must be the stream's. */
+static int app_disks_from(const struct run_options *o, const struct mig_config *mc,
+                          struct vm_config *cfg)
+{
+    if (o->vm.disk_count && o->vm.disk_count != mc->disk_count)
+        return err_set(-EINVAL, "--disk given %u time(s); the stream's VM has %u disk(s)",
+                       o->vm.disk_count, mc->disk_count);
+    cfg->disk_count = mc->disk_count;
+    for (unsigned i = 0; i < mc->disk_count; i++) {
+        cfg->disks[i] = mc->disks[i];
+        if (o->vm.disk_count)
+            memcpy(cfg->disks[i].path, o->vm.disks[i].path, sizeof(cfg->disks[i].path));
+    }
+    return 0;
+}
+
 /* A VM of the stream's shape: --mem and --cpus, where given, must match it. */
 static int app_create_from(struct run_state *st, const struct mig_config *mc)
 {
@@ -90,7 +107,8 @@ static int app_create_from(struct run_state *st, const struct mig_config *mc)
     struct vm_config cfg = o->vm;
     cfg.mem_size = mc->mem_size;
     cfg.cpu_count = mc->cpu_count;
-    return vm_create(&st->loop, &cfg, app_on_vm_end, st, &st->vm);
+    int rc = app_disks_from(o, mc, &cfg);
+    return rc ? rc : vm_create(&st->loop, &cfg, app_on_vm_end, st, &st->vm);
 }
 
 /* Builds the VM from a snapshot: CONFIG first, then every other record. */
@@ -125,7 +143,9 @@ static int app_incoming_create_vm(void *opaque, const struct mig_config *mc, str
     struct vm_config cfg = st->opt->vm;
     cfg.mem_size = mc->mem_size;
     cfg.cpu_count = mc->cpu_count;
-    int rc = vm_create(&st->loop, &cfg, app_on_vm_end, st, &st->vm);
+    int rc = app_disks_from(st->opt, mc, &cfg);
+    if (!rc)
+        rc = vm_create(&st->loop, &cfg, app_on_vm_end, st, &st->vm);
     *out = st->vm;
     return rc;
 }

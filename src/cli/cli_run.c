@@ -49,6 +49,11 @@ static const char run_usage[] =
     "      --hide-cap CAP     behave as if the host's KVM lacked CAP, to try streams\n"
     "                         against older hosts: nested-state (KVM_CAP_NESTED_STATE)\n"
     "                         or evmcs (KVM_CAP_HYPERV_ENLIGHTENED_VMCS); repeatable\n"
+    "      --disk path=FILE[,readonly=on][,serial=ID][,cache=none|writeback]\n"
+    "                         a virtio-blk disk on a raw image (size a multiple of 512),\n"
+    "                         locked against other terns; cache=none is O_DIRECT;\n"
+    "                         repeatable (8 at most). With --incoming the stream names\n"
+    "                         the images; --disk there gives other paths, one per disk\n"
     "      --thp on|off       guest RAM on transparent huge pages (default on; dirty\n"
     "                         logging still tracks 4 KiB pages)\n"
     "      --tls-creds DIR    with --incoming tcp:, take only TLS 1.3 migrations whose\n"
@@ -102,6 +107,7 @@ static const struct option run_long_options[] = {
     {"hyperv", optional_argument, NULL, 'H'},
     {"hide-cap", required_argument, NULL, 'C'},
     {"thp", required_argument, NULL, 'P'},
+    {"disk", required_argument, NULL, 'D'},
     {"tls-creds", required_argument, NULL, 'X'},
     {"tls-psk", required_argument, NULL, 'K'},
     {"tls-names", required_argument, NULL, 'W'},
@@ -181,6 +187,12 @@ static int run_option(int opt, void *ctx)
         if (strcmp(optarg, "on") && strcmp(optarg, "off"))
             rc = err_set(-EINVAL, "--thp: '%s' is not on or off", optarg);
         o->vm.thp_off = !strcmp(optarg, "off");
+        break;
+    case 'D':
+        if (o->vm.disk_count == DEV_MAX_DISKS)
+            rc = err_set(-E2BIG, "--disk: at most %u disks", DEV_MAX_DISKS);
+        else
+            rc = dev_disk_parse(optarg, &o->vm.disks[o->vm.disk_count++]);
         break;
     case 'X':
         o->tls.creds_dir = optarg;

@@ -19,6 +19,18 @@ struct dev_host {
     void *opaque;
     void (*request_end)(void *opaque, enum dev_end why, uint32_t code);
     void (*set_irq)(void *opaque, unsigned irq, int level);
+    /* DMA: a host pointer to [gpa, gpa+len) when it lies wholly in guest RAM, else NULL; and
+     * the mark a device sets on every page it wrote, so that a live migration sends it again
+     * (KVM's dirty log sees only the vCPUs' writes). */
+    void *(*dma_ptr)(void *opaque, uint64_t gpa, uint64_t len);
+    void (*dma_dirty)(void *opaque, uint64_t gpa, uint64_t len);
+    /* A guest write of len bytes at gpa signals fd without an exit (KVM_IOEVENTFD). */
+    int (*ioeventfd)(void *opaque, uint64_t gpa, uint32_t len, int fd, bool assign);
+    /* An MSI: a write to fd delivers {addr, data}. *gsi < 0 takes a new route and wires fd to
+     * it (KVM_IRQFD); otherwise the route is pointed at the new message. msi_release undoes
+     * both. */
+    int (*msi_route)(void *opaque, int *gsi, uint64_t addr, uint32_t data, int fd);
+    void (*msi_release)(void *opaque, int gsi, int fd);
 };
 
 /* value carries the written bytes (little-endian, zero-extended) or receives the read bytes. */

@@ -118,3 +118,29 @@ int kvm_vm_set_clock(int vm_fd, const struct kvm_clock_data *clock)
 {
     return kvm_vm_call(vm_fd, KVM_SET_CLOCK, clock, "KVM_SET_CLOCK");
 }
+
+int kvm_vm_ioeventfd(int vm_fd, uint64_t gpa, uint32_t len, int fd, bool assign)
+{
+    struct kvm_ioeventfd io = {
+        .addr = gpa, .len = len, .fd = fd, .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN};
+    if (kvm_ioctl(vm_fd, KVM_IOEVENTFD, &io) < 0)
+        return err_sys(-errno, "KVM_IOEVENTFD (%s %u bytes at 0x%llx)",
+                       assign ? "assign" : "deassign", len, (unsigned long long)gpa);
+    return 0;
+}
+
+int kvm_vm_irqfd(int vm_fd, int fd, uint32_t gsi, bool assign)
+{
+    struct kvm_irqfd irq = {
+        .fd = (uint32_t)fd, .gsi = gsi, .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN};
+    if (kvm_ioctl(vm_fd, KVM_IRQFD, &irq) < 0)
+        return err_sys(-errno, "KVM_IRQFD (%s GSI %u)", assign ? "assign" : "deassign", gsi);
+    return 0;
+}
+
+int kvm_vm_set_gsi_routing(int vm_fd, const struct kvm_irq_routing *routing)
+{
+    if (kvm_ioctl(vm_fd, KVM_SET_GSI_ROUTING, (void *)routing) < 0)
+        return err_sys(-errno, "KVM_SET_GSI_ROUTING (%u routes)", routing->nr);
+    return 0;
+}

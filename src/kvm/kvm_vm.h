@@ -3,6 +3,7 @@
 #define TERN_KVM_VM_H
 
 #include <linux/kvm.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 int kvm_vm_set_identity_map_addr(int vm_fd, uint64_t gpa);
@@ -21,6 +22,12 @@ int kvm_vm_get_irqchip(int vm_fd, struct kvm_irqchip *chip);
 int kvm_vm_set_irqchip(int vm_fd, const struct kvm_irqchip *chip);
 int kvm_vm_get_pit2(int vm_fd, struct kvm_pit_state2 *pit);
 int kvm_vm_set_pit2(int vm_fd, const struct kvm_pit_state2 *pit);
+/* Device notifications and interrupts. ioeventfd: a guest write of len bytes at gpa signals
+ * fd (no exit to userspace); irqfd: a write to fd raises gsi; the routing table is replaced whole
+ * (the irqchip pins and the MSI routes tern adds). */
+int kvm_vm_ioeventfd(int vm_fd, uint64_t gpa, uint32_t len, int fd, bool assign);
+int kvm_vm_irqfd(int vm_fd, int fd, uint32_t gsi, bool assign);
+int kvm_vm_set_gsi_routing(int vm_fd, const struct kvm_irq_routing *routing);
 int kvm_vm_get_clock(int vm_fd, struct kvm_clock_data *clock);
 int kvm_vm_set_clock(int vm_fd, const struct kvm_clock_data *clock);
 

@@ -123,6 +123,8 @@ json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
     /* Said only when more than one: an older destination then refuses nothing it could take. */
     if (o && n->connections > 1)
         json_object_set_new(o, "connections", json_integer(n->connections));
+    if (o && n->disks)
+        json_object_set_new(o, "disks", json_integer(n->disks));
     return o;
 }
 
@@ -141,7 +143,8 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
         get_uint(obj, "cpus", 1u << 16, &cpus) || get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
         get_uint(obj, "nested_size", 1u << 24, &nested) || get_bool(obj, "evmcs", &n->evmcs) ||
         features_from_json(obj, n->features) ||
-        get_count(obj, "connections", MIG_HS_MAX_CONNECTIONS, 1, &n->connections))
+        get_count(obj, "connections", MIG_HS_MAX_CONNECTIONS, 1, &n->connections) ||
+        get_count(obj, "disks", MIG_HS_MAX_DISKS, 0, &n->disks))
         return -EPROTO;
     n->stream_major = (unsigned)major;
     n->stream_minor = (unsigned)minor;
@@ -202,6 +205,14 @@ unsigned mig_hs_stream_minor(const struct mig_hs_need *n, const struct mig_hs_ca
 static int mig_hs_check_format(const struct mig_hs_need *n, unsigned minor, char *why,
                                size_t why_size)
 {
+    const struct mig_record_type *blk = mig_record_find(MIG_REC_VIRTIO_BLK);
+    if (n->disks && blk->since > minor) {
+        snprintf(why, why_size,
+                 "the destination reads stream format %u.%u, which has no record %s (new in "
+                 "%u.%u); the VM has %u disk(s) (--disk)",
+                 n->stream_major, minor, blk->name, n->stream_major, blk->since, n->disks);
+        return -ENOTSUP;
+    }
     const struct mig_record_type *nested = mig_record_find(MIG_REC_NESTED_STATE);
     if (nested->since <= minor)
         return 0;

@@ -19,6 +19,7 @@
 #define MIG_HS_PROTOCOL 1
 #define MIG_HS_FEATURE_REGS 8
 #define MIG_HS_MAX_CONNECTIONS 16u
+#define MIG_HS_MAX_DISKS 8u
 
 /* One CPUID feature register: leaf, subleaf, register (0 eax .. 3 edx). */
 struct mig_hs_feature_reg {
@@ -37,6 +38,7 @@ struct mig_hs_need {
     bool evmcs;           /* an enlightened VMCS is active */
     uint32_t features[MIG_HS_FEATURE_REGS];
     unsigned connections; /* that carry RAM, the first included (absent: 1) */
+    unsigned disks;       /* virtio-blk disks (absent: 0), which need format 1.4 */
 };
 
 struct mig_hs_caps {

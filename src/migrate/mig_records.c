@@ -5,6 +5,7 @@
 #include "devices/dev_acpi_pm.h"
 #include "devices/dev_rtc.h"
 #include "devices/dev_serial.h"
+#include "devices/dev_virtio_blk.h"
 #include "err/err.h"
 #include "kvm/kvm_host.h"
 #include "migrate/mig_config.h"
@@ -59,13 +60,18 @@ static int mig_load_vm(struct mig_load *l, const struct mig_record_type *t,
 
 static int mig_save_device(struct mig_save *s, const struct mig_record_type *t, unsigned index)
 {
+    (void)index;
     uint8_t *buf = malloc(t->max_len);
-    size_t len = 0;
     if (!buf)
         return err_set(-ENOMEM, "out of memory");
-    int rc = vm_device_save(s->vm, t->dev, buf, &len);
-    if (!rc)
-        rc = mig_write_record(s->w, t->type, index, buf, len);
+    int rc = 0;
+    unsigned n = vm_device_instances(s->vm, t->dev);
+    for (unsigned i = 0; i < n && !rc; i++) {
+        size_t len = 0;
+        rc = vm_device_save(s->vm, t->dev, i, buf, &len);
+        if (!rc)
+            rc = mig_write_record(s->w, t->type, i, buf, len);
+    }
     free(buf);
     return rc;
 }
@@ -74,7 +80,7 @@ static int mig_save_device(struct mig_save *s, const struct mig_record_type *t, 
 static int mig_load_device(struct mig_load *l, const struct mig_record_type *t,
                            const struct mig_record *rec)
 {
-    int rc = vm_device_load(l->vm, t->dev, rec->payload, rec->length);
+    int rc = vm_device_load(l->vm, t->dev, rec->index, rec->payload, rec->length);
     return rc ? mig_load_context(rc, rec) : 0;
 }
 

@@ -32,6 +32,8 @@
       ROW_DEVICE(dev_rtc_ops))                                                                  \
     R(ACPI_PM,      0x0022, DEVICE, MIG_OPTIONAL, 1, DEV_ACPI_PM_STATE_SIZE,                    \
       DEV_ACPI_PM_STATE_SIZE, ROW_DEVICE(dev_acpi_pm_ops))                                      \
+    R(VIRTIO_BLK,   0x0023, DEVICE, 0,            4, DEV_VIRTIO_BLK_STATE_SIZE,                 \
+      DEV_VIRTIO_BLK_STATE_SIZE, ROW_DEVICE(dev_virtio_blk_ops))                                \
     R(IRQCHIP,      0x0030, VM,     0,            0, SIZE(kvm_irqchip), SIZE(kvm_irqchip),       \
       ROW_VM(VM_IRQCHIP), .check = mig_check_irqchip_index, .verify = mig_verify_irqchip)       \
     R(PIT2,         0x0031, VM,     0,            0, SIZE(kvm_pit_state2), SIZE(kvm_pit_state2), \
@@ -145,7 +147,9 @@ uint16_t mig_record_default_flags(uint16_t type);
 /* Whether a stream of format 1.minor carries this row: all rows up to its version, and no
  * optional row newer than it (a mandatory one that is needed is refused at the handshake). */
 bool mig_record_written(const struct mig_record_type *t, unsigned minor);
-/* How many instances of a row a VM of cpus vCPUs has (vCPU rows: cpus; IRQCHIP: 3; else 1). */
+/* How many instances of a row a VM of cpus vCPUs has (vCPU rows: cpus; IRQCHIP: 3; else 1).
+ * A device row is saved once, and its save writes one record per instance of the device (one
+ * VIRTIO_BLK per disk, none without disks), its index the instance. */
 unsigned mig_record_instances(const struct mig_record_type *t, unsigned cpus);
 
 #endif

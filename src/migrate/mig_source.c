@@ -205,6 +205,8 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     need->cpus = vm_cpu_count(vm);
     need->xsave_size = vm_xsave_size(vm);
     mig_hs_features(vm_vcpu_cpuid(vm, 0), need->features);
+    const struct dev_disk *disks;
+    need->disks = vm_disks(vm, &disks);
     /* Nested state is the vCPUs' own: ask them, in a pause of a few microseconds, where any
      * of them can have some. */
     if (!vm_nested_max(vm))
@@ -378,8 +380,10 @@ static int src_handover(struct mig_source *s, double paused_at, bool *go_sent)
     if ((rc = mig_chan_error(s->ch)))
         return rc;
     mig_chan_set_deadline(s->ch, 0, NULL);
-    /* From here on the destination may run the guest: never resume it here again. */
+    /* From here on the destination may run the guest: never resume it here again. Its
+     * images' locks pass to it now (it takes them before the guest runs there). */
     *go_sent = true;
+    vm_release(s->vm);
     if ((rc = mig_chan_write_json(s->ch, json_pack("{s:b}", "go", 1))))
         return rc;
     if ((rc = mig_chan_read_json(s->ch, "resumed message", &msg)))

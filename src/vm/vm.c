@@ -7,6 +7,7 @@
 #include "kvm/kvm_vm.h"
 #include "kvm/kvm_vcpu.h"
 #include "memory/mem.h"
+#include "pci/pci.h"
 #include "vm/vm_internal.h"
 
 #include <errno.h>
@@ -67,6 +68,24 @@ static void vm_host_set_irq(void *opaque, unsigned irq, int level)
     struct vm *vm = opaque;
     if (kvm_vm_irq_line(vm->vm_fd, irq, level))
         err_warn("%s", err_msg());
+}
+
+static void *vm_host_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
+{
+    struct vm *vm = opaque;
+    return mem_ptr(vm->mem, gpa, len);
+}
+
+static void vm_host_dma_dirty(void *opaque, uint64_t gpa, uint64_t len)
+{
+    struct vm *vm = opaque;
+    mem_dirty_mark(vm->mem, gpa, len);
+}
+
+static int vm_host_ioeventfd(void *opaque, uint64_t gpa, uint32_t len, int fd, bool assign)
+{
+    struct vm *vm = opaque;
+    return kvm_vm_ioeventfd(vm->vm_fd, gpa, len, fd, assign);
 }
 
 static void vm_vcpu_fault(void *opaque, unsigned index, const char *message)
@@ -192,6 +211,8 @@ static int vm_build(struct vm *vm, const struct vm_config *cfg)
     if (!rc)
         rc = dev_bus_create(&vm->bus);
     if (!rc)
+        rc = pci_bus_create(vm->bus, pci_mmio64_base(mem_top(vm->mem)), &vm->pci);
+    if (!rc)
         rc = vm_devices_create(vm, cfg);
     if (!rc)
         rc = vm_create_vcpus(vm);
@@ -222,9 +243,18 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
     vm->hidden_caps = cfg->hidden_caps;
     vm->on_end = on_end;
     vm->on_end_opaque = opaque;
-    vm->host = (struct dev_host){
-        .opaque = vm, .request_end = vm_host_request_end, .set_irq = vm_host_set_irq};
+    vm->host = (struct dev_host){.opaque = vm,
+                                 .request_end = vm_host_request_end,
+                                 .set_irq = vm_host_set_irq,
+                                 .dma_ptr = vm_host_dma_ptr,
+                                 .dma_dirty = vm_host_dma_dirty,
+                                 .ioeventfd = vm_host_ioeventfd,
+                                 .msi_route = vm_irq_msi_route,
+                                 .msi_release = vm_irq_msi_release};
+    vm->disk_count = cfg->disk_count < DEV_MAX_DISKS ? cfg->disk_count : DEV_MAX_DISKS;
+    memcpy(vm->disks, cfg->disks, sizeof(vm->disks[0]) * vm->disk_count);
     pthread_mutex_init(&vm->end_lock, NULL);
+    pthread_mutex_init(&vm->msi_lock, NULL);
     vm_throttle_init(vm);
     rc = uv_async_init(loop, &vm->end_async, vm_on_end_async);
     if (rc) {
@@ -261,7 +291,10 @@ static int vm_apply_pending_clock(struct vm *vm)
 
 int vm_start(struct vm *vm, bool paused)
 {
-    int rc = vcpu_signals_init();
+    /* Images are locked before the guest can touch them (a destination's, only now). */
+    int rc = vm_devices_claim(vm);
+    if (!rc)
+        rc = vcpu_signals_init();
     if (!rc && !paused)
         rc = vm_apply_pending_clock(vm);
     for (unsigned i = 0; i < vm->cpu_count && !rc; i++) {
@@ -312,6 +345,7 @@ static void vm_on_closed(uv_handle_t *h)
 {
     struct vm *vm = h->data;
     pthread_mutex_destroy(&vm->end_lock);
+    pthread_mutex_destroy(&vm->msi_lock);
     vm_throttle_destroy(vm);
     free(vm);
 }
@@ -324,6 +358,7 @@ void vm_close(struct vm *vm)
     for (unsigned i = 0; i < vm->cpu_count; i++)
         vcpu_destroy(vm->vcpus[i]);
     vm_devices_destroy(vm);
+    pci_bus_destroy(vm->pci);
     dev_bus_destroy(vm->bus);
     mem_destroy(vm->mem);
     if (vm->vm_fd >= 0)

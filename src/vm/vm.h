@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "devices/dev_disk.h"
+
 #define VM_MAX_CPUS 64
 #define VM_MAX_DEVICES 16
 
@@ -46,6 +48,8 @@ struct vm_config {
     bool evmcs;           /* enlightened VMCS enabled (needs nested and hyperv) */
     unsigned hidden_caps; /* VM_HIDE_* */
     bool thp_off;         /* guest RAM without MADV_HUGEPAGE (--thp off) */
+    unsigned disk_count;  /* --disk, one virtio-blk each */
+    struct dev_disk disks[DEV_MAX_DISKS];
 };
 
 enum vm_end_kind {
@@ -95,8 +99,17 @@ uint32_t vm_xsave_size(const struct vm *vm);
 
 /* A device's state, while the VM is paused or before it first runs (dev.h: save, load). */
 struct dev_ops;
-int vm_device_save(struct vm *vm, const struct dev_ops *dev, uint8_t *buf, size_t *len);
-int vm_device_load(struct vm *vm, const struct dev_ops *dev, const uint8_t *buf, size_t len);
+int vm_device_save(struct vm *vm, const struct dev_ops *dev, unsigned instance, uint8_t *buf,
+                   size_t *len);
+int vm_device_load(struct vm *vm, const struct dev_ops *dev, unsigned instance, const uint8_t *buf,
+                   size_t len);
+/* How many of a device the VM has (one virtio-blk per disk). */
+unsigned vm_device_instances(struct vm *vm, const struct dev_ops *dev);
+/* The VM's disks as it was given them, each size filled in from its image. */
+unsigned vm_disks(const struct vm *vm, const struct dev_disk **out);
+/* A live migration's handover: the source gives up what only one VM may hold (image locks);
+ * the destination's vm_start takes it; a source that resumes takes it back. */
+void vm_release(struct vm *vm);
 
 /* What this host offers a VM that arrives by migration (a destination's side of the
  * handshake): the XSAVE size its vCPUs take, nested support (after --hide-cap), and the CPUID

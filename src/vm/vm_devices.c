@@ -8,22 +8,52 @@ int vm_devices_create(struct vm *vm, const struct vm_config *cfg)
 {
     struct dev_env env = {.loop = vm->loop,
                           .host = &vm->host,
+                          .pci = vm->pci,
                           .serial_out_fd = cfg->serial_out_fd,
-                          .serial_in_fd = cfg->serial_in_fd};
-    if (dev_table_count > VM_MAX_DEVICES)
-        return err_set(-E2BIG, "%u devices, more than a VM holds (%d)", dev_table_count,
-                       VM_MAX_DEVICES);
+                          .serial_in_fd = cfg->serial_in_fd,
+                          .disks = vm->disks,
+                          .disk_count = vm->disk_count};
     for (unsigned i = 0; i < dev_table_count; i++) {
         const struct dev_ops *ops = dev_table[i];
-        void *dev = NULL;
-        int rc = ops->create(&env, &dev);
-        if (rc)
-            return err_context(rc, "device %s", ops->name);
-        vm->devices[vm->device_count++] = (struct vm_device){.ops = ops, .dev = dev};
-        if (ops->attach && (rc = ops->attach(dev, vm->bus)))
-            return err_context(rc, "device %s", ops->name);
+        unsigned n = ops->instances ? ops->instances(&env) : 1;
+        for (env.instance = 0; env.instance < n; env.instance++) {
+            if (vm->device_count == VM_MAX_DEVICES)
+                return err_set(-E2BIG, "more devices than a VM holds (%d)", VM_MAX_DEVICES);
+            void *dev = NULL;
+            int rc = ops->create(&env, &dev);
+            if (rc) /* a device's message names it (a disk names its flag) */
+                return n > 1 || ops->instances ? rc : err_context(rc, "device %s", ops->name);
+            vm->devices[vm->device_count++] =
+                (struct vm_device){.ops = ops, .dev = dev, .instance = env.instance};
+            if (ops->attach && (rc = ops->attach(dev, vm->bus)))
+                return err_context(rc, "device %s", ops->name);
+        }
     }
     return 0;
+}
+
+unsigned vm_disks(const struct vm *vm, const struct dev_disk **out)
+{
+    *out = vm->disks;
+    return vm->disk_count;
+}
+
+int vm_devices_claim(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->device_count; i++) {
+        const struct dev_ops *ops = vm->devices[i].ops;
+        int rc = ops->claim ? ops->claim(vm->devices[i].dev) : 0;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void vm_release(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->device_count; i++)
+        if (vm->devices[i].ops->release)
+            vm->devices[i].ops->release(vm->devices[i].dev);
 }
 
 void vm_devices_quiesce(struct vm *vm)
@@ -55,27 +85,37 @@ void vm_devices_destroy(struct vm *vm)
     vm->device_count = 0;
 }
 
-static struct vm_device *vm_device_find(struct vm *vm, const struct dev_ops *ops)
+static struct vm_device *vm_device_find(struct vm *vm, const struct dev_ops *ops, unsigned instance)
 {
     for (unsigned i = 0; i < vm->device_count; i++)
-        if (vm->devices[i].ops == ops)
+        if (vm->devices[i].ops == ops && vm->devices[i].instance == instance)
             return &vm->devices[i];
-    err_set(-ENODEV, "the VM has no device %s", ops->name);
+    err_set(-ENODEV, "the VM has no device %s %u", ops->name, instance);
     return NULL;
 }
 
-int vm_device_save(struct vm *vm, const struct dev_ops *ops, uint8_t *buf, size_t *len)
+unsigned vm_device_instances(struct vm *vm, const struct dev_ops *ops)
 {
-    struct vm_device *d = vm_device_find(vm, ops);
+    unsigned n = 0;
+    for (unsigned i = 0; i < vm->device_count; i++)
+        n += vm->devices[i].ops == ops;
+    return n;
+}
+
+int vm_device_save(struct vm *vm, const struct dev_ops *ops, unsigned instance, uint8_t *buf,
+                   size_t *len)
+{
+    struct vm_device *d = vm_device_find(vm, ops, instance);
     *len = 0;
     if (!d)
         return -ENODEV;
     return ops->save ? ops->save(d->dev, buf, len) : 0;
 }
 
-int vm_device_load(struct vm *vm, const struct dev_ops *ops, const uint8_t *buf, size_t len)
+int vm_device_load(struct vm *vm, const struct dev_ops *ops, unsigned instance, const uint8_t *buf,
+                   size_t len)
 {
-    struct vm_device *d = vm_device_find(vm, ops);
+    struct vm_device *d = vm_device_find(vm, ops, instance);
     if (!d)
         return -ENODEV;
     if (!ops->load)

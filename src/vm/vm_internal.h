@@ -14,6 +14,15 @@
 struct vm_device {
     const struct dev_ops *ops;
     void *dev;
+    unsigned instance;
+};
+
+#define VM_MSI_ROUTES 64u
+
+struct vm_msi {
+    bool used;
+    uint64_t addr;
+    uint32_t data;
 };
 
 struct vm {
@@ -24,7 +33,12 @@ struct vm {
     struct vm_host_nested host_nested;
     struct mem *mem;
     struct dev_bus *bus;
+    struct pci_bus *pci;
     struct dev_host host;
+    pthread_mutex_t msi_lock;
+    struct vm_msi msi[VM_MSI_ROUTES];
+    unsigned disk_count;
+    struct dev_disk disks[DEV_MAX_DISKS];
     unsigned device_count;
     struct vm_device devices[VM_MAX_DEVICES];
     struct vcpu_events vcpu_events;
@@ -56,6 +70,13 @@ void vm_devices_quiesce(struct vm *vm);
 void vm_devices_resume(struct vm *vm);
 void vm_devices_stop(struct vm *vm);
 void vm_devices_destroy(struct vm *vm);
+
+/* vm_irq.c: dev_host's MSI routes. */
+int vm_irq_msi_route(void *opaque, int *gsi, uint64_t addr, uint32_t data, int fd);
+void vm_irq_msi_release(void *opaque, int gsi, int fd);
+
+/* vm_devices.c: each device's claim (the first failure ends it) and release. */
+int vm_devices_claim(struct vm *vm);
 
 /* vm_throttle.c */
 void vm_throttle_init(struct vm *vm);

@@ -4,7 +4,7 @@
 #include "rt.h"
 
 #define COM1 0x3f8
-#define PROBE_MMIO 0xd0000000ul /* in the 32-bit hole: no RAM, no device */
+#define PROBE_MMIO 0xf0000000ul /* in the 32-bit hole above the PCI windows: no RAM, no device */
 
 static inline uint8_t inb(uint16_t port)
 {

@@ -145,10 +145,10 @@ Test(guests, unclaimed_port_and_mmio_read_all_ones_and_log_once)
     struct proc p;
     int st = run_tern(&p, 20000, "run", "--kernel", harness_guest("probe"), NULL);
     cr_expect_eq(st, 0, "stdout: %s stderr: %s", p.out, p.err);
-    cr_expect_eq(count(p.out, "port 0x80 reads 0xff, mmio 0xd0000000 reads 0xffffffff"), 2, "%s",
+    cr_expect_eq(count(p.out, "port 0x80 reads 0xff, mmio 0xf0000000 reads 0xffffffff"), 2, "%s",
                  p.out);
     cr_expect_eq(count(p.err, "unhandled port I/O read at 0x80"), 1, "%s", p.err);
-    cr_expect_eq(count(p.err, "unhandled MMIO read at 0xd0000000"), 1, "%s", p.err);
+    cr_expect_eq(count(p.err, "unhandled MMIO read at 0xf0000000"), 1, "%s", p.err);
     proc_free(&p);
 }
 

@@ -1,0 +1,27 @@
+/* dev_disk: a disk the VM is given (--disk path=FILE[,readonly=on][,serial=ID][,cache=none|
+ * writeback]), as the command line, the control socket and a stream's CONFIG describe it.
+ * Pure: parsing and checking the flag's text; opening the image is virtio-blk's. */
+#ifndef TERN_DEV_DISK_H
+#define TERN_DEV_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DEV_MAX_DISKS 8u
+#define DEV_DISK_PATH_MAX 1024u
+#define DEV_DISK_SERIAL_MAX 20u /* virtio-blk's GET_ID: 20 bytes */
+
+struct dev_disk {
+    char path[DEV_DISK_PATH_MAX];
+    char serial[DEV_DISK_SERIAL_MAX + 1];
+    bool readonly;
+    bool direct;   /* cache=none: O_DIRECT */
+    uint64_t size; /* a restore's expected size in bytes; 0: whatever the image has */
+    bool incoming; /* opened for a restore: the lock is taken when the VM starts, not before */
+};
+
+/* Parses one --disk value into out; a bad value gives a one-line error naming the flag. */
+int dev_disk_parse(const char *spec, struct dev_disk *out);
+
+#endif

@@ -1,0 +1,533 @@
+/* vblk: a freestanding virtio-blk driver at CPL3, the witness that no disk write is lost.
+ *
+ * It finds the device by PCI enumeration (ports 0xCF8/0xCFC), moves its 64-bit BAR into the
+ * 32-bit window (bar=ADDR, default 0xd0000000), walks the virtio capabilities, negotiates
+ * features (VERSION_1 and, with indirect=1 and event=1, INDIRECT_DESC and EVENT_IDX), sets up
+ * queue 0 and, with msix=1, MSI-X vector 0 for it (checked in the LAPIC's IRR: interrupts are
+ * off, so the vector stays pending).
+ *
+ * Modes (mode=N):
+ *   0 write/verify: pass g writes every sector of the first mib MiB with {sector, g} tags,
+ *     flushes, reads them back and checks each; passes=N (0: forever), qd=N requests in
+ *     flight (1..32), kib=N per request (4..512).
+ *   1 readhold: write once, then each round poisons a buffer of mib MiB with the CPU, waits
+ *     gap=N ms, reads the disk into it, and re-checks it every ms for hold=N ms: a page the
+ *     device wrote that a migration did not send again shows up as a mismatch on the
+ *     destination.
+ *   2 extras: GET_ID (printed), WRITE_ZEROES and DISCARD (read back as zeros), FLUSH.
+ *   3 bad=N: a malformed request (1 buffer outside RAM, 2 a descriptor loop, 3 a 4 GiB
+ *     length, 4 a queue size of 100); the device must report DEVICE_NEEDS_RESET, and after a
+ *     reset a write/verify pass must succeed.
+ * Exit 0 when every check passed; 1 on a mismatch; 2 on a device error; 3 when no device.
+ */
+#include "rt.h"
+
+#define CFG_ADDR 0xcf8
+#define CFG_DATA 0xcfc
+#define SECTOR 512u
+#define QSIZE 128u
+#define MAXQD 32u
+#define MAX_BLOCK (512u * 1024)
+
+struct vq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+};
+
+static volatile uint8_t *common, *isr, *devcfg, *notify;
+static uint32_t notify_mult;
+static uint64_t next_free, bar_addr;
+static struct vq_desc *desc;
+static volatile uint16_t *avail, *used16;
+static volatile uint32_t *used32;
+static uint16_t avail_idx, used_seen;
+static uint8_t (*hdrs)[16];
+static volatile uint8_t *status;
+static uint8_t *data;
+static struct vq_desc (*itables)[4];
+static bool use_indirect, use_event, use_msix;
+
+/* ---- port and MMIO helpers -------------------------------------------------------------- */
+
+static inline uint32_t inl(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static uint32_t cfg_read(unsigned slot, unsigned off)
+{
+    rt_outl(CFG_ADDR, 0x80000000u | slot << 11 | (off & 0xfc));
+    return inl(CFG_DATA);
+}
+
+static void cfg_write(unsigned slot, unsigned off, uint32_t v)
+{
+    rt_outl(CFG_ADDR, 0x80000000u | slot << 11 | (off & 0xfc));
+    rt_outl(CFG_DATA, v);
+}
+
+#define R8(b, o) (*(volatile uint8_t *)((b) + (o)))
+#define R16(b, o) (*(volatile uint16_t *)((b) + (o)))
+#define R32(b, o) (*(volatile uint32_t *)((b) + (o)))
+#define R64(b, o) (*(volatile uint64_t *)((b) + (o)))
+
+static void *alloc(uint64_t bytes, uint64_t align)
+{
+    next_free = (next_free + align - 1) & ~(align - 1);
+    void *p = (void *)(uintptr_t)next_free;
+    next_free += bytes;
+    return p;
+}
+
+static void fill(void *p, uint8_t v, uint64_t n)
+{
+    volatile uint8_t *b = p;
+    for (uint64_t i = 0; i < n; i++)
+        b[i] = v;
+}
+
+/* ---- the device ------------------------------------------------------------------------- */
+
+static int find_device(const struct boot_info *info, unsigned *slot_out)
+{
+    for (unsigned slot = 0; slot < 32; slot++) {
+        uint32_t id = cfg_read(slot, 0);
+        if (id == ((0x1042u << 16) | 0x1af4u)) {
+            *slot_out = slot;
+            return 0;
+        }
+    }
+    (void)info;
+    return -1;
+}
+
+static void map_caps(unsigned slot, uint64_t bar, unsigned *msix_cap)
+{
+    unsigned cap = cfg_read(slot, 0x34) & 0xff;
+    for (unsigned n = 0; cap && n < 48; n++) {
+        uint32_t w0 = cfg_read(slot, cap);
+        uint8_t id = w0 & 0xff, type = (w0 >> 24) & 0xff;
+        if (id == 0x11)
+            *msix_cap = cap;
+        if (id == 0x09) {
+            uint32_t off = cfg_read(slot, cap + 8);
+            volatile uint8_t *p = (volatile uint8_t *)(uintptr_t)(bar + off);
+            if (type == 1)
+                common = p;
+            else if (type == 2)
+                notify = p, notify_mult = cfg_read(slot, cap + 16);
+            else if (type == 3)
+                isr = p;
+            else if (type == 4)
+                devcfg = p;
+        }
+        cap = (w0 >> 8) & 0xff;
+    }
+}
+
+static void kick(void)
+{
+    R16(notify, 0) = 0; /* queue 0 at notify_off 0 */
+}
+
+static int setup_queue(uint16_t size)
+{
+    R16(common, 22) = 0; /* queue_select */
+    uint16_t max = R16(common, 24);
+    if (size > max)
+        size = max;
+    R16(common, 24) = size;
+    R64(common, 32) = (uint64_t)(uintptr_t)desc;
+    R64(common, 40) = (uint64_t)(uintptr_t)avail;
+    R64(common, 48) = (uint64_t)(uintptr_t)used16;
+    if (use_msix)
+        R16(common, 26) = 0;
+    R16(common, 28) = 1;
+    return size;
+}
+
+static uint64_t negotiate(void)
+{
+    R8(common, 20) = 0;
+    while (R8(common, 20) != 0)
+        rt_pause();
+    R8(common, 20) = 1 | 2;
+    R32(common, 0) = 0;
+    uint64_t f = R32(common, 4);
+    R32(common, 0) = 1;
+    f |= (uint64_t)R32(common, 4) << 32;
+    uint64_t want = (1ull << 32) | (1ull << 9) | (1ull << 13) | (1ull << 14) | (1ull << 2) |
+                    (1ull << 6) | (use_indirect ? 1ull << 28 : 0) | (use_event ? 1ull << 29 : 0);
+    uint64_t take = f & want;
+    R32(common, 8) = 0;
+    R32(common, 12) = (uint32_t)take;
+    R32(common, 8) = 1;
+    R32(common, 12) = (uint32_t)(take >> 32);
+    R8(common, 20) = 1 | 2 | 8;
+    if (!(R8(common, 20) & 8)) {
+        rt_printf("vblk: FEATURES_OK refused\n");
+        rt_exit(2);
+    }
+    return take;
+}
+
+static void rings_reset(void)
+{
+    fill(desc, 0, 16 * QSIZE);
+    fill((void *)avail, 0, 6 + 2 * QSIZE);
+    fill((void *)used16, 0, 6 + 8 * QSIZE);
+    avail_idx = used_seen = 0;
+}
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+static uint8_t *slot_data(unsigned s)
+{
+    return data + (uint64_t)s * MAX_BLOCK;
+}
+
+/* Queues request s: type, sector, len bytes of slot s's buffer (or of buf, when given). */
+static void submit(unsigned s, uint32_t type, uint64_t sector, uint32_t len, void *buf)
+{
+    uint8_t *h = hdrs[s];
+    *(uint32_t *)h = type;
+    *(uint32_t *)(h + 4) = 0;
+    *(uint64_t *)(h + 8) = sector;
+    status[s] = 0xff;
+    struct vq_desc chain[3];
+    unsigned n = 0;
+    chain[n++] = (struct vq_desc){(uint64_t)(uintptr_t)h, 16, 1, 0};
+    if (len)
+        chain[n++] = (struct vq_desc){(uint64_t)(uintptr_t)(buf ? buf : slot_data(s)), len,
+                                      (uint16_t)(type == 0 || type == 8 ? 3 : 1), 0};
+    chain[n++] = (struct vq_desc){(uint64_t)(uintptr_t)&status[s], 1, 2, 0};
+    unsigned head = 3 * s;
+    if (use_indirect) {
+        for (unsigned i = 0; i < n; i++) {
+            itables[s][i] = chain[i];
+            itables[s][i].next = (uint16_t)(i + 1);
+        }
+        itables[s][n - 1].flags &= (uint16_t)~1u;
+        desc[head] = (struct vq_desc){(uint64_t)(uintptr_t)itables[s], 16 * n, 4, 0};
+    } else {
+        for (unsigned i = 0; i < n; i++) {
+            desc[head + i] = chain[i];
+            desc[head + i].next = (uint16_t)(head + i + 1);
+        }
+        desc[head + n - 1].flags &= (uint16_t)~1u;
+    }
+    avail[2 + avail_idx % QSIZE] = (uint16_t)head;
+    __atomic_store_n(&avail[1], (uint16_t)(avail_idx + 1), __ATOMIC_RELEASE);
+    avail_idx++;
+    kick();
+}
+
+static unsigned spins_limit = 400000000u;
+
+/* Waits for one completion; returns its slot. */
+static unsigned reap(void)
+{
+    for (unsigned spin = 0;; spin++) {
+        uint16_t idx = __atomic_load_n(&used16[1], __ATOMIC_ACQUIRE);
+        if (idx != used_seen) {
+            uint32_t id = used32[1 + 2 * (used_seen % QSIZE)];
+            used_seen++;
+            if (use_event) /* used_event: interrupt me at every completion */
+                avail[2 + QSIZE] = used_seen;
+            return id / 3;
+        }
+        if (R8(common, 20) & 64) {
+            rt_printf("vblk: device needs reset (status 0x%x)\n", R8(common, 20));
+            rt_exit(2);
+        }
+        if (spin == spins_limit) {
+            rt_printf("vblk: no completion\n");
+            rt_exit(2);
+        }
+        rt_pause();
+    }
+}
+
+static void check_status(unsigned s, const char *what, uint64_t sector)
+{
+    if (status[s] != 0) {
+        rt_printf("vblk: %s at sector %lu: status %u\n", what, sector, status[s]);
+        rt_exit(2);
+    }
+}
+
+/* ---- the workloads ------------------------------------------------------------------------ */
+
+static void stamp(uint8_t *p, uint64_t sector, uint64_t gen, uint32_t len)
+{
+    for (uint32_t o = 0; o < len; o += SECTOR) {
+        uint64_t *w = (uint64_t *)(p + o);
+        w[0] = sector + o / SECTOR;
+        w[1] = gen;
+        w[63] = ~(sector + o / SECTOR);
+    }
+}
+
+static int verify(const uint8_t *p, uint64_t sector, uint64_t gen, uint32_t len)
+{
+    for (uint32_t o = 0; o < len; o += SECTOR) {
+        const volatile uint64_t *w = (const volatile uint64_t *)(p + o);
+        uint64_t s = sector + o / SECTOR;
+        if (w[0] != s || w[1] != gen || w[63] != ~s) {
+            rt_printf("vblk: MISMATCH at sector %lu: found {%lu, %lu}, expected {%lu, %lu}\n", s,
+                      w[0], w[1], s, gen);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Every sector of [0, sectors) in requests of blk bytes, qd in flight: write (gen) or read and
+ * verify. */
+static void sweep(bool write, uint64_t sectors, uint32_t blk, unsigned qd, uint64_t gen)
+{
+    uint64_t next = 0, done = 0, total = sectors * SECTOR / blk;
+    uint64_t sector_of[MAXQD];
+    unsigned free_slots[MAXQD], nfree = qd;
+    for (unsigned i = 0; i < qd; i++)
+        free_slots[i] = i;
+    while (done < total) {
+        while (nfree && next < total) {
+            unsigned s = free_slots[--nfree];
+            sector_of[s] = next * blk / SECTOR;
+            if (write)
+                stamp(slot_data(s), sector_of[s], gen, blk);
+            else
+                fill(slot_data(s), 0xee, 64);
+            submit(s, write ? 1 : 0, sector_of[s], blk, NULL);
+            next++;
+        }
+        unsigned s = reap();
+        check_status(s, write ? "write" : "read", sector_of[s]);
+        if (!write && verify(slot_data(s), sector_of[s], gen, blk))
+            rt_exit(1);
+        free_slots[nfree++] = s;
+        done++;
+    }
+}
+
+static void flush(void)
+{
+    submit(0, 4, 0, 0, NULL);
+    check_status(reap(), "flush", 0);
+}
+
+static void check_msix(void)
+{
+    if (!use_msix)
+        return;
+    /* Vector 0x40 to APIC 0: pending in the IRR (interrupts are off at CPL3). */
+    volatile uint32_t *irr = (volatile uint32_t *)(uintptr_t)(0xfee00200u + 0x10 * (0x40 / 32));
+    if (*irr & (1u << (0x40 % 32)))
+        rt_printf("vblk: MSI-X vector 0x40 pending in the LAPIC\n");
+    else
+        rt_printf("vblk: MSI-X vector 0x40 NOT pending\n");
+}
+
+static int mode_extras(uint64_t sectors)
+{
+    char id[21] = {0};
+    submit(0, 8, 0, 20, id);
+    check_status(reap(), "get-id", 0);
+    rt_printf("vblk: id '%s'\n", id);
+    sweep(true, 64, 4096, 4, 7);
+    /* write-zeroes sectors 0..7, discard 8..15: both read back as zeros */
+    for (unsigned k = 0; k < 2; k++) {
+        uint64_t *seg = (uint64_t *)slot_data(1);
+        seg[0] = 8 * k;
+        seg[1] = 8; /* num_sectors 8, flags 0 */
+        submit(1, k ? 11 : 13, 0, 16, seg);
+        check_status(reap(), k ? "discard" : "write-zeroes", 8 * k);
+    }
+    fill(slot_data(0), 0xee, 8192);
+    submit(0, 0, 0, 8192, NULL);
+    check_status(reap(), "read", 0);
+    for (unsigned i = 0; i < 8192; i++)
+        if (slot_data(0)[i]) {
+            rt_printf("vblk: byte %u not zero after write-zeroes/discard\n", i);
+            return 1;
+        }
+    flush();
+    /* A read past the end fails with IOERR, and the device goes on. */
+    submit(0, 0, sectors, 4096, NULL);
+    unsigned s = reap();
+    rt_printf("vblk: read past the end: status %u\n", status[s]);
+    rt_printf("vblk: extras OK\n");
+    return status[s] == 1 ? 0 : 1;
+}
+
+static void mode_bad(unsigned bad, uint64_t ram_top)
+{
+    if (bad == 4) {
+        R8(common, 20) = 0;
+        rings_reset();
+        R8(common, 20) = 1 | 2;
+        R32(common, 8) = 1;
+        R32(common, 12) = 1; /* VERSION_1 */
+        R8(common, 20) = 1 | 2 | 8;
+        R16(common, 22) = 0;
+        R16(common, 24) = 100;
+        R16(common, 28) = 1;
+        return;
+    }
+    unsigned head = 0;
+    desc[0] = (struct vq_desc){(uint64_t)(uintptr_t)hdrs[0], 16, 1, 1};
+    if (bad == 1) /* data far outside RAM */
+        desc[1] = (struct vq_desc){ram_top + (1ull << 30), 4096, 3, 2};
+    else if (bad == 2) /* 1 -> 2 -> 1 ... */
+        desc[1] = (struct vq_desc){(uint64_t)(uintptr_t)slot_data(0), 4096, 3, 2};
+    else /* a 4 GiB length */
+        desc[1] = (struct vq_desc){(uint64_t)(uintptr_t)slot_data(0), 0xffffffffu, 3, 2};
+    desc[2] = (struct vq_desc){(uint64_t)(uintptr_t)&status[0], 1, bad == 2 ? 3 : 2,
+                               (uint16_t)(bad == 2 ? 1 : 0)};
+    *(uint32_t *)hdrs[0] = 0;
+    avail[2 + avail_idx % QSIZE] = (uint16_t)head;
+    __atomic_store_n(&avail[1], (uint16_t)(avail_idx + 1), __ATOMIC_RELEASE);
+    avail_idx++;
+    kick();
+}
+
+static void wait_needs_reset(void)
+{
+    for (unsigned spin = 0; spin < spins_limit; spin++)
+        if (R8(common, 20) & 64) {
+            rt_printf("vblk: device needs reset (status 0x%x)\n", R8(common, 20));
+            return;
+        }
+    rt_printf("vblk: the device never asked for a reset\n");
+    rt_exit(1);
+}
+
+static void start_device(unsigned slot, unsigned msix_cap, uint16_t qsize)
+{
+    rings_reset();
+    negotiate();
+    setup_queue(qsize);
+    if (use_msix) {
+        /* The LAPIC takes fixed interrupts only when software-enabled (SVR bit 8). */
+        volatile uint32_t *svr = (volatile uint32_t *)(uintptr_t)0xfee000f0u;
+        *svr = *svr | 0x1ffu;
+        uint32_t tbl = cfg_read(slot, msix_cap + 4); /* BAR 0, offset tbl & ~7 */
+        volatile uint32_t *e = (volatile uint32_t *)(uintptr_t)(bar_addr + (tbl & ~7u));
+        e[0] = 0xfee00000u;
+        e[1] = 0;
+        e[2] = 0x40;
+        e[3] = 0;
+        cfg_write(slot, msix_cap, cfg_read(slot, msix_cap) | (0x8000u << 16));
+    }
+    R8(common, 20) = 1 | 2 | 8 | 4;
+}
+
+int guest_main(unsigned cpu, const struct boot_info *info)
+{
+    if (cpu != 0)
+        return 0;
+    uint64_t mode = rt_cmdline_u64(info, "mode", 0);
+    uint64_t mib = rt_cmdline_u64(info, "mib", 8);
+    uint64_t passes = rt_cmdline_u64(info, "passes", 2);
+    uint64_t qd = rt_cmdline_u64(info, "qd", 8);
+    uint64_t kib = rt_cmdline_u64(info, "kib", 64);
+    uint64_t bar = rt_cmdline_u64(info, "bar", 0xd0000000u);
+    use_indirect = rt_cmdline_u64(info, "indirect", 0);
+    use_event = rt_cmdline_u64(info, "event", 0);
+    use_msix = rt_cmdline_u64(info, "msix", 0);
+    if (qd < 1 || qd > MAXQD || kib < 4 || kib > MAX_BLOCK / 1024 || kib % 4)
+        return 3;
+    unsigned slot, msix_cap = 0;
+    if (find_device(info, &slot)) {
+        rt_printf("vblk: no virtio-blk device on the PCI bus\n");
+        return 3;
+    }
+    uint64_t old = cfg_read(slot, 0x10) | (uint64_t)cfg_read(slot, 0x14) << 32;
+    cfg_write(slot, 0x10, (uint32_t)bar);
+    cfg_write(slot, 0x14, (uint32_t)(bar >> 32));
+    cfg_write(slot, 0x04, cfg_read(slot, 0x04) | 0x6); /* memory decoding, bus master */
+    bar_addr = bar;
+    rt_printf("vblk: virtio-blk in slot %u, BAR0 0x%lx moved to 0x%lx\n", slot,
+              (uint64_t)(old & ~0xfull), bar);
+    map_caps(slot, bar, &msix_cap);
+    if (!common || !notify || !isr || !devcfg) {
+        rt_printf("vblk: a virtio capability is missing\n");
+        return 2;
+    }
+    next_free = (rt_image_end() + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+    desc = alloc(16 * QSIZE, 4096);
+    avail = alloc(6 + 2 * QSIZE, 4096);
+    used16 = alloc(6 + 8 * QSIZE, 4096);
+    used32 = (volatile uint32_t *)used16;
+    hdrs = alloc(16 * MAXQD, 64);
+    status = alloc(MAXQD, 64);
+    itables = alloc(sizeof(*itables) * MAXQD, 64);
+    data = alloc((uint64_t)MAX_BLOCK * MAXQD, 4096);
+    uint64_t capacity = R64(devcfg, 0);
+    uint64_t sectors = mib * 2048;
+    if (sectors > capacity)
+        sectors = capacity;
+    start_device(slot, msix_cap, QSIZE);
+    rt_printf("vblk: %lu sectors, features negotiated, queue live%s%s%s\n", capacity,
+              use_indirect ? ", indirect" : "", use_event ? ", event-idx" : "",
+              use_msix ? ", MSI-X" : "");
+
+    uint64_t ram_top =
+        info->regions[info->region_count - 1].gpa + info->regions[info->region_count - 1].size;
+    if (mode == 2)
+        return mode_extras(capacity);
+    if (mode == 3) {
+        unsigned bad = (unsigned)rt_cmdline_u64(info, "bad", 1);
+        mode_bad(bad, ram_top);
+        wait_needs_reset();
+        start_device(slot, msix_cap, QSIZE);
+        sweep(true, 64, 4096, 4, 1);
+        sweep(false, 64, 4096, 4, 1);
+        rt_printf("vblk: reset and recovered: OK\n");
+        return 0;
+    }
+    uint32_t blk = (uint32_t)kib * 1024;
+    sectors -= sectors % (blk / SECTOR);
+    if (mode == 1) {
+        uint64_t hold = rt_cmdline_u64(info, "hold", 300);
+        uint64_t gap = rt_cmdline_u64(info, "gap", 0);
+        uint8_t *buf = alloc(sectors * SECTOR, 4096);
+        sweep(true, sectors, blk, (unsigned)qd, 1);
+        flush();
+        uint64_t tick_ms = info->tsc_khz ? info->tsc_khz : 1000000;
+        for (uint64_t round = 1; passes == 0 || round <= passes; round++) {
+            fill(buf, 0x5a, sectors * SECTOR); /* the CPU's writes: KVM logs these */
+            /* A pause here lets a pre-copy pass take the poisoned pages before the device
+             * overwrites them: only the device's own dirty marks send them again. */
+            for (uint64_t until = rt_rdtsc() + gap * tick_ms; rt_rdtsc() < until;)
+                rt_outl(BOOT_PORT_IDLE, 1000);
+            for (uint64_t off = 0; off < sectors * SECTOR; off += blk) {
+                submit(0, 0, off / SECTOR, blk, buf + off);
+                check_status(reap(), "read", off / SECTOR);
+            }
+            uint64_t until = rt_rdtsc() + hold * tick_ms;
+            do {
+                if (verify(buf, 0, 1, (uint32_t)(sectors * SECTOR)))
+                    return 1;
+                rt_outl(BOOT_PORT_IDLE, 1000);
+            } while (rt_rdtsc() < until);
+            rt_printf("vblk: round %lu ok\n", round);
+        }
+        rt_printf("vblk: readhold verified: OK\n");
+        return 0;
+    }
+    for (uint64_t g = 1; passes == 0 || g <= passes; g++) {
+        sweep(true, sectors, blk, (unsigned)qd, g);
+        flush();
+        sweep(false, sectors, blk, (unsigned)qd, g);
+        rt_printf("vblk: pass %lu ok (%lu sectors)\n", g, sectors);
+        if (g == 1)
+            check_msix();
+    }
+    rt_printf("vblk: verified %lu sectors x %lu passes: OK\n", sectors, passes);
+    return 0;
+}
