@@ -103,6 +103,29 @@ handshake_seeds() {
         "$dir/hello" "$dir/answer" >"$dir/both"
 }
 
+# Rings as a driver lays them out (fuzz_virtq's input: 8 bytes of queue setup, then RAM from
+# 0x10000 with the descriptor table, the available ring at +0x1000 and the used ring at
+# +0x2000): a three-buffer block request, and the same through an indirect table.
+virtq_seeds() {
+    local dir=build-fuzz/fuzz_virtq-seeds
+    fuzz_seed_dir fuzz_virtq
+    python3 - "$dir" <<'PY'
+import struct, sys
+def seed(name, flags, descs, heads, extra=b""):
+    ram = bytearray(0x3000)
+    for i, d in enumerate(descs):
+        ram[16 * i:16 * i + 16] = struct.pack("<QIHH", *d)
+    ram[0x1002:0x1004] = struct.pack("<H", len(heads))
+    for i, h in enumerate(heads):
+        ram[0x1004 + 2 * i:0x1006 + 2 * i] = struct.pack("<H", h)
+    ram += extra
+    open(f"{sys.argv[1]}/{name}", "wb").write(struct.pack("<HBBHH", 16, flags, 0, 0, 0) + ram)
+seed("block", 1, [(0x14000, 16, 1, 1), (0x14100, 4096, 3, 2), (0x15200, 1, 2, 0)], [0])
+table = b"".join(struct.pack("<QIHH", *d) for d in [(0x14000, 16, 1, 1), (0x14100, 512, 3, 2), (0x15200, 1, 2, 0)])
+seed("indirect", 3, [(0x13000, 48, 4, 0)], [0], table)
+PY
+}
+
 # Every compiler and build type CI promises, warnings as errors (the suites ran above).
 build_matrix() {
     for cc in gcc clang; do
@@ -177,6 +200,8 @@ nested_seeds
 fuzz_run fuzz_nested "${TERN_FUZZ_SMALL_SECONDS:-20}" 65536
 handshake_seeds
 fuzz_run fuzz_handshake "${TERN_FUZZ_SMALL_SECONDS:-20}" 65536
+virtq_seeds
+fuzz_run fuzz_virtq "${TERN_FUZZ_SMALL_SECONDS:-20}" 65544
 if [ "${TERN_SKIP_NESTED:-0}" = 1 ]; then
     echo "skipped: nested host stage (TERN_SKIP_NESTED=1)"
 else

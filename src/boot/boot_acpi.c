@@ -1,9 +1,11 @@
 #include "boot/boot_acpi.h"
 
+#include "boot/boot_aml.h"
 #include "devices/dev_acpi_pm.h"
 #include "devices/dev_rtc.h"
 #include "err/err.h"
 #include "le/le.h"
+#include "pci/pci.h"
 
 #include <errno.h>
 #include <string.h>
@@ -15,6 +17,8 @@
 #define MADT_LAPIC_SIZE 8u
 #define MADT_IOAPIC_SIZE 12u
 #define MADT_OVERRIDE_SIZE 10u
+#define MCFG_SIZE (HEADER_SIZE + 8u + 16u)
+#define DSDT_MAX 8192u
 
 /* FADT field offsets (ACPI 6.x, table 5.9). */
 #define FADT_FIRMWARE_CTRL 36
@@ -91,11 +95,129 @@ static void build_facs(uint8_t *f)
     f[32] = 2; /* version */
 }
 
-static void build_dsdt(uint8_t *d, size_t len)
+/* Resource descriptors (ACPI 6.x, 6.4): an address space window the root bridge produces. */
+static void res_window(struct aml *r, uint8_t tag, uint8_t type, uint8_t tflags, uint64_t min,
+                       uint64_t len)
 {
-    header(d, "DSDT", (uint32_t)len, 2);
-    memcpy(d + HEADER_SIZE, dsdt_s5, sizeof(dsdt_s5));
-    seal(d, (uint32_t)len);
+    unsigned w = tag == 0x88 ? 2 : tag == 0x87 ? 4 : 8; /* Word, DWord, QWord */
+    uint8_t d[3 + 3 + 5 * 8] = {tag,  (uint8_t)(3 + 5 * w),      0,
+                                type, 0x0c /* min, max fixed */, tflags};
+    uint64_t v[5] = {0, min, min + len - 1, 0, len}; /* granularity, min, max, offset, length */
+    for (unsigned i = 0; i < 5; i++)
+        for (unsigned k = 0; k < w; k++)
+            d[6 + i * w + k] = (uint8_t)(v[i] >> (8 * k));
+    aml_bytes(r, d, 6 + 5 * w);
+}
+
+/* Name (seg, ResourceTemplate () { what r holds, EndTag }) */
+static void aml_resources(struct aml *b, const char seg[4], struct aml *r)
+{
+    static const uint8_t end_tag[2] = {0x79, 0x00};
+    aml_bytes(r, end_tag, sizeof(end_tag));
+    aml_name(b, seg);
+    static const uint8_t buffer_op = 0x11;
+    size_t at = aml_open(b, &buffer_op, 1);
+    aml_int(b, r->len);
+    aml_bytes(b, r->p, r->len);
+    aml_close(b, at);
+    b->full |= r->full;
+}
+
+/* _PRT: slot s, pin p (0: INTA) -> GSI 16 + (s + p) % 4, as pci_fn_gsi routes INTA. */
+static void aml_prt(struct aml *b)
+{
+    static const uint8_t package_op = 0x12;
+    aml_name(b, "_PRT");
+    size_t at = aml_open(b, &package_op, 1);
+    aml_byte(b, (uint8_t)((PCI_MAX_SLOTS - 1) * 4));
+    for (unsigned slot = 1; slot < PCI_MAX_SLOTS; slot++)
+        for (unsigned pin = 0; pin < 4; pin++) {
+            size_t e = aml_open(b, &package_op, 1);
+            aml_byte(b, 4);
+            aml_int(b, (uint64_t)slot << 16 | 0xffff);
+            aml_int(b, pin);
+            aml_int(b, 0);
+            aml_int(b, PCI_IRQ_BASE + (slot + pin) % 4);
+            aml_close(b, e);
+        }
+    aml_close(b, at);
+}
+
+static const uint8_t device_op[2] = {0x5b, 0x82};
+
+/* Device (PCI0): the root bridge, its bus, its windows and its interrupt routing. */
+static void aml_pci0(struct aml *b, uint64_t mmio64_base)
+{
+    size_t at = aml_open(b, device_op, 2);
+    aml_bytes(b, "PCI0", 4);
+    aml_name(b, "_HID");
+    aml_eisaid(b, "PNP0A08"); /* PCI Express root bridge (ECAM in the MCFG) */
+    aml_name(b, "_CID");
+    aml_eisaid(b, "PNP0A03");
+    aml_name(b, "_SEG");
+    aml_int(b, 0);
+    aml_name(b, "_BBN");
+    aml_int(b, 0);
+    aml_name(b, "_UID");
+    aml_int(b, 0);
+    uint8_t buf[256];
+    struct aml r = {.p = buf, .cap = sizeof(buf)};
+    res_window(&r, 0x88, 2, 0, 0, 1); /* bus 0 */
+    static const uint8_t conf1[8] = {0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08};
+    aml_bytes(&r, conf1, sizeof(conf1));
+    res_window(&r, 0x88, 1, 0x03, 0x0000, 0x0cf8); /* I/O below and above the config ports */
+    res_window(&r, 0x88, 1, 0x03, 0x0d00, 0xf300);
+    res_window(&r, 0x87, 0, 0x01, PCI_MMIO32_BASE, PCI_MMIO32_SIZE);
+    res_window(&r, 0x8a, 0, 0x01, mmio64_base, PCI_MMIO64_SIZE);
+    aml_resources(b, "_CRS", &r);
+    aml_prt(b);
+    aml_close(b, at);
+}
+
+/* Device (MRES): motherboard resources, so that the OS trusts the MCFG's ECAM. */
+static void aml_mres(struct aml *b)
+{
+    size_t at = aml_open(b, device_op, 2);
+    aml_bytes(b, "MRES", 4);
+    aml_name(b, "_HID");
+    aml_eisaid(b, "PNP0C02");
+    uint8_t buf[32];
+    struct aml r = {.p = buf, .cap = sizeof(buf)};
+    uint8_t m[12] = {0x86, 9, 0, 0x01};
+    le_put32(m + 4, (uint32_t)PCI_ECAM_BASE);
+    le_put32(m + 8, (uint32_t)PCI_ECAM_SIZE);
+    aml_bytes(&r, m, sizeof(m));
+    aml_resources(b, "_CRS", &r);
+    aml_close(b, at);
+}
+
+/* The DSDT: \_S5, and \_SB with the PCI root bridge and the ECAM's reservation. Returns its
+ * length, 0 when it does not fit. */
+static size_t build_dsdt(uint8_t *d, size_t cap, uint64_t mmio64_base)
+{
+    struct aml b = {.p = d, .cap = cap, .len = HEADER_SIZE};
+    aml_bytes(&b, dsdt_s5, sizeof(dsdt_s5));
+    static const uint8_t scope_op = 0x10;
+    size_t at = aml_open(&b, &scope_op, 1);
+    aml_bytes(&b, "\\_SB_", 5);
+    aml_pci0(&b, mmio64_base);
+    aml_mres(&b);
+    aml_close(&b, at);
+    if (b.full || b.len > cap)
+        return 0;
+    header(d, "DSDT", (uint32_t)b.len, 2);
+    seal(d, (uint32_t)b.len);
+    return b.len;
+}
+
+/* The MCFG: ECAM for segment 0, bus 0. */
+static void build_mcfg(uint8_t *m)
+{
+    header(m, "MCFG", MCFG_SIZE, 1);
+    le_put64(m + HEADER_SIZE + 8, PCI_ECAM_BASE);
+    m[HEADER_SIZE + 8 + 10] = 0; /* start bus */
+    m[HEADER_SIZE + 8 + 11] = 0; /* end bus */
+    seal(m, MCFG_SIZE);
 }
 
 static void build_fadt(uint8_t *p, uint64_t facs_gpa, uint64_t dsdt_gpa)
@@ -146,11 +268,13 @@ static void build_madt(uint8_t *m, size_t len, unsigned cpu_count)
     seal(m, (uint32_t)len);
 }
 
-static void build_xsdt(uint8_t *x, size_t len, uint64_t fadt_gpa, uint64_t madt_gpa)
+static void build_xsdt(uint8_t *x, size_t len, uint64_t fadt_gpa, uint64_t madt_gpa,
+                       uint64_t mcfg_gpa)
 {
     header(x, "XSDT", (uint32_t)len, 1);
     le_put64(x + HEADER_SIZE, fadt_gpa);
     le_put64(x + HEADER_SIZE + 8, madt_gpa);
+    le_put64(x + HEADER_SIZE + 16, mcfg_gpa);
     seal(x, (uint32_t)len);
 }
 
@@ -165,28 +289,32 @@ static void build_rsdp(uint8_t *r, uint64_t xsdt_gpa)
     r[32] = checksum(r, RSDP_SIZE);
 }
 
-int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count, size_t *used)
+int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count,
+                    uint64_t mmio64_base, size_t *used)
 {
     if (cpu_count < 1 || cpu_count > 255)
         return err_set(-EINVAL, "ACPI: %u vCPUs; the MADT's xAPIC entries take 1 to 255",
                        cpu_count);
-    size_t rsdp = 0, xsdt = 64, xsdt_len = HEADER_SIZE + 2 * 8;
+    size_t rsdp = 0, xsdt = 64, xsdt_len = HEADER_SIZE + 3 * 8;
     size_t facs = align(xsdt + xsdt_len, 64);
     size_t fadt = facs + FACS_SIZE;
-    size_t dsdt = align(fadt + FADT_SIZE, 16), dsdt_len = HEADER_SIZE + sizeof(dsdt_s5);
-    size_t madt = align(dsdt + dsdt_len, 16);
+    size_t dsdt = align(fadt + FADT_SIZE, 16);
     size_t madt_len =
         HEADER_SIZE + 8 + cpu_count * MADT_LAPIC_SIZE + MADT_IOAPIC_SIZE + MADT_OVERRIDE_SIZE;
-    size_t end = madt + madt_len;
-    if (end > cap || base + end > 0x100000000ull)
-        return err_set(-ENOSPC, "ACPI: tables of %zu bytes do not fit their %zu-byte area", end,
-                       cap);
-    memset(buf, 0, end);
+    if (dsdt + DSDT_MAX + madt_len + MCFG_SIZE + 32 > cap || base + cap > 0x100000000ull)
+        return err_set(-ENOSPC, "ACPI: the tables do not fit their %zu-byte area", cap);
+    memset(buf, 0, cap);
+    size_t dsdt_len = build_dsdt(buf + dsdt, DSDT_MAX, mmio64_base);
+    if (!dsdt_len)
+        return err_set(-ENOSPC, "ACPI: the DSDT does not fit %u bytes", DSDT_MAX);
+    size_t madt = align(dsdt + dsdt_len, 16);
+    size_t mcfg = align(madt + madt_len, 16);
+    size_t end = mcfg + MCFG_SIZE;
     build_facs(buf + facs);
-    build_dsdt(buf + dsdt, dsdt_len);
     build_fadt(buf + fadt, base + facs, base + dsdt);
     build_madt(buf + madt, madt_len, cpu_count);
-    build_xsdt(buf + xsdt, xsdt_len, base + fadt, base + madt);
+    build_mcfg(buf + mcfg);
+    build_xsdt(buf + xsdt, xsdt_len, base + fadt, base + madt, base + mcfg);
     build_rsdp(buf + rsdp, base + xsdt);
     *used = end;
     return 0;

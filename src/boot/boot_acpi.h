@@ -1,8 +1,10 @@
-/* boot_acpi: the ACPI tables a Linux guest reads to find its CPUs and interrupt controllers:
- * RSDP, XSDT, FADT (pointing at dev_acpi_pm's registers, SCI on IRQ 9, CMOS century register),
- * FACS, a DSDT holding only \_S5 (so the guest can power off), and a MADT with one local APIC per
- * vCPU, KVM's IOAPIC and the SCI's override. Pure: it fills a buffer that guest RAM maps at a
- * given address, in the BIOS area the e820 map reserves.
+/* boot_acpi: the ACPI tables a Linux guest reads to find its CPUs, interrupt controllers and
+ * PCI bus: RSDP, XSDT, FADT (pointing at dev_acpi_pm's registers, SCI on IRQ 9, CMOS century
+ * register), FACS, a DSDT with \_S5 (so the guest can power off), the PCI root bridge
+ * \_SB.PCI0 (its bus, I/O and memory windows in _CRS, INTx routing to IOAPIC GSIs 16-19 in
+ * _PRT) and the ECAM's reservation \_SB.MRES, a MADT with one local APIC per vCPU, KVM's
+ * IOAPIC and the SCI's override, and the MCFG pointing at the ECAM. Pure: it fills a buffer that
+ * guest RAM maps at a given address, in the BIOS area the e820 map reserves.
  */
 #ifndef TERN_BOOT_ACPI_H
 #define TERN_BOOT_ACPI_H
@@ -15,8 +17,10 @@
 #define BOOT_ACPI_IOAPIC_GPA 0xfec00000u
 #define BOOT_ACPI_LAPIC_GPA 0xfee00000u
 
-/* Fills buf (cap bytes, guest-physical address base) for cpu_count vCPUs; *used receives the
- * bytes written. The RSDP is at base. */
-int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count, size_t *used);
+/* Fills buf (cap bytes, guest-physical address base) for cpu_count vCPUs, the PCI root
+ * bridge's 64-bit window starting at mmio64_base; *used receives the bytes written. The RSDP
+ * is at base. */
+int boot_acpi_build(uint8_t *buf, size_t cap, uint64_t base, unsigned cpu_count,
+                    uint64_t mmio64_base, size_t *used);
 
 #endif

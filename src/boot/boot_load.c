@@ -6,6 +6,7 @@
 #include "boot/boot_linux.h"
 #include "boot/boot_protocol.h"
 #include "err/err.h"
+#include "pci/pci.h"
 #include "file/file.h"
 
 #include <errno.h>
@@ -97,7 +98,7 @@ static int boot_load_linux(struct mem *mem, const struct boot_load_params *p, co
 
     size_t acpi_len;
     rc = boot_acpi_build(mem_ptr(mem, BOOT_ACPI_GPA, BOOT_ACPI_MAX), BOOT_ACPI_MAX, BOOT_ACPI_GPA,
-                         p->cpu_count, &acpi_len);
+                         p->cpu_count, pci_mmio64_base(mem_top(mem)), &acpi_len);
     if (rc)
         return rc;
     layout.rsdp_gpa = BOOT_ACPI_GPA;

@@ -151,11 +151,11 @@ int mem_dirty_start(struct mem *mem)
         return rc;
     if (!host->dirty_log)
         return err_set(-ENOTSUP, "host KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
-    if (!mem->dirty) {
-        mem->dirty = calloc((mem_pages(mem) + 63) / 64, sizeof(uint64_t));
-        if (!mem->dirty)
-            return err_set(-ENOMEM, "out of memory for the dirty bitmap");
-    }
+    size_t words = (mem_pages(mem) + 63) / 64;
+    if (!mem->dirty && !(mem->dirty = calloc(words, sizeof(uint64_t))))
+        return err_set(-ENOMEM, "out of memory for the dirty bitmap");
+    memset(mem->dirty, 0, words * sizeof(uint64_t));
+    __atomic_store_n(&mem->tracking, true, __ATOMIC_RELEASE);
     uint64_t flags =
         host->dirty_log & (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET);
     if ((rc = kvm_vm_enable_cap(mem->vm_fd, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags,
@@ -196,7 +196,7 @@ int mem_dirty_sync(struct mem *mem, uint64_t *marked)
 
 void mem_dirty_mark(struct mem *mem, uint64_t gpa, uint64_t len)
 {
-    if (!mem->dirty || !len)
+    if (!__atomic_load_n(&mem->tracking, __ATOMIC_ACQUIRE) || !len)
         return;
     for (unsigned i = 0; i < mem->region_count; i++) {
         const struct mem_region *r = &mem->regions[i];
@@ -241,8 +241,8 @@ bool mem_dirty_take(struct mem *mem, uint64_t page)
 
 int mem_dirty_stop(struct mem *mem)
 {
-    free(mem->dirty);
-    mem->dirty = NULL;
+    /* The bitmap stays until mem_destroy: a device's I/O thread may be marking it right now. */
+    __atomic_store_n(&mem->tracking, false, __ATOMIC_RELEASE);
     return mem_register_flags(mem, 0);
 }
 

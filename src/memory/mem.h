@@ -26,7 +26,8 @@ struct mem {
     uint64_t size;
     unsigned region_count;
     struct mem_region regions[MEM_MAX_REGIONS];
-    uint64_t *dirty; /* while tracking: one bit per page, indexed by host offset / 4 KiB */
+    uint64_t *dirty; /* one bit per page, indexed by host offset / 4 KiB; kept once made */
+    bool tracking;   /* between mem_dirty_start and mem_dirty_stop */
     int vm_fd;       /* the VM it is registered with (mem_register) */
 };
 

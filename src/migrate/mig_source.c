@@ -510,7 +510,7 @@ static void *src_worker(void *arg)
         snprintf(message, sizeof(message), "%s", err_msg());
         /* Pairs with the close below: the destination sees the connection end, not a hang. */
         src_fail_all(s, rc, message);
-        if (vm_mem(vm)->dirty)
+        if (vm_mem(vm)->tracking)
             mem_dirty_stop(vm_mem(vm));
         if (paused && !go_sent)
             vm_resume(vm);

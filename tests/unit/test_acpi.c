@@ -5,6 +5,8 @@
 #include <time.h>
 
 #include "boot/boot_acpi.h"
+#include "boot/boot_aml.h"
+#include "pci/pci.h"
 #include "devices/dev_acpi_pm.h"
 #include "devices/dev_bus.h"
 #include "devices/dev_rtc.h"
@@ -35,14 +37,15 @@ static const uint8_t *table(uint64_t gpa, const char *sig)
 Test(acpi, tables_describe_cpus_ioapic_and_pm_block)
 {
     size_t used;
-    cr_assert_eq(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 5, &used), 0, "%s", err_msg());
-    cr_expect_lt(used, 4096u);
+    cr_assert_eq(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 5, 0x100000000ull, &used), 0,
+                 "%s", err_msg());
+    cr_expect_lt(used, 8192u);
     cr_assert(!memcmp(area, "RSD PTR ", 8));
     cr_expect_eq(sum(area, 20), 0);
     cr_expect_eq(sum(area, 36), 0);
     cr_expect_eq(area[15], 2);
     const uint8_t *xsdt = table(le_get64(area + 24), "XSDT");
-    cr_assert_eq(le_get32(xsdt + 4), 36 + 16);
+    cr_assert_eq(le_get32(xsdt + 4), 36 + 24);
     const uint8_t *fadt = table(le_get64(xsdt + 36), "FACP");
     const uint8_t *madt = table(le_get64(xsdt + 44), "APIC");
 
@@ -60,7 +63,21 @@ Test(acpi, tables_describe_cpus_ioapic_and_pm_block)
     cr_expect(!memcmp(facs, "FACS", 4) && le_get32(facs + 4) == 64);
     cr_expect_eq(le_get32(fadt + 36) % 64, 0, "FACS 64-byte aligned");
     const uint8_t *dsdt = table(le_get32(fadt + 40), "DSDT");
-    cr_expect(!memcmp(dsdt + 36, "\x08_S5_\x12", 6), "DSDT body is \\_S5");
+    cr_expect(!memcmp(dsdt + 36, "\x08_S5_\x12", 6), "DSDT body starts with \\_S5");
+    const uint8_t *mcfg = table(le_get64(xsdt + 52), "MCFG");
+    cr_expect_eq(le_get32(mcfg + 4), 60);
+    cr_expect_eq(le_get64(mcfg + 44), PCI_ECAM_BASE);
+    cr_expect(mcfg[54] == 0 && mcfg[55] == 0, "bus 0 only");
+    /* The root bridge: Device (PCI0) with _HID EisaId ("PNP0A08"), its windows and _PRT. */
+    uint32_t dlen = le_get32(dsdt + 4);
+    cr_expect(memmem(dsdt, dlen, "\x5b\x82", 2) &&
+                  memmem(dsdt, dlen, "PCI0\x08_HID\x0c\x41\xd0\x0a\x08", 14),
+              "no Device (PCI0) with _HID PNP0A08");
+    cr_expect(memmem(dsdt, dlen, "_PRT\x12", 5), "no _PRT package");
+    cr_expect(memmem(dsdt, dlen, "MRES\x08_HID\x0c\x41\xd0\x0c\x02", 14), "no PNP0C02 reservation");
+    uint8_t win32[] = {0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0,    0,    0,
+                       0,    0x00, 0x00, 0x00, 0xc0, 0xff, 0xff, 0xff, 0xdf};
+    cr_expect(memmem(dsdt, dlen, win32, sizeof(win32)), "no 32-bit window 0xc0000000-0xdfffffff");
 
     cr_expect_eq(le_get32(madt + 36), BOOT_ACPI_LAPIC_GPA);
     unsigned lapics = 0, ioapics = 0, overrides = 0;
@@ -91,10 +108,10 @@ Test(acpi, tables_describe_cpus_ioapic_and_pm_block)
 Test(acpi, rejects_what_does_not_fit)
 {
     size_t used;
-    cr_expect_lt(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 0, &used), 0);
-    cr_expect_lt(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 256, &used), 0);
+    cr_expect_lt(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 0, 1ull << 32, &used), 0);
+    cr_expect_lt(boot_acpi_build(area, sizeof(area), BOOT_ACPI_GPA, 256, 1ull << 32, &used), 0);
     cr_expect(strstr(err_msg(), "256 vCPUs"), "%s", err_msg());
-    cr_expect_lt(boot_acpi_build(area, 100, BOOT_ACPI_GPA, 1, &used), 0);
+    cr_expect_lt(boot_acpi_build(area, 100, BOOT_ACPI_GPA, 1, 1ull << 32, &used), 0);
     cr_expect(strstr(err_msg(), "do not fit"), "%s", err_msg());
 }
 
@@ -225,4 +242,19 @@ Test(acpi, cmos_clock_encodings_and_state)
     dev_rtc_ops.destroy(other);
     dev_rtc_ops.destroy(rtc);
     dev_bus_destroy(bus);
+}
+
+Test(acpi, package_lengths_count_their_own_bytes)
+{
+    uint8_t e[4];
+    cr_expect_eq(aml_pkglen(0, e), 1);
+    cr_expect_eq(e[0], 1);
+    cr_expect_eq(aml_pkglen(62, e), 1);
+    cr_expect_eq(e[0], 63);
+    /* 63 bytes of body: 65 in all with a 2-byte length: 0x41 -> 0x41 & 0xf | 1 << 6, 0x04 */
+    cr_expect_eq(aml_pkglen(63, e), 2);
+    cr_expect(e[0] == 0x41 && e[1] == 0x04, "%02x %02x", e[0], e[1]);
+    cr_expect_eq(aml_pkglen(4093, e), 2); /* 4095 in all: the most two bytes hold */
+    cr_expect_eq(aml_pkglen(4094, e), 3);
+    cr_expect(e[0] == (0x80 | (4097 & 0xf)) && e[1] == ((4097 >> 4) & 0xff) && e[2] == 4097 >> 12);
 }

@@ -272,3 +272,28 @@ Test(handshake, a_malformed_field_is_named)
               err_msg());
     json_decref(j);
 }
+
+Test(handshake, a_vm_with_disks_needs_a_destination_of_format_1_4)
+{
+    struct mig_hs_need n = need_basic();
+    struct mig_hs_caps c = caps_basic();
+    n.stream_minor = c.stream_minor = MIG_VERSION_MINOR;
+    n.disks = 2;
+    char why[512] = "";
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    c.stream_minor = 3;
+    expect_refusal(&n, &c, "which has no record VIRTIO_BLK (new in 1.4); the VM has 2 disk(s)");
+    n.disks = 0;
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    /* The count travels only when there are disks. */
+    n.disks = 3;
+    json_t *j = mig_hs_need_to_json(&n);
+    struct mig_hs_need back;
+    cr_assert_eq(mig_hs_need_from_json(j, &back), 0, "%s", err_msg());
+    cr_expect_eq(back.disks, 3);
+    json_decref(j);
+    n.disks = 0;
+    j = mig_hs_need_to_json(&n);
+    cr_expect(!json_object_get(j, "disks"));
+    json_decref(j);
+}

@@ -334,3 +334,60 @@ Test(stream, a_refused_config_leaves_nothing_behind)
     cr_expect_eq(cfg.cpu_count, 0);
     cr_expect_null(cfg.cpuid[0], "vCPU 0's table, parsed before vCPU 1's failed, is freed");
 }
+
+/* CONFIG's disk section (features bit 0, format 1.4): one disk appended to a one-vCPU CONFIG. */
+static size_t add_disk(uint8_t *buf, size_t pos, uint64_t size, uint32_t flags, const char *path,
+                       const char *serial)
+{
+    uint32_t features = MIG_CONFIG_F_DISKS, count = 1;
+    uint16_t plen = (uint16_t)strlen(path), slen = (uint16_t)strlen(serial);
+    memcpy(buf + 12, &features, 4);
+    memcpy(buf + pos, &count, 4);
+    memcpy(buf + pos + 4, &size, 8);
+    memcpy(buf + pos + 12, &flags, 4);
+    memcpy(buf + pos + 16, &plen, 2);
+    memcpy(buf + pos + 18, &slen, 2);
+    memcpy(buf + pos + 20, path, plen);
+    memcpy(buf + pos + 20 + plen, serial, slen);
+    return pos + 20 + plen + slen;
+}
+
+Test(stream, config_carries_the_disks)
+{
+    static uint8_t buf[65536];
+    struct mig_config cfg;
+    size_t base = make_config(buf, 64ull << 20, 1, 2);
+    size_t len = add_disk(buf, base, 1ull << 30, MIG_CONFIG_DISK_READONLY, "/img/a.raw", "S9");
+    cr_assert_eq(mig_config_parse(buf, len, &cfg), 0, "%s", err_msg());
+    cr_expect_eq(cfg.disk_count, 1);
+    cr_expect(!strcmp(cfg.disks[0].path, "/img/a.raw") && !strcmp(cfg.disks[0].serial, "S9"));
+    cr_expect(cfg.disks[0].readonly && !cfg.disks[0].direct && cfg.disks[0].incoming);
+    cr_expect_eq(cfg.disks[0].size, 1ull << 30);
+    mig_config_free(&cfg);
+
+    struct {
+        uint64_t size;
+        uint32_t flags;
+        const char *path;
+        const char *expect;
+    } bad[] = {
+        {1000, 0, "/a", "size 1000 is not a multiple of 512"},
+        {4096, 8, "/a", "unknown flags 0x8"},
+        {4096, 0, "", "path (0 bytes)"},
+    };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        len = add_disk(buf, base, bad[i].size, bad[i].flags, bad[i].path, "");
+        cr_expect_lt(mig_config_parse(buf, len, &cfg), 0, "%s accepted", bad[i].expect);
+        cr_expect(strstr(err_msg(), bad[i].expect), "%s", err_msg());
+        mig_config_free(&cfg);
+    }
+    len = add_disk(buf, base, 4096, 0, "/a", "");
+    cr_expect_lt(mig_config_parse(buf, len - 1, &cfg), 0);
+    cr_expect(strstr(err_msg(), "disk 0 is cut off"), "%s", err_msg());
+    mig_config_free(&cfg);
+    uint32_t nine = 9;
+    memcpy(buf + base, &nine, 4);
+    cr_expect_lt(mig_config_parse(buf, len, &cfg), 0);
+    cr_expect(strstr(err_msg(), "9 disks"), "%s", err_msg());
+    mig_config_free(&cfg);
+}
