@@ -19,7 +19,7 @@ work=$root/build/nested-host
 mkdir -p "$work"
 t_start=$(date +%s.%N)
 
-scripts/lib/deps.sh bochs vgabios isolinux syslinux-common xorriso busybox-static cpio binutils
+scripts/lib/deps.sh bochs vgabios isolinux syslinux-common xorriso busybox-static cpio binutils e2fsprogs
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" --target tern guests nested_probe e9log >/dev/null
 # The last release whose stream format predates nested state, for the test nested-compat.
@@ -35,12 +35,13 @@ if [ -z "$pkg" ]; then
 fi
 [ -n "$pkg" ] || { echo "nested-host: apt offers no *-cloud-amd64-unsigned kernel" >&2; exit 1; }
 kdir=$work/kernel/$pkg
-if [ ! -f "$kdir/.done" ]; then
+if [ ! -f "$kdir/.done-virtio" ]; then
     echo "nested-host: fetching $pkg"
     rm -rf "$kdir" && mkdir -p "$kdir/deb"
     (cd "$kdir/deb" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb x)
     cp "$kdir"/deb/x/boot/vmlinuz-* "$kdir/vmlinuz"
-    for m in irqbypass kvm kvm-intel; do
+    for m in irqbypass kvm kvm-intel virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev \
+        virtio_pci virtio_blk; do
         src=$(find "$kdir/deb/x/lib/modules" -name "$m.ko*" | head -1)
         case "$src" in *.xz) xz -dc "$src" >"$kdir/$m.ko" ;; *.zst) zstd -qdc "$src" >"$kdir/$m.ko" ;; *) cp "$src" "$kdir/$m.ko" ;; esac
         # Signatures, BTF and debug info only slow loading down (10 s -> 5 s in Bochs).
@@ -48,7 +49,7 @@ if [ ! -f "$kdir/.done" ]; then
         strip -g "$kdir/$m.ko"
     done
     rm -rf "$kdir/deb"
-    touch "$kdir/.done"
+    touch "$kdir/.done-virtio"
 fi
 
 # --- the initramfs: busybox, modules, tern and its libraries, guests, tests -------------------
@@ -56,7 +57,7 @@ stage=$work/initramfs
 rm -rf "$stage" && mkdir -p "$stage"/{bin,lib/modules,guests,golden,tests,proc,sys,dev,tmp}
 cp /bin/busybox "$stage/bin/busybox"
 cp scripts/nested-host/init "$stage/init" && chmod +x "$stage/init"
-cp "$kdir"/*.ko "$stage/lib/modules/"
+cp "$kdir"/irqbypass.ko "$kdir"/kvm.ko "$kdir"/kvm-intel.ko "$stage/lib/modules/"
 cp build/tern build/tests/nested/nested_probe build/tests/nested/e9log "$stage/bin/"
 cp build/compat/1.1/tern "$stage/bin/tern-1.1"
 cp build/tests/guest/*.elf "$stage/guests/"
@@ -65,9 +66,17 @@ cp tests/golden/expect tests/golden/*-nested-*.snap "$stage/golden/"
 cp scripts/nested-host/lib.sh "$stage/lib/tern-nested.sh"
 # The Linux guest for tests/linux.sh: the same kernel, and busybox with its own /init.
 guest=$work/linux-guest
-rm -rf "$guest" && mkdir -p "$guest"/{bin,proc} "$stage/linux"
+rm -rf "$guest" && mkdir -p "$guest"/{bin,proc,sys,dev,lib/modules} "$stage/linux"
 cp /bin/busybox "$guest/bin/busybox"
 cp scripts/nested-host/linux-init "$guest/init" && chmod +x "$guest/init"
+cp "$kdir"/virtio*.ko "$guest/lib/modules/"
+# Its virtio disk (tests/disk.sh): an ext4 root with busybox and its own /init.
+diskroot=$work/disk-root
+rm -rf "$diskroot" && mkdir -p "$diskroot"/{bin,proc,sys,dev,tmp,data}
+cp /bin/busybox "$diskroot/bin/busybox"
+cp scripts/nested-host/disk-init "$diskroot/init" && chmod +x "$diskroot/init"
+rm -f "$stage/linux/disk.img"
+mke2fs -q -t ext4 -d "$diskroot" "$stage/linux/disk.img" 32M
 (cd "$guest" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$stage/linux/initrd.gz"
 cp "$kdir/vmlinuz" "$stage/linux/vmlinuz"
 for lib in $(ldd build/tern | grep -o '/[^ ]*'); do

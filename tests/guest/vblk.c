@@ -15,6 +15,9 @@
  *     device wrote that a migration did not send again shows up as a mismatch on the
  *     destination.
  *   2 extras: GET_ID (printed), WRITE_ZEROES and DISCARD (read back as zeros), FLUSH.
+ *   4 bench: op=N (0 sequential write, 1 sequential read, 2 random write, 3 random read) of
+ *     kib=N requests, qd=N in flight, over the first mib MiB for secs=N seconds (TSC); prints
+ *     MiB/s and IOPS.
  *   3 bad=N: a malformed request (1 buffer outside RAM, 2 a descriptor loop, 3 a 4 GiB
  *     length, 4 a queue size of 100); the device must report DEVICE_NEEDS_RESET, and after a
  *     reset a write/verify pass must succeed.
@@ -27,7 +30,7 @@
 #define SECTOR 512u
 #define QSIZE 128u
 #define MAXQD 32u
-#define MAX_BLOCK (512u * 1024)
+#define MAX_BLOCK (1024u * 1024)
 
 struct vq_desc {
     uint64_t addr;
@@ -332,6 +335,49 @@ static void check_msix(void)
         rt_printf("vblk: MSI-X vector 0x40 NOT pending\n");
 }
 
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static int mode_bench(const struct boot_info *info, uint64_t sectors, uint32_t blk, unsigned qd)
+{
+    static const char *names[] = {"seqwrite", "seqread", "randwrite", "randread"};
+    uint64_t op = rt_cmdline_u64(info, "op", 0) & 3;
+    uint64_t secs = rt_cmdline_u64(info, "secs", 5);
+    uint64_t tick_s = (uint64_t)(info->tsc_khz ? info->tsc_khz : 1000000) * 1000;
+    uint64_t blocks = sectors * SECTOR / blk, next = 0, done = 0, inflight = 0;
+    bool write = op == 0 || op == 2, random = op >= 2;
+    for (unsigned s = 0; s < qd; s++)
+        fill(slot_data(s), (uint8_t)(0x30 + s), blk);
+    uint64_t start = rt_rdtsc(), end = start + secs * tick_s;
+    for (unsigned s = 0; s < qd; s++, inflight++) {
+        uint64_t b = random ? rng() % blocks : next++ % blocks;
+        submit(s, write ? 1 : 0, b * blk / SECTOR, blk, NULL);
+    }
+    while (inflight) {
+        unsigned s = reap();
+        check_status(s, names[op], 0);
+        done++;
+        inflight--;
+        if (rt_rdtsc() < end) {
+            uint64_t b = random ? rng() % blocks : next++ % blocks;
+            submit(s, write ? 1 : 0, b * blk / SECTOR, blk, NULL);
+            inflight++;
+        }
+    }
+    uint64_t ticks = rt_rdtsc() - start;
+    uint64_t us = ticks / (tick_s / 1000000);
+    uint64_t kib_s = done * (blk / 1024) * 1000000 / (us ? us : 1);
+    rt_printf("vblk-bench: %s bs=%u qd=%u ios=%lu us=%lu KiB/s=%lu iops=%lu\n", names[op], blk,
+              qd, done, us, kib_s, done * 1000000 / (us ? us : 1));
+    return 0;
+}
+
 static int mode_extras(uint64_t sectors)
 {
     char id[21] = {0};
@@ -492,6 +538,8 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     }
     uint32_t blk = (uint32_t)kib * 1024;
     sectors -= sectors % (blk / SECTOR);
+    if (mode == 4)
+        return mode_bench(info, sectors, blk, (unsigned)qd);
     if (mode == 1) {
         uint64_t hold = rt_cmdline_u64(info, "hold", 300);
         uint64_t gap = rt_cmdline_u64(info, "gap", 0);
