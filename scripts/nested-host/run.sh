@@ -72,11 +72,18 @@ cp scripts/nested-host/linux-init "$guest/init" && chmod +x "$guest/init"
 cp "$kdir"/virtio*.ko "$guest/lib/modules/"
 # Its virtio disk (tests/disk.sh): an ext4 root with busybox and its own /init.
 diskroot=$work/disk-root
-rm -rf "$diskroot" && mkdir -p "$diskroot"/{bin,proc,sys,dev,tmp,data}
+rm -rf "$diskroot" && mkdir -p "$diskroot"/{bin,proc,sys,dev,tmp,data,guests,lib/modules}
 cp /bin/busybox "$diskroot/bin/busybox"
+# For an L1 on this root (tests/disk.sh, tern.l2=1): KVM, tern and the vblk guest.
+cp "$kdir"/irqbypass.ko "$kdir"/kvm.ko "$kdir"/kvm-intel.ko "$diskroot/lib/modules/"
+cp build/tern "$diskroot/bin/tern"
+cp build/tests/guest/vblk.elf "$diskroot/guests/"
+for lib in $(ldd build/tern | grep -o '/[^ ]*'); do
+    mkdir -p "$diskroot$(dirname "$lib")" && cp -L "$lib" "$diskroot$lib"
+done
 cp scripts/nested-host/disk-init "$diskroot/init" && chmod +x "$diskroot/init"
 rm -f "$stage/linux/disk.img"
-mke2fs -q -t ext4 -d "$diskroot" "$stage/linux/disk.img" 32M
+mke2fs -q -t ext4 -d "$diskroot" "$stage/linux/disk.img" 64M
 (cd "$guest" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$stage/linux/initrd.gz"
 cp "$kdir/vmlinuz" "$stage/linux/vmlinuz"
 for lib in $(ldd build/tern | grep -o '/[^ ]*'); do

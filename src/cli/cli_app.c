@@ -214,6 +214,8 @@ static int app_listen(struct run_state *st)
     struct mig_dest_params p = {.mem_given = o->mem_given ? o->vm.mem_size : 0,
                                 .cpus_given = o->cpus_given ? o->vm.cpu_count : 0,
                                 .hidden_caps = o->vm.hidden_caps,
+                                .disks = o->vm.disks,
+                                .disk_count = o->vm.disk_count,
                                 .idle_ms = o->idle_s * 1000,
                                 .opaque = st,
                                 .create_vm = app_incoming_create_vm,

@@ -4,7 +4,12 @@
 #include "err/err.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int dev_disk_onoff(const char *key, const char *v, size_t n, bool *out)
 {
@@ -77,4 +82,41 @@ int dev_disk_parse(const char *spec, struct dev_disk *out)
     if (!out->path[0])
         return err_set(-EINVAL, "--disk: path=FILE is missing");
     return 0;
+}
+
+int dev_disk_size(int fd, const char *what, uint64_t *size)
+{
+    struct stat st;
+    if (fstat(fd, &st))
+        return err_sys(-errno, "%s: fstat", what);
+    if (S_ISDIR(st.st_mode))
+        return err_set(-EISDIR, "%s: is a directory, not an image", what);
+    if (S_ISBLK(st.st_mode)) {
+        if (ioctl(fd, BLKGETSIZE64, size))
+            return err_sys(-errno, "%s: BLKGETSIZE64", what);
+    } else if (S_ISREG(st.st_mode)) {
+        *size = (uint64_t)st.st_size;
+    } else {
+        return err_set(-EINVAL, "%s: not a regular file or a block device", what);
+    }
+    if (*size == 0 || *size % 512)
+        return err_set(-EINVAL, "%s: size %llu bytes is not a non-zero multiple of 512", what,
+                       (unsigned long long)*size);
+    return 0;
+}
+
+int dev_disk_probe(const char *path, const char *what, uint64_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == EISDIR)
+        return err_set(-EISDIR, "%s: is a directory, not an image", what);
+    if (fd < 0)
+        return err_sys(-errno, "%s: cannot open the image", what);
+    uint64_t have = 0;
+    int rc = dev_disk_size(fd, what, &have);
+    close(fd);
+    if (!rc && have != size)
+        rc = err_set(-EINVAL, "%s: the image has %llu bytes; the VM's disk had %llu", what,
+                     (unsigned long long)have, (unsigned long long)size);
+    return rc;
 }

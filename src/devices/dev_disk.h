@@ -24,4 +24,11 @@ struct dev_disk {
 /* Parses one --disk value into out; a bad value gives a one-line error naming the flag. */
 int dev_disk_parse(const char *spec, struct dev_disk *out);
 
+/* The size of the image open at fd (a regular file or a block device), checked: a non-zero
+ * multiple of 512. Errors begin with what ("--disk path=X", "disk 0 (X)"). */
+int dev_disk_size(int fd, const char *what, uint64_t *size);
+/* Opens path read-only for a moment: it must be an image of exactly size bytes (a migration's
+ * destination checks the disks the handshake names before any RAM moves). */
+int dev_disk_probe(const char *path, const char *what, uint64_t size);
+
 #endif

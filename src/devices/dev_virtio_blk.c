@@ -102,22 +102,9 @@ static int vblk_open(struct vblk *vb)
         return err_set(-EISDIR, "%s: is a directory, not an image", vb->name);
     if (vb->fd < 0)
         return err_sys(-errno, "%s: cannot open the image", vb->name);
-    struct stat st;
-    if (fstat(vb->fd, &st))
-        return err_sys(-errno, "%s: fstat", vb->name);
-    if (S_ISDIR(st.st_mode))
-        return err_set(-EISDIR, "%s: is a directory, not an image", vb->name);
-    if (S_ISBLK(st.st_mode)) {
-        if (ioctl(vb->fd, BLKGETSIZE64, &vb->size))
-            return err_sys(-errno, "%s: BLKGETSIZE64", vb->name);
-    } else if (S_ISREG(st.st_mode)) {
-        vb->size = (uint64_t)st.st_size;
-    } else {
-        return err_set(-EINVAL, "%s: not a regular file or a block device", vb->name);
-    }
-    if (vb->size == 0 || vb->size % VBLK_SECTOR)
-        return err_set(-EINVAL, "%s: size %llu bytes is not a non-zero multiple of 512", vb->name,
-                       (unsigned long long)vb->size);
+    int rc = dev_disk_size(vb->fd, vb->name, &vb->size);
+    if (rc)
+        return rc;
     if (d->size && d->size != vb->size)
         return err_set(-EINVAL, "%s: the image has %llu bytes; the VM's disk had %llu", vb->name,
                        (unsigned long long)vb->size, (unsigned long long)d->size);

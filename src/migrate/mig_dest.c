@@ -114,6 +114,24 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     /* tern sets the hypervisor bit itself (vcpu_cpuid). */
     caps->features[0] |= 1u << 31;
     caps->connections_max = MIG_HS_MAX_CONNECTIONS;
+    caps->disks_given = d->params.disk_count;
+    return 0;
+}
+
+/* Each disk the hello names is an image of its size here (at the path --disk gave, if any),
+ * checked before any RAM moves; the reason names the disk. */
+static int dst_check_disks(struct mig_dest *d, const struct mig_hs_need *need, char *why,
+                           size_t why_size)
+{
+    for (unsigned i = 0; i < need->disks; i++) {
+        const char *path = i < d->params.disk_count ? d->params.disks[i].path : need->disk[i].path;
+        char what[DEV_DISK_PATH_MAX + 32];
+        snprintf(what, sizeof(what), "disk %u (%s)", i, path);
+        if (dev_disk_probe(path, what, need->disk[i].size)) {
+            snprintf(why, why_size, "%s", err_msg());
+            return -EINVAL;
+        }
+    }
     return 0;
 }
 
@@ -180,6 +198,8 @@ static int dst_handshake(struct mig_dest *d, struct dst_peer *p, json_t *hello,
         snprintf(why, sizeof(why), "%s", err_msg());
     if (!rc)
         rc = mig_hs_check(need, &caps, why, sizeof(why));
+    if (!rc)
+        rc = dst_check_disks(d, need, why, sizeof(why));
     if (mig_fault_cut_at("handshake"))
         mig_chan_fail(ch, -ECONNABORTED, "TERN_MIGRATE_FAULT: connection cut at handshake");
     json_t *reply = rc ? json_pack("{s:b,s:s}", "accept", 0, "reason", why)

@@ -37,6 +37,9 @@ struct mig_dest_params {
      * every peer must complete TLS and be authenticated before the handshake: a plain-text
      * source is told so and refused, and nothing about this host is said before. */
     const struct mig_tls_creds *tls;
+    /* --disk given here (other paths for the stream's disks, in order), or none. */
+    const struct dev_disk *disks;
+    unsigned disk_count;
     void *opaque;
     int (*create_vm)(void *opaque, const struct mig_config *cfg, struct vm **out);
     int (*start_vm)(void *opaque);

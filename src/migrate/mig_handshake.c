@@ -74,6 +74,33 @@ static int get_count(json_t *obj, const char *key, unsigned max, unsigned def, u
     return 0;
 }
 
+/* "disks": absent, or 1..MIG_HS_MAX_DISKS objects {path: a string, size: a multiple of 512}. */
+static int get_disks(json_t *obj, struct mig_hs_need *n)
+{
+    json_t *a = json_object_get(obj, "disks");
+    n->disks = 0;
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) < 1 || json_array_size(a) > MIG_HS_MAX_DISKS)
+        return err_set(-EPROTO, "\"disks\" must be an array of 1 to %u disks", MIG_HS_MAX_DISKS);
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        json_t *d = json_array_get(a, i), *path = json_object_get(d, "path");
+        json_t *size = json_object_get(d, "size");
+        if (!json_is_string(path) || json_string_length(path) == 0 ||
+            json_string_length(path) >= DEV_DISK_PATH_MAX ||
+            strlen(json_string_value(path)) != json_string_length(path) || !json_is_integer(size) ||
+            json_integer_value(size) <= 0 || json_integer_value(size) % 512)
+            return err_set(-EPROTO,
+                           "\"disks\"[%zu] must be {\"path\": 1-%u bytes, \"size\": "
+                           "a multiple of 512}",
+                           i, DEV_DISK_PATH_MAX - 1);
+        strcpy(n->disk[i].path, json_string_value(path));
+        n->disk[i].size = (uint64_t)json_integer_value(size);
+    }
+    n->disks = (unsigned)json_array_size(a);
+    return 0;
+}
+
 /* Reads an integer member within [0, max]; a missing or wrong one is an error naming it. */
 static int get_uint(json_t *obj, const char *key, uint64_t max, uint64_t *out)
 {
@@ -123,8 +150,13 @@ json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
     /* Said only when more than one: an older destination then refuses nothing it could take. */
     if (o && n->connections > 1)
         json_object_set_new(o, "connections", json_integer(n->connections));
-    if (o && n->disks)
-        json_object_set_new(o, "disks", json_integer(n->disks));
+    if (o && n->disks) { /* [{"path": ..., "size": ...}], only when there are disks */
+        json_t *a = json_array();
+        for (unsigned i = 0; i < n->disks && i < MIG_HS_MAX_DISKS; i++)
+            json_array_append_new(a, json_pack("{s:s,s:I}", "path", n->disk[i].path, "size",
+                                               (json_int_t)n->disk[i].size));
+        json_object_set_new(o, "disks", a);
+    }
     return o;
 }
 
@@ -144,7 +176,7 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
         get_uint(obj, "nested_size", 1u << 24, &nested) || get_bool(obj, "evmcs", &n->evmcs) ||
         features_from_json(obj, n->features) ||
         get_count(obj, "connections", MIG_HS_MAX_CONNECTIONS, 1, &n->connections) ||
-        get_count(obj, "disks", MIG_HS_MAX_DISKS, 0, &n->disks))
+        get_disks(obj, n))
         return -EPROTO;
     n->stream_major = (unsigned)major;
     n->stream_minor = (unsigned)minor;
@@ -165,6 +197,8 @@ json_t *mig_hs_caps_to_json(const struct mig_hs_caps *c)
                   "evmcs", c->evmcs, "cpuid", features_to_json(c->features));
     if (o)
         json_object_set_new(o, "connections_max", json_integer(c->connections_max));
+    if (o && c->disks_given)
+        json_object_set_new(o, "disks_given", json_integer(c->disks_given));
     return o;
 }
 
@@ -181,7 +215,8 @@ int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
         get_uint(obj, "xsave_size", 1u << 24, &xsave) ||
         get_uint(obj, "nested_max", 1u << 24, &nested) || get_bool(obj, "evmcs", &c->evmcs) ||
         features_from_json(obj, c->features) ||
-        get_count(obj, "connections_max", MIG_HS_MAX_CONNECTIONS, 1, &c->connections_max))
+        get_count(obj, "connections_max", MIG_HS_MAX_CONNECTIONS, 1, &c->connections_max) ||
+        get_count(obj, "disks_given", MIG_HS_MAX_DISKS, 0, &c->disks_given))
         return -EPROTO;
     c->stream_major = (unsigned)major;
     c->stream_minor = (unsigned)minor;
@@ -240,6 +275,12 @@ int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char 
     }
     if (mig_hs_check_format(n, mig_hs_stream_minor(n, c), why, why_size))
         return -ENOTSUP;
+    if (c->disks_given && c->disks_given != n->disks) {
+        snprintf(why, why_size,
+                 "the destination was given --disk %u time(s); the VM has %u disk(s)",
+                 c->disks_given, n->disks);
+        return -EINVAL;
+    }
     unsigned conns = n->connections ? n->connections : 1;
     unsigned conns_max = c->connections_max ? c->connections_max : 1;
     if (conns > conns_max) {

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/dev_disk.h"
+
 #define MIG_HS_PROTOCOL 1
 #define MIG_HS_FEATURE_REGS 8
 #define MIG_HS_MAX_CONNECTIONS 16u
@@ -39,6 +41,10 @@ struct mig_hs_need {
     uint32_t features[MIG_HS_FEATURE_REGS];
     unsigned connections; /* that carry RAM, the first included (absent: 1) */
     unsigned disks;       /* virtio-blk disks (absent: 0), which need format 1.4 */
+    struct mig_hs_disk {
+        char path[DEV_DISK_PATH_MAX];
+        uint64_t size;
+    } disk[MIG_HS_MAX_DISKS]; /* each disk's image, which the destination checks */
 };
 
 struct mig_hs_caps {
@@ -52,6 +58,7 @@ struct mig_hs_caps {
     bool evmcs;                             /* KVM_CAP_HYPERV_ENLIGHTENED_VMCS */
     uint32_t features[MIG_HS_FEATURE_REGS]; /* KVM_GET_SUPPORTED_CPUID */
     unsigned connections_max;               /* absent (a tern before format 1.3): 1 */
+    unsigned disks_given; /* --disk on the destination (other paths, one per disk); 0: none */
 };
 
 /* The feature registers of a CPUID table (absent leaves read as 0). */

@@ -207,6 +207,10 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     mig_hs_features(vm_vcpu_cpuid(vm, 0), need->features);
     const struct dev_disk *disks;
     need->disks = vm_disks(vm, &disks);
+    for (unsigned i = 0; i < need->disks && i < MIG_HS_MAX_DISKS; i++) {
+        memcpy(need->disk[i].path, disks[i].path, sizeof(need->disk[i].path));
+        need->disk[i].size = disks[i].size;
+    }
     /* Nested state is the vCPUs' own: ask them, in a pause of a few microseconds, where any
      * of them can have some. */
     if (!vm_nested_max(vm))

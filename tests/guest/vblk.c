@@ -373,8 +373,8 @@ static int mode_bench(const struct boot_info *info, uint64_t sectors, uint32_t b
     uint64_t ticks = rt_rdtsc() - start;
     uint64_t us = ticks / (tick_s / 1000000);
     uint64_t kib_s = done * (blk / 1024) * 1000000 / (us ? us : 1);
-    rt_printf("vblk-bench: %s bs=%u qd=%u ios=%lu us=%lu KiB/s=%lu iops=%lu\n", names[op], blk,
-              qd, done, us, kib_s, done * 1000000 / (us ? us : 1));
+    rt_printf("vblk-bench: %s bs=%u qd=%u ios=%lu us=%lu KiB/s=%lu iops=%lu\n", names[op], blk, qd,
+              done, us, kib_s, done * 1000000 / (us ? us : 1));
     return 0;
 }
 

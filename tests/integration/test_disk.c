@@ -308,3 +308,88 @@ Test(disk, pages_the_device_wrote_during_pre_copy_reach_the_destination,
     proc_free(&src);
     proc_free(&dst);
 }
+
+Test(disk, a_destination_that_cannot_lock_the_image_gives_the_vm_back, .init = harness_require_kvm,
+     .timeout = 120)
+{
+    /* The destination is pointed (--disk) at an image another tern holds: it cannot take the
+     * lock when it should start, answers "resumed": false, and the source takes its own lock
+     * back and runs on. */
+    const char *img = image(16), *other = image(16);
+    const char *sock = harness_tmp("sock");
+    struct proc src, holder, dst, m;
+    char *argv[] = {TERN_BINARY, "run",
+                    "--kernel",  (char *)harness_guest("vblk"),
+                    "--disk",    disk_arg(other, NULL),
+                    "--cmdline", "mode=0 mib=4 passes=0",
+                    NULL};
+    proc_start(&holder, argv);
+    cr_assert(proc_wait_output(&holder, "pass 1 ok", 20000), "%s", holder.err);
+    vblk_source(&src, sock, img, "mode=0 mib=8 passes=12 qd=4");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
+    const char *uri = dest_start_args(&dst, "--disk", disk_arg(other, NULL), NULL);
+    cr_expect_neq(migrate(&m, sock, uri, NULL), 0, "%s", m.out);
+    cr_expect(strstr(m.out, "could not resume the VM") && strstr(m.out, "is locked by another"),
+              "%s", m.out);
+    expect_stayed(&src, &dst, VBLK_DONE);
+    kill(holder.pid, SIGTERM);
+    proc_wait(&holder, 10000);
+    proc_free(&holder);
+    proc_free(&m);
+    proc_free(&src);
+    proc_free(&dst);
+    expect_image(img, 8, 12);
+}
+
+/* A destination that refused at the handshake waits for another source: stop it. */
+static void stop_waiting(struct proc *dst)
+{
+    cr_expect(strstr(dst->err, "still waiting for a migration") ||
+                  proc_wait_stderr(dst, "still waiting for a migration", 5000),
+              "%s", dst->err);
+    kill(dst->pid, SIGTERM);
+    proc_wait(dst, 10000);
+    proc_free(dst);
+}
+
+Test(disk, a_destination_without_the_image_refuses_at_the_handshake_naming_the_disk,
+     .init = harness_require_kvm, .timeout = 60)
+{
+    const char *img = image(16), *small = image(8);
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    vblk_source(&src, sock, img, "mode=0 mib=4 passes=6 qd=4");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
+    const char *uri = dest_start_args(&dst, "--disk", "path=/nonexistent/tern.img", NULL);
+    cr_expect_neq(migrate(&m, sock, uri, NULL), 0, "%s", m.out);
+    cr_expect(strstr(m.out, "disk 0 (/nonexistent/tern.img): cannot open the image"), "%s", m.out);
+    stop_waiting(&dst);
+    proc_free(&m);
+    uri = dest_start_args(&dst, "--disk", disk_arg(small, NULL), NULL);
+    cr_expect_neq(migrate(&m, sock, uri, NULL), 0, "%s", m.out);
+    cr_expect(strstr(m.out, "the image has 8388608 bytes; the VM's disk had 16777216"), "%s",
+              m.out);
+    stop_waiting(&dst);
+    expect_stayed(&src, NULL, VBLK_DONE);
+    proc_free(&m);
+    proc_free(&src);
+}
+
+Test(disk, a_destination_given_the_wrong_number_of_disks_refuses, .init = harness_require_kvm,
+     .timeout = 60)
+{
+    const char *img = image(16);
+    const char *sock = harness_tmp("sock");
+    struct proc src, dst, m;
+    vblk_source(&src, sock, img, "mode=0 mib=4 passes=6 qd=4");
+    cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
+    const char *uri =
+        dest_start_args(&dst, "--disk", disk_arg(img, NULL), "--disk", disk_arg(img, NULL), NULL);
+    cr_expect_neq(migrate(&m, sock, uri, NULL), 0, "%s", m.out);
+    cr_expect(strstr(m.out, "the destination was given --disk 2 time(s); the VM has 1 disk(s)"),
+              "%s", m.out);
+    stop_waiting(&dst);
+    expect_stayed(&src, NULL, VBLK_DONE);
+    proc_free(&m);
+    proc_free(&src);
+}

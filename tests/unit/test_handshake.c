@@ -285,13 +285,25 @@ Test(handshake, a_vm_with_disks_needs_a_destination_of_format_1_4)
     expect_refusal(&n, &c, "which has no record VIRTIO_BLK (new in 1.4); the VM has 2 disk(s)");
     n.disks = 0;
     cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
-    /* The count travels only when there are disks. */
-    n.disks = 3;
+    /* The disks travel only when there are some: each one's path and size. */
+    n.disks = 2;
+    strcpy(n.disk[0].path, "/srv/a.img");
+    n.disk[0].size = 1ull << 30;
+    strcpy(n.disk[1].path, "/srv/b.img");
+    n.disk[1].size = 4096;
     json_t *j = mig_hs_need_to_json(&n);
     struct mig_hs_need back;
     cr_assert_eq(mig_hs_need_from_json(j, &back), 0, "%s", err_msg());
-    cr_expect_eq(back.disks, 3);
+    cr_expect_eq(back.disks, 2);
+    cr_expect(!strcmp(back.disk[1].path, "/srv/b.img") && back.disk[0].size == 1ull << 30);
+    json_object_set_new(json_array_get(json_object_get(j, "disks"), 1), "size", json_integer(1000));
+    cr_expect_lt(mig_hs_need_from_json(j, &back), 0);
+    cr_expect(strstr(err_msg(), "\"disks\"[1] must be"), "%s", err_msg());
     json_decref(j);
+    /* A destination given another number of --disk refuses, naming both. */
+    c.stream_minor = MIG_VERSION_MINOR;
+    c.disks_given = 1;
+    expect_refusal(&n, &c, "the destination was given --disk 1 time(s); the VM has 2 disk(s)");
     n.disks = 0;
     j = mig_hs_need_to_json(&n);
     cr_expect(!json_object_get(j, "disks"));
