@@ -308,7 +308,10 @@ int cli_app_run(const struct run_options *opt)
     if (!rc)
         rc = app_loop(&st);
     uv_walk(&st.loop, app_close_walk, NULL);
-    uv_run(&st.loop, UV_RUN_DEFAULT);
+    /* A uv_stop still pending (a start that failed) makes the first run return at once; the
+     * next one finishes closing every handle. */
+    for (int i = 0; i < 4 && uv_run(&st.loop, UV_RUN_DEFAULT); i++)
+        ;
     uv_loop_close(&st.loop);
     if (rc) {
         fprintf(stderr, "tern: %s\n", err_msg());

@@ -178,6 +178,18 @@ static void inspect_vcpu(const struct mig_record *rec, json_t *vcpus)
     }
 }
 
+static json_t *inspect_disks(const struct mig_config *cfg)
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; i < cfg->disk_count; i++) {
+        const struct dev_disk *d = &cfg->disks[i];
+        json_array_append_new(a, json_pack("{s:s,s:I,s:b,s:s,s:s}", "path", d->path, "size",
+                                           (json_int_t)d->size, "readonly", d->readonly, "cache",
+                                           d->direct ? "none" : "writeback", "serial", d->serial));
+    }
+    return a;
+}
+
 int mig_inspect(struct mig_reader *r, json_t **summary)
 {
     struct mig_config cfg;
@@ -202,9 +214,11 @@ int mig_inspect(struct mig_reader *r, json_t **summary)
         json_t *cpuid = json_array();
         for (unsigned i = 0; i < cfg.cpu_count; i++)
             json_array_append_new(cpuid, json_integer(cfg.cpuid[i]->nent));
-        json_object_set_new(s, "config",
-                            json_pack("{s:I,s:i,s:o}", "mem", (json_int_t)cfg.mem_size, "cpus",
-                                      (int)cfg.cpu_count, "cpuid_entries", cpuid));
+        json_t *c = json_pack("{s:I,s:i,s:o}", "mem", (json_int_t)cfg.mem_size, "cpus",
+                              (int)cfg.cpu_count, "cpuid_entries", cpuid);
+        if (cfg.disk_count) /* only then: the text of streams without disks stays as it was */
+            json_object_set_new(c, "disks", inspect_disks(&cfg));
+        json_object_set_new(s, "config", c);
     }
     bool ended = false;
     while (!rc && !ended) {
@@ -256,6 +270,15 @@ void mig_inspect_print(json_t *s, FILE *out)
     fprintf(out, "tern state stream, format %s\n", gets(s, "version"));
     fprintf(out, "config: %lld MiB RAM, %lld vCPU(s)\n", (long long)(geti(cfg, "mem") >> 20),
             (long long)geti(cfg, "cpus"));
+    size_t k;
+    json_t *d;
+    json_array_foreach(json_object_get(cfg, "disks"), k, d)
+    {
+        fprintf(out, "  disk %zu: %s, %lld bytes, cache=%s%s", k, gets(d, "path"),
+                (long long)geti(d, "size"), gets(d, "cache"),
+                json_is_true(json_object_get(d, "readonly")) ? ", readonly" : "");
+        fprintf(out, *gets(d, "serial") ? ", serial %s\n" : "%s\n", gets(d, "serial"));
+    }
     fprintf(out, "records:\n");
     size_t i;
     json_t *rec;

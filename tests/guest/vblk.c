@@ -9,7 +9,8 @@
  * Modes (mode=N):
  *   0 write/verify: pass g writes every sector of the first mib MiB with {sector, g} tags,
  *     flushes, reads them back and checks each; passes=N (0: forever), qd=N requests in
- *     flight (1..32), kib=N per request (4..512).
+ *     flight (1..32), kib=N per request (4..1024), rest=N ms idle after each pass (so that a
+ *     test's guest runs for a known time).
  *   1 readhold: write once, then each round poisons a buffer of mib MiB with the CPU, waits
  *     gap=N ms, reads the disk into it, and re-checks it every ms for hold=N ms: a page the
  *     device wrote that a migration did not send again shows up as a mismatch on the
@@ -482,6 +483,7 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     uint64_t qd = rt_cmdline_u64(info, "qd", 8);
     uint64_t kib = rt_cmdline_u64(info, "kib", 64);
     uint64_t bar = rt_cmdline_u64(info, "bar", 0xd0000000u);
+    uint64_t rest = rt_cmdline_u64(info, "rest", 0);
     use_indirect = rt_cmdline_u64(info, "indirect", 0);
     use_event = rt_cmdline_u64(info, "event", 0);
     use_msix = rt_cmdline_u64(info, "msix", 0);
@@ -575,6 +577,8 @@ int guest_main(unsigned cpu, const struct boot_info *info)
         rt_printf("vblk: pass %lu ok (%lu sectors)\n", g, sectors);
         if (g == 1)
             check_msix();
+        for (uint64_t ms = 0; ms < rest; ms++)
+            rt_outl(BOOT_PORT_IDLE, 1000);
     }
     rt_printf("vblk: verified %lu sectors x %lu passes: OK\n", sectors, passes);
     return 0;

@@ -225,7 +225,7 @@ Test(disk, io_goes_on_through_a_live_migration_and_every_sector_verifies,
     const char *img = image(64);
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
-    vblk_source(&src, sock, img, "mode=0 mib=48 passes=8 qd=8 kib=64");
+    vblk_source(&src, sock, img, "mode=0 mib=48 passes=10 qd=8 kib=64 rest=200");
     cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
     const char *uri = dest_start(&dst, NULL, NULL);
     cr_expect_eq(migrate(&m, sock, uri, "--bandwidth", "200M", NULL), 0, "%s\n%s", m.out, m.err);
@@ -237,7 +237,7 @@ Test(disk, io_goes_on_through_a_live_migration_and_every_sector_verifies,
     proc_free(&m);
     proc_free(&src);
     proc_free(&dst);
-    expect_image(img, 48, 8);
+    expect_image(img, 48, 10);
 }
 
 Test(disk, io_goes_on_through_snapshot_and_restore, .init = harness_require_kvm, .timeout = 120)
@@ -246,12 +246,19 @@ Test(disk, io_goes_on_through_snapshot_and_restore, .init = harness_require_kvm,
     const char *sock = harness_tmp("sock");
     const char *snap = harness_tmp("snap");
     struct proc src, dst;
-    vblk_source(&src, sock, img, "mode=0 mib=24 passes=5 qd=8 kib=64");
+    vblk_source(&src, sock, img, "mode=0 mib=24 passes=6 qd=8 kib=64 rest=200");
     cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
     json_decref(harness_ctl(sock, "pause", NULL));
     harness_snapshot(sock, snap);
     json_decref(harness_ctl(sock, "quit", NULL));
     proc_wait(&src, 20000);
+    struct proc ins;
+    cr_expect_eq(run_tern(&ins, 20000, "inspect", snap, NULL), 0);
+    char line[1200];
+    snprintf(line, sizeof(line), "  disk 0: %s, 33554432 bytes, cache=writeback\n", img);
+    cr_expect(strstr(ins.out, line), "no '%s' in:\n%s", line, ins.out);
+    cr_expect(strstr(ins.out, "  VIRTIO_BLK "), "%s", ins.out);
+    proc_free(&ins);
     char uri[512];
     snprintf(uri, sizeof(uri), "file:%s", snap);
     int st = run_tern(&dst, 60000, "run", "--incoming", uri, NULL);
@@ -259,7 +266,7 @@ Test(disk, io_goes_on_through_snapshot_and_restore, .init = harness_require_kvm,
     cr_expect(strstr(dst.out, VBLK_DONE), "%s", dst.out);
     proc_free(&src);
     proc_free(&dst);
-    expect_image(img, 24, 5);
+    expect_image(img, 24, 6);
 }
 
 Test(disk, a_restore_names_a_disk_that_is_missing_or_changed_size, .init = harness_require_kvm,
@@ -325,7 +332,7 @@ Test(disk, a_destination_that_cannot_lock_the_image_gives_the_vm_back, .init = h
                     NULL};
     proc_start(&holder, argv);
     cr_assert(proc_wait_output(&holder, "pass 1 ok", 20000), "%s", holder.err);
-    vblk_source(&src, sock, img, "mode=0 mib=8 passes=12 qd=4");
+    vblk_source(&src, sock, img, "mode=0 mib=8 passes=20 qd=4 rest=250");
     cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
     const char *uri = dest_start_args(&dst, "--disk", disk_arg(other, NULL), NULL);
     cr_expect_neq(migrate(&m, sock, uri, NULL), 0, "%s", m.out);
@@ -338,7 +345,7 @@ Test(disk, a_destination_that_cannot_lock_the_image_gives_the_vm_back, .init = h
     proc_free(&m);
     proc_free(&src);
     proc_free(&dst);
-    expect_image(img, 8, 12);
+    expect_image(img, 8, 20);
 }
 
 /* A destination that refused at the handshake waits for another source: stop it. */
@@ -358,7 +365,7 @@ Test(disk, a_destination_without_the_image_refuses_at_the_handshake_naming_the_d
     const char *img = image(16), *small = image(8);
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
-    vblk_source(&src, sock, img, "mode=0 mib=4 passes=6 qd=4");
+    vblk_source(&src, sock, img, "mode=0 mib=4 passes=20 qd=4 rest=250");
     cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
     const char *uri = dest_start_args(&dst, "--disk", "path=/nonexistent/tern.img", NULL);
     cr_expect_neq(migrate(&m, sock, uri, NULL), 0, "%s", m.out);
@@ -381,7 +388,7 @@ Test(disk, a_destination_given_the_wrong_number_of_disks_refuses, .init = harnes
     const char *img = image(16);
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
-    vblk_source(&src, sock, img, "mode=0 mib=4 passes=6 qd=4");
+    vblk_source(&src, sock, img, "mode=0 mib=4 passes=20 qd=4 rest=250");
     cr_assert(proc_wait_output(&src, "pass 1 ok", 30000), "%s", src.out);
     const char *uri =
         dest_start_args(&dst, "--disk", disk_arg(img, NULL), "--disk", disk_arg(img, NULL), NULL);
