@@ -4,7 +4,8 @@
  * 32-bit window (bar=ADDR, default 0xd0000000), walks the virtio capabilities, negotiates
  * features (VERSION_1 and, with indirect=1 and event=1, INDIRECT_DESC and EVENT_IDX), sets up
  * queue 0 and, with msix=1, MSI-X vector 0 for it (checked in the LAPIC's IRR: interrupts are
- * off, so the vector stays pending).
+ * off, so the vector stays pending), or with intx=1 the INTx line through the IOAPIC pin its
+ * interrupt-line register names (vector 0x41; the ISR register reads it and lowers it).
  *
  * Modes (mode=N):
  *   0 write/verify: pass g writes every sector of the first mib MiB with {sector, g} tags,
@@ -50,7 +51,8 @@ static uint8_t (*hdrs)[16];
 static volatile uint8_t *status;
 static uint8_t *data;
 static struct vq_desc (*itables)[4];
-static bool use_indirect, use_event, use_msix;
+static bool use_indirect, use_event, use_msix, use_intx;
+static unsigned intx_gsi;
 
 /* ---- port and MMIO helpers -------------------------------------------------------------- */
 
@@ -324,13 +326,46 @@ static void flush(void)
     check_status(reap(), "flush", 0);
 }
 
+static void lapic_enable(void)
+{
+    /* The LAPIC takes fixed interrupts only when software-enabled (SVR bit 8). */
+    volatile uint32_t *svr = (volatile uint32_t *)(uintptr_t)0xfee000f0u;
+    *svr = *svr | 0x1ffu;
+}
+
+/* INTx: the IOAPIC pin the device's interrupt line names, level-triggered, to vector 0x41. */
+static void intx_route(unsigned gsi)
+{
+    volatile uint32_t *sel = (volatile uint32_t *)(uintptr_t)0xfec00000u;
+    volatile uint32_t *win = (volatile uint32_t *)(uintptr_t)0xfec00010u;
+    *sel = 0x11 + 2 * gsi;
+    *win = 0; /* destination APIC 0 */
+    *sel = 0x10 + 2 * gsi;
+    *win = 0x41 | 1u << 15; /* level, active high, unmasked */
+}
+
+static bool lapic_irr(unsigned vector)
+{
+    volatile uint32_t *irr = (volatile uint32_t *)(uintptr_t)(0xfee00200u + 0x10 * (vector / 32));
+    return *irr & (1u << (vector % 32));
+}
+
+static void check_intx(void)
+{
+    if (!use_intx)
+        return;
+    uint8_t first = R8(isr, 0), second = R8(isr, 0);
+    rt_printf("vblk: INTx on GSI %u: vector 0x41 %s in the LAPIC, ISR read 0x%x then 0x%x\n",
+              intx_gsi, lapic_irr(0x41) ? "pending" : "NOT pending", first, second);
+}
+
 static void check_msix(void)
 {
+    check_intx();
     if (!use_msix)
         return;
     /* Vector 0x40 to APIC 0: pending in the IRR (interrupts are off at CPL3). */
-    volatile uint32_t *irr = (volatile uint32_t *)(uintptr_t)(0xfee00200u + 0x10 * (0x40 / 32));
-    if (*irr & (1u << (0x40 % 32)))
+    if (lapic_irr(0x40))
         rt_printf("vblk: MSI-X vector 0x40 pending in the LAPIC\n");
     else
         rt_printf("vblk: MSI-X vector 0x40 NOT pending\n");
@@ -458,10 +493,13 @@ static void start_device(unsigned slot, unsigned msix_cap, uint16_t qsize)
     rings_reset();
     negotiate();
     setup_queue(qsize);
+    if (use_intx) {
+        lapic_enable();
+        intx_gsi = cfg_read(slot, 0x3c) & 0xff;
+        intx_route(intx_gsi);
+    }
     if (use_msix) {
-        /* The LAPIC takes fixed interrupts only when software-enabled (SVR bit 8). */
-        volatile uint32_t *svr = (volatile uint32_t *)(uintptr_t)0xfee000f0u;
-        *svr = *svr | 0x1ffu;
+        lapic_enable();
         uint32_t tbl = cfg_read(slot, msix_cap + 4); /* BAR 0, offset tbl & ~7 */
         volatile uint32_t *e = (volatile uint32_t *)(uintptr_t)(bar_addr + (tbl & ~7u));
         e[0] = 0xfee00000u;
@@ -487,6 +525,7 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     use_indirect = rt_cmdline_u64(info, "indirect", 0);
     use_event = rt_cmdline_u64(info, "event", 0);
     use_msix = rt_cmdline_u64(info, "msix", 0);
+    use_intx = !use_msix && rt_cmdline_u64(info, "intx", 0);
     if (qd < 1 || qd > MAXQD || kib < 4 || kib > MAX_BLOCK / 1024 || kib % 4)
         return 3;
     unsigned slot, msix_cap = 0;

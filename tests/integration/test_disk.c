@@ -83,6 +83,21 @@ Test(disk, a_plain_ring_one_request_at_a_time, .init = harness_require_kvm, .tim
     expect_image(img, 2, 2);
 }
 
+Test(disk, intx_through_the_ioapic_pin_the_prt_names, .init = harness_require_kvm, .timeout = 60)
+{
+    const char *img = image(8);
+    struct proc p;
+    int st = run_tern(&p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
+                      disk_arg(img, NULL), "--cmdline", "mode=0 mib=1 passes=1 intx=1", NULL);
+    cr_expect_eq(st, 0, "%s\n%s", p.out, p.err);
+    /* Slot 1's INTA: GSI 16 + 1 % 4 = 17; the ISR register reads 1 (a queue interrupt), and
+     * reading it clears it. */
+    cr_expect(strstr(p.out, "INTx on GSI 17: vector 0x41 pending in the LAPIC, ISR read 0x1 then "
+                            "0x0"),
+              "%s", p.out);
+    proc_free(&p);
+}
+
 Test(disk, get_id_write_zeroes_discard_flush_and_a_read_past_the_end, .init = harness_require_kvm,
      .timeout = 60)
 {
