@@ -21,15 +21,20 @@ trap cleanup EXIT
 # The key both sides share (psktool, from gnutls-bin: docs/migration.md shows X.509 too).
 psktool -u demo -p "$work/demo.psk" >/dev/null
 
-# Destination: waits for one migration on a free loopback port, then runs the VM.
-build/tern run --incoming tcp:127.0.0.1:0 --tls-psk "$work/demo.psk" \
-    >"$work/dst.out" 2>"$work/dst.err" &
-dst_pid=$!
-for _ in $(seq 100); do
-    grep -q "waiting for a migration" "$work/dst.err" && break
-    sleep 0.05
-done
-port=$(grep -o '127.0.0.1:[0-9]*' "$work/dst.err" | cut -d: -f2)
+# destination NAME: a tern that waits for one migration on a free loopback port, then runs the
+# VM; its output in $work/NAME.out and .err, its pid in dst_pid, its port in port.
+destination() {
+    build/tern run --incoming tcp:127.0.0.1:0 --tls-psk "$work/demo.psk" \
+        >"$work/$1.out" 2>"$work/$1.err" &
+    dst_pid=$!
+    for _ in $(seq 100); do
+        grep -q "waiting for a migration" "$work/$1.err" && break
+        sleep 0.05
+    done
+    port=$(grep -o '127.0.0.1:[0-9]*' "$work/$1.err" | cut -d: -f2)
+}
+
+destination dst
 
 # Source: the guest, with its control socket.
 build/tern run --mem 256M --cpus 2 --kernel build/tests/guest/memstamp.elf \
@@ -57,14 +62,7 @@ echo "demo: the guest exited with status $status on the destination"
 # The same with a disk: the image is shared storage, its lock passes at the handover.
 echo
 truncate -s 64M "$work/disk.img"
-build/tern run --incoming tcp:127.0.0.1:0 --tls-psk "$work/demo.psk" \
-    >"$work/dst2.out" 2>"$work/dst2.err" &
-dst_pid=$!
-for _ in $(seq 100); do
-    grep -q "waiting for a migration" "$work/dst2.err" && break
-    sleep 0.05
-done
-port=$(grep -o '127.0.0.1:[0-9]*' "$work/dst2.err" | cut -d: -f2)
+destination dst2
 build/tern run --mem 256M --kernel build/tests/guest/vblk.elf \
     --disk "path=$work/disk.img,serial=demo-disk" --cmdline 'mib=48 passes=6 qd=8 msix=1' \
     --api-socket "$work/src2.sock" >"$work/src2.out" 2>"$work/src2.err" &

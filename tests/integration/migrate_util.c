@@ -49,6 +49,22 @@ void source_start(struct proc *p, const char *sock, const char *cpus, const char
     cr_assert(harness_wait_socket(sock, 10000), "no control socket; stderr: %s", p->err);
 }
 
+void source_start_args(struct proc *p, const char *sock, ...)
+{
+    char *argv[24] = {TERN_BINARY, "run"};
+    int n = 2;
+    va_list ap;
+    va_start(ap, sock);
+    for (const char *a; (a = va_arg(ap, const char *)) && n < 21;)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n++] = "--api-socket";
+    argv[n++] = (char *)sock;
+    argv[n] = NULL;
+    proc_start(p, argv);
+    cr_assert(harness_wait_socket(sock, 10000), "no control socket; stderr: %s", p->err);
+}
+
 void migrate_startv(struct proc *m, const char *sock, const char *uri, va_list ap)
 {
     char *argv[24] = {TERN_BINARY, "migrate", "--api-socket", (char *)sock, (char *)uri, "--json"};

@@ -18,6 +18,8 @@ const char *dest_start_args(struct proc *d, ...);
 const char *dest_start(struct proc *d, const char *extra1, const char *extra2);
 void source_start(struct proc *p, const char *sock, const char *cpus, const char *guest,
                   const char *cmdline);
+/* tern run with the given arguments (NULL-terminated) and a control socket at sock. */
+void source_start_args(struct proc *p, const char *sock, ...);
 /* memstamp over 16 MiB for about 5 s, past its first pass: the source most tests use. */
 void source_start_small(struct proc *p, const char *sock);
 /* tern migrate --json with extra arguments (NULL-terminated); migrate() runs it to its end. */

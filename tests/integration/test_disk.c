@@ -37,6 +37,13 @@ static char *disk_arg(const char *path, const char *extra)
     return b;
 }
 
+/* The vblk guest on img (with extra --disk options) and cmdline, run to its end; its status. */
+static int run_vblk(struct proc *p, const char *img, const char *disk_extra, const char *cmdline)
+{
+    return run_tern(p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
+                    disk_arg(img, disk_extra), "--cmdline", cmdline, NULL);
+}
+
 /* Every sector of the first mib MiB of the image carries the tags of generation gen. */
 static void expect_image(const char *path, unsigned mib, uint64_t gen)
 {
@@ -60,9 +67,8 @@ Test(disk, every_sector_written_through_virtio_blk_is_on_the_image, .init = harn
 {
     const char *img = image(32);
     struct proc p;
-    int st = run_tern(&p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
-                      disk_arg(img, "cache=none"), "--cmdline",
-                      "mode=0 mib=16 passes=3 qd=16 kib=128 msix=1 indirect=1 event=1", NULL);
+    int st = run_vblk(&p, img, "cache=none",
+                      "mode=0 mib=16 passes=3 qd=16 kib=128 msix=1 indirect=1 event=1");
     cr_expect_eq(st, 0, "%s\n%s", p.out, p.err);
     cr_expect(strstr(p.out, "verified 32768 sectors x 3 passes: OK"), "%s", p.out);
     cr_expect(strstr(p.out, "MSI-X vector 0x40 pending in the LAPIC"), "%s", p.out);
@@ -75,8 +81,7 @@ Test(disk, a_plain_ring_one_request_at_a_time, .init = harness_require_kvm, .tim
 {
     const char *img = image(8);
     struct proc p;
-    int st = run_tern(&p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
-                      disk_arg(img, NULL), "--cmdline", "mode=0 mib=2 passes=2 qd=1 kib=4", NULL);
+    int st = run_vblk(&p, img, NULL, "mode=0 mib=2 passes=2 qd=1 kib=4");
     cr_expect_eq(st, 0, "%s\n%s", p.out, p.err);
     cr_expect(strstr(p.out, VBLK_DONE), "%s", p.out);
     proc_free(&p);
@@ -87,8 +92,7 @@ Test(disk, intx_through_the_ioapic_pin_the_prt_names, .init = harness_require_kv
 {
     const char *img = image(8);
     struct proc p;
-    int st = run_tern(&p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
-                      disk_arg(img, NULL), "--cmdline", "mode=0 mib=1 passes=1 intx=1", NULL);
+    int st = run_vblk(&p, img, NULL, "mode=0 mib=1 passes=1 intx=1");
     cr_expect_eq(st, 0, "%s\n%s", p.out, p.err);
     /* Slot 1's INTA: GSI 16 + 1 % 4 = 17; the ISR register reads 1 (a queue interrupt), and
      * reading it clears it. */
@@ -103,8 +107,7 @@ Test(disk, get_id_write_zeroes_discard_flush_and_a_read_past_the_end, .init = ha
 {
     const char *img = image(8);
     struct proc p;
-    int st = run_tern(&p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
-                      disk_arg(img, "serial=tern-disk-0"), "--cmdline", "mode=2", NULL);
+    int st = run_vblk(&p, img, "serial=tern-disk-0", "mode=2");
     cr_expect_eq(st, 0, "%s\n%s", p.out, p.err);
     cr_expect(strstr(p.out, "vblk: id 'tern-disk-0'"), "%s", p.out);
     cr_expect(strstr(p.out, "read past the end: status 1"), "%s", p.out);
@@ -117,8 +120,7 @@ Test(disk, a_readonly_disk_refuses_writes_with_an_io_error, .init = harness_requ
 {
     const char *img = image(8);
     struct proc p;
-    int st = run_tern(&p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
-                      disk_arg(img, "readonly=on"), "--cmdline", "mode=0 mib=1 passes=1", NULL);
+    int st = run_vblk(&p, img, "readonly=on", "mode=0 mib=1 passes=1");
     cr_expect_eq(st, 2, "%s\n%s", p.out, p.err);
     cr_expect(strstr(p.out, "vblk: write at sector 0: status 1"), "%s", p.out);
     proc_free(&p);
@@ -151,8 +153,7 @@ ParameterizedTest(struct bad_ring *c, disk, a_malformed_ring_needs_a_reset_and_t
     char cmdline[64];
     snprintf(cmdline, sizeof(cmdline), "mode=3 bad=%d", c->bad);
     struct proc p;
-    int st = run_tern(&p, 50000, "run", "--kernel", harness_guest("vblk"), "--disk",
-                      disk_arg(img, NULL), "--cmdline", cmdline, NULL);
+    int st = run_vblk(&p, img, NULL, cmdline);
     cr_expect_eq(st, 0, "%s\n%s", p.out, p.err);
     cr_expect(strstr(p.err, "the driver broke the virtqueue rules, device needs reset"), "%s",
               p.err);
@@ -217,21 +218,8 @@ Test(disk, two_terns_never_share_an_image, .init = harness_require_kvm, .timeout
 
 static void vblk_source(struct proc *p, const char *sock, const char *img, const char *cmdline)
 {
-    char *argv[] = {TERN_BINARY,
-                    "run",
-                    "--mem",
-                    "256M",
-                    "--kernel",
-                    (char *)harness_guest("vblk"),
-                    "--disk",
-                    disk_arg(img, NULL),
-                    "--cmdline",
-                    (char *)cmdline,
-                    "--api-socket",
-                    (char *)sock,
-                    NULL};
-    proc_start(p, argv);
-    cr_assert(harness_wait_socket(sock, 10000), "no control socket; stderr: %s", p->err);
+    source_start_args(p, sock, "--mem", "256M", "--kernel", harness_guest("vblk"), "--disk",
+                      disk_arg(img, NULL), "--cmdline", cmdline, NULL);
 }
 
 Test(disk, io_goes_on_through_a_live_migration_and_every_sector_verifies,
