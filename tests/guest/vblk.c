@@ -533,12 +533,18 @@ int guest_main(unsigned cpu, const struct boot_info *info)
         rt_printf("vblk: no virtio-blk device on the PCI bus\n");
         return 3;
     }
+    /* ECAM (the MCFG's 0xe0000000, bus 0) shows the same function as the config ports. */
+    volatile uint32_t *ecam = (volatile uint32_t *)(uintptr_t)(0xe0000000u + (slot << 15));
+    if (ecam[0] != cfg_read(slot, 0) || ecam[0x34 / 4] != cfg_read(slot, 0x34)) {
+        rt_printf("vblk: ECAM reads 0x%x, the config ports 0x%x\n", ecam[0], cfg_read(slot, 0));
+        return 2;
+    }
     uint64_t old = cfg_read(slot, 0x10) | (uint64_t)cfg_read(slot, 0x14) << 32;
     cfg_write(slot, 0x10, (uint32_t)bar);
     cfg_write(slot, 0x14, (uint32_t)(bar >> 32));
     cfg_write(slot, 0x04, cfg_read(slot, 0x04) | 0x6); /* memory decoding, bus master */
     bar_addr = bar;
-    rt_printf("vblk: virtio-blk in slot %u, BAR0 0x%lx moved to 0x%lx\n", slot,
+    rt_printf("vblk: virtio-blk in slot %u (ECAM agrees), BAR0 0x%lx moved to 0x%lx\n", slot,
               (uint64_t)(old & ~0xfull), bar);
     map_caps(slot, bar, &msix_cap);
     if (!common || !notify || !isr || !devcfg) {
