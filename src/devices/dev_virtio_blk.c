@@ -3,6 +3,7 @@
 
 #include "err/err.h"
 #include "le/le.h"
+#include "virtio/virtio_worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,17 +75,8 @@ struct vblk {
 
     struct io_uring ring;
     bool ring_ready;
-    pthread_t thread;
-    bool thread_started;
-    int ctl_fd;
-    uint64_t kick_buf, ctl_buf;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    unsigned hold; /* reasons to stop taking requests: the VM's pause, a device reset */
-    bool vm_held;  /* the VM's pause is one of them */
-    bool stopped;  /* the thread saw hold with nothing in flight */
-    bool quit;
+    struct virtio_worker worker; /* holds: the VM's pause, a driver's reset */
+    bool vm_held;                /* the VM's pause is one of them */
     unsigned inflight;
 
     struct virtq_chain chain; /* the I/O thread's */
@@ -319,13 +311,6 @@ static void vblk_arm(struct vblk *vb, int fd, uint64_t tag)
     io_uring_sqe_set_data64(sqe, tag);
 }
 
-static void vblk_drain(int fd)
-{
-    uint64_t v;
-    while (read(fd, &v, sizeof(v)) == sizeof(v))
-        ;
-}
-
 static void vblk_complete(struct vblk *vb, struct io_uring_cqe *cqe)
 {
     struct vblk_req *r = &vb->reqs[cqe->user_data];
@@ -348,11 +333,11 @@ static bool vblk_reap(struct vblk *vb)
     {
         n++;
         if (cqe->user_data == VBLK_TAG_KICK) {
-            vblk_drain(virtio_pci_queue_fd(vb->vp, 0));
+            virtio_worker_drain(virtio_pci_queue_fd(vb->vp, 0));
             vblk_arm(vb, virtio_pci_queue_fd(vb->vp, 0), VBLK_TAG_KICK);
         } else if (cqe->user_data == VBLK_TAG_CTL) {
-            vblk_drain(vb->ctl_fd);
-            vblk_arm(vb, vb->ctl_fd, VBLK_TAG_CTL);
+            virtio_worker_drain(vb->worker.ctl_fd);
+            vblk_arm(vb, vb->worker.ctl_fd, VBLK_TAG_CTL);
         } else if (cqe->user_data < DEV_VIRTIO_BLK_QUEUE_SIZE) {
             vblk_complete(vb, cqe);
             done = true;
@@ -369,7 +354,7 @@ static void *vblk_thread(void *arg)
 {
     struct vblk *vb = arg;
     vblk_arm(vb, virtio_pci_queue_fd(vb->vp, 0), VBLK_TAG_KICK);
-    vblk_arm(vb, vb->ctl_fd, VBLK_TAG_CTL);
+    vblk_arm(vb, vb->worker.ctl_fd, VBLK_TAG_CTL);
     for (;;) {
         int rc = io_uring_submit_and_wait(&vb->ring, 1);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -377,51 +362,14 @@ static void *vblk_thread(void *arg)
             break;
         }
         vblk_reap(vb);
-        pthread_mutex_lock(&vb->lock);
-        bool run = vb->hold == 0 && !vb->quit;
-        if ((vb->hold || vb->quit) && vb->inflight == 0 && !vb->stopped) {
-            vb->stopped = true;
-            pthread_cond_broadcast(&vb->cond);
-        }
-        bool quit = vb->quit && vb->inflight == 0;
-        pthread_mutex_unlock(&vb->lock);
+        bool quit;
+        bool run = virtio_worker_check(&vb->worker, vb->inflight == 0, &quit);
         if (quit)
             break;
         if (run)
             vblk_process(vb);
     }
     return NULL;
-}
-
-static void vblk_kick_ctl(struct vblk *vb)
-{
-    uint64_t one = 1;
-    if (write(vb->ctl_fd, &one, sizeof(one)) != sizeof(one))
-        err_warn("%s: control eventfd write failed", vb->name);
-}
-
-/* Stops taking requests and waits for those in flight (hold) or lets it go on (release). */
-static void vblk_hold(struct vblk *vb)
-{
-    pthread_mutex_lock(&vb->lock);
-    vb->hold++;
-    vb->stopped = false;
-    pthread_mutex_unlock(&vb->lock);
-    if (!vb->thread_started)
-        return;
-    vblk_kick_ctl(vb);
-    pthread_mutex_lock(&vb->lock);
-    while (!vb->stopped)
-        pthread_cond_wait(&vb->cond, &vb->lock);
-    pthread_mutex_unlock(&vb->lock);
-}
-
-static void vblk_unhold(struct vblk *vb)
-{
-    pthread_mutex_lock(&vb->lock);
-    vb->hold--;
-    pthread_mutex_unlock(&vb->lock);
-    vblk_kick_ctl(vb);
 }
 
 /* ---- the transport's hooks -------------------------------------------------------------- */
@@ -434,15 +382,17 @@ static void vblk_config_read(void *dev, unsigned off, uint8_t *buf, unsigned len
 
 static void vblk_stop_io(void *dev, bool stop)
 {
+    struct vblk *vb = dev;
     if (stop)
-        vblk_hold(dev);
+        virtio_worker_hold(&vb->worker);
     else
-        vblk_unhold(dev);
+        virtio_worker_unhold(&vb->worker);
 }
 
 static void vblk_driver_ok(void *dev)
 {
-    vblk_kick_ctl(dev);
+    struct vblk *vb = dev;
+    virtio_worker_kick(&vb->worker);
 }
 
 static const struct virtio_pci_ops vblk_vp_ops = {
@@ -481,17 +431,16 @@ static int vblk_create(const struct dev_env *env, void **out)
     vb->env = *env;
     vb->host = env->host;
     vb->disk = env->disks[env->instance];
-    vb->fd = vb->ctl_fd = -1;
-    vb->hold = 1; /* the VM has not started */
-    vb->vm_held = true;
-    pthread_mutex_init(&vb->lock, NULL);
-    pthread_cond_init(&vb->cond, NULL);
+    vb->fd = -1;
+    vb->vm_held = true; /* the VM has not started: the worker starts held */
     /* A restore names the stream's disk; a fresh VM the flag. */
     if (vb->disk.incoming)
         snprintf(vb->name, sizeof(vb->name), "disk %u (%.70s)", env->instance, vb->disk.path);
     else
         snprintf(vb->name, sizeof(vb->name), "--disk path=%.70s", vb->disk.path);
-    int rc = vblk_setup(vb, env);
+    int rc = virtio_worker_init(&vb->worker, vb->name);
+    if (!rc)
+        rc = vblk_setup(vb, env);
     if (rc) {
         vblk_destroy(vb);
         return rc;
@@ -524,15 +473,10 @@ static int vblk_setup(struct vblk *vb, const struct dev_env *env)
     rc = virtio_pci_create(&p, &vb->vp);
     if (rc)
         return rc;
-    if ((vb->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
-        return err_sys(-errno, "%s: eventfd", vb->name);
     if ((rc = io_uring_queue_init(VBLK_RING, &vb->ring, 0)) < 0)
         return err_set(rc, "%s: io_uring_queue_init: %s", vb->name, strerror(-rc));
     vb->ring_ready = true;
-    if ((rc = pthread_create(&vb->thread, NULL, vblk_thread, vb)))
-        return err_set(-rc, "%s: cannot start its I/O thread", vb->name);
-    vb->thread_started = true;
-    return 0;
+    return virtio_worker_start(&vb->worker, vblk_thread, vb, vb->name);
 }
 
 static void vblk_quiesce(void *dev)
@@ -541,7 +485,7 @@ static void vblk_quiesce(void *dev)
     if (vb->vm_held)
         return;
     vb->vm_held = true;
-    vblk_hold(vb);
+    virtio_worker_hold(&vb->worker);
     /* What the guest was told is written must be on the image before the state is read (a
      * migration's destination reads the image next). */
     if (!vb->disk.readonly && fdatasync(vb->fd))
@@ -556,7 +500,7 @@ static void vblk_resume(void *dev)
     if (vblk_claim(vb)) /* a source taking its VM back after a failed handover */
         err_warn("%s", err_msg());
     vb->vm_held = false;
-    vblk_unhold(vb);
+    virtio_worker_unhold(&vb->worker);
 }
 
 static int vblk_save(void *dev, uint8_t *buf, size_t *len)
@@ -585,14 +529,9 @@ static int vblk_load(void *dev, const uint8_t *buf, size_t len)
 static void vblk_stop(void *dev)
 {
     struct vblk *vb = dev;
-    if (!vb->thread_started)
+    if (!vb->worker.started)
         return;
-    pthread_mutex_lock(&vb->lock);
-    vb->quit = true;
-    pthread_mutex_unlock(&vb->lock);
-    vblk_kick_ctl(vb);
-    pthread_join(vb->thread, NULL);
-    vb->thread_started = false;
+    virtio_worker_stop(&vb->worker);
     if (!vb->disk.readonly && fdatasync(vb->fd))
         err_warn("%s: fdatasync: %s", vb->name, strerror(errno));
 }
@@ -608,12 +547,9 @@ static void vblk_destroy(void *dev)
     if (vb->ring_ready)
         io_uring_queue_exit(&vb->ring);
     virtio_pci_destroy(vb->vp);
-    if (vb->ctl_fd >= 0)
-        close(vb->ctl_fd);
+    virtio_worker_destroy(&vb->worker);
     if (vb->fd >= 0)
         close(vb->fd); /* drops the OFD lock */
-    pthread_cond_destroy(&vb->cond);
-    pthread_mutex_destroy(&vb->lock);
     free(vb);
 }
 
