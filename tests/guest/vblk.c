@@ -25,24 +25,15 @@
  *     reset a write/verify pass must succeed.
  * Exit 0 when every check passed; 1 on a mismatch; 2 on a device error; 3 when no device.
  */
-#include "rt.h"
+#include "vdev.h"
 
-#define CFG_ADDR 0xcf8
-#define CFG_DATA 0xcfc
 #define SECTOR 512u
 #define QSIZE 128u
 #define MAXQD 32u
 #define MAX_BLOCK (1024u * 1024)
 
-struct vq_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags, next;
-};
-
-static volatile uint8_t *common, *isr, *devcfg, *notify;
-static uint32_t notify_mult;
-static uint64_t next_free, bar_addr;
+static struct vdev dev;
+static volatile uint8_t *common, *isr, *devcfg;
 static struct vq_desc *desc;
 static volatile uint16_t *avail, *used16;
 static volatile uint32_t *used32;
@@ -54,130 +45,29 @@ static struct vq_desc (*itables)[4];
 static bool use_indirect, use_event, use_msix, use_intx;
 static unsigned intx_gsi;
 
-/* ---- port and MMIO helpers -------------------------------------------------------------- */
-
-static inline uint32_t inl(uint16_t port)
-{
-    uint32_t v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
-static uint32_t cfg_read(unsigned slot, unsigned off)
-{
-    rt_outl(CFG_ADDR, 0x80000000u | slot << 11 | (off & 0xfc));
-    return inl(CFG_DATA);
-}
-
-static void cfg_write(unsigned slot, unsigned off, uint32_t v)
-{
-    rt_outl(CFG_ADDR, 0x80000000u | slot << 11 | (off & 0xfc));
-    rt_outl(CFG_DATA, v);
-}
-
-#define R8(b, o) (*(volatile uint8_t *)((b) + (o)))
-#define R16(b, o) (*(volatile uint16_t *)((b) + (o)))
-#define R32(b, o) (*(volatile uint32_t *)((b) + (o)))
-#define R64(b, o) (*(volatile uint64_t *)((b) + (o)))
-
-static void *alloc(uint64_t bytes, uint64_t align)
-{
-    next_free = (next_free + align - 1) & ~(align - 1);
-    void *p = (void *)(uintptr_t)next_free;
-    next_free += bytes;
-    return p;
-}
-
-static void fill(void *p, uint8_t v, uint64_t n)
-{
-    volatile uint8_t *b = p;
-    for (uint64_t i = 0; i < n; i++)
-        b[i] = v;
-}
-
-/* ---- the device ------------------------------------------------------------------------- */
-
-static int find_device(const struct boot_info *info, unsigned *slot_out)
-{
-    for (unsigned slot = 0; slot < 32; slot++) {
-        uint32_t id = cfg_read(slot, 0);
-        if (id == ((0x1042u << 16) | 0x1af4u)) {
-            *slot_out = slot;
-            return 0;
-        }
-    }
-    (void)info;
-    return -1;
-}
-
-static void map_caps(unsigned slot, uint64_t bar, unsigned *msix_cap)
-{
-    unsigned cap = cfg_read(slot, 0x34) & 0xff;
-    for (unsigned n = 0; cap && n < 48; n++) {
-        uint32_t w0 = cfg_read(slot, cap);
-        uint8_t id = w0 & 0xff, type = (w0 >> 24) & 0xff;
-        if (id == 0x11)
-            *msix_cap = cap;
-        if (id == 0x09) {
-            uint32_t off = cfg_read(slot, cap + 8);
-            volatile uint8_t *p = (volatile uint8_t *)(uintptr_t)(bar + off);
-            if (type == 1)
-                common = p;
-            else if (type == 2)
-                notify = p, notify_mult = cfg_read(slot, cap + 16);
-            else if (type == 3)
-                isr = p;
-            else if (type == 4)
-                devcfg = p;
-        }
-        cap = (w0 >> 8) & 0xff;
-    }
-}
+#define alloc vdev_alloc
+#define fill vdev_fill
+#define cfg_read vdev_cfg_read
+#define cfg_write vdev_cfg_write
 
 static void kick(void)
 {
-    R16(notify, 0) = 0; /* queue 0 at notify_off 0 */
+    vdev_notify(&dev, 0);
 }
 
-static int setup_queue(uint16_t size)
+static void negotiate(void)
 {
-    R16(common, 22) = 0; /* queue_select */
-    uint16_t max = R16(common, 24);
-    if (size > max)
-        size = max;
-    R16(common, 24) = size;
-    R64(common, 32) = (uint64_t)(uintptr_t)desc;
-    R64(common, 40) = (uint64_t)(uintptr_t)avail;
-    R64(common, 48) = (uint64_t)(uintptr_t)used16;
-    if (use_msix)
-        R16(common, 26) = 0;
-    R16(common, 28) = 1;
-    return size;
-}
-
-static uint64_t negotiate(void)
-{
-    R8(common, 20) = 0;
-    while (R8(common, 20) != 0)
-        rt_pause();
-    R8(common, 20) = 1 | 2;
-    R32(common, 0) = 0;
-    uint64_t f = R32(common, 4);
-    R32(common, 0) = 1;
-    f |= (uint64_t)R32(common, 4) << 32;
     uint64_t want = (1ull << 32) | (1ull << 9) | (1ull << 13) | (1ull << 14) | (1ull << 2) |
                     (1ull << 6) | (use_indirect ? 1ull << 28 : 0) | (use_event ? 1ull << 29 : 0);
-    uint64_t take = f & want;
-    R32(common, 8) = 0;
-    R32(common, 12) = (uint32_t)take;
-    R32(common, 8) = 1;
-    R32(common, 12) = (uint32_t)(take >> 32);
-    R8(common, 20) = 1 | 2 | 8;
-    if (!(R8(common, 20) & 8)) {
+    if (vdev_negotiate(&dev, want) == ~0ull) {
         rt_printf("vblk: FEATURES_OK refused\n");
         rt_exit(2);
     }
-    return take;
+}
+
+static void setup_queue(uint16_t size)
+{
+    vdev_queue(&dev, 0, size, desc, avail, used16, use_msix ? 0 : 0xffff);
 }
 
 static void rings_reset(void)
@@ -501,14 +391,14 @@ static void start_device(unsigned slot, unsigned msix_cap, uint16_t qsize)
     if (use_msix) {
         lapic_enable();
         uint32_t tbl = cfg_read(slot, msix_cap + 4); /* BAR 0, offset tbl & ~7 */
-        volatile uint32_t *e = (volatile uint32_t *)(uintptr_t)(bar_addr + (tbl & ~7u));
+        volatile uint32_t *e = (volatile uint32_t *)(uintptr_t)(dev.bar + (tbl & ~7u));
         e[0] = 0xfee00000u;
         e[1] = 0;
         e[2] = 0x40;
         e[3] = 0;
         cfg_write(slot, msix_cap, cfg_read(slot, msix_cap) | (0x8000u << 16));
     }
-    R8(common, 20) = 1 | 2 | 8 | 4;
+    vdev_driver_ok(&dev);
 }
 
 int guest_main(unsigned cpu, const struct boot_info *info)
@@ -528,30 +418,11 @@ int guest_main(unsigned cpu, const struct boot_info *info)
     use_intx = !use_msix && rt_cmdline_u64(info, "intx", 0);
     if (qd < 1 || qd > MAXQD || kib < 4 || kib > MAX_BLOCK / 1024 || kib % 4)
         return 3;
-    unsigned slot, msix_cap = 0;
-    if (find_device(info, &slot)) {
-        rt_printf("vblk: no virtio-blk device on the PCI bus\n");
+    if (vdev_find(0x1042, bar, &dev, "vblk"))
         return 3;
-    }
-    /* ECAM (the MCFG's 0xe0000000, bus 0) shows the same function as the config ports. */
-    volatile uint32_t *ecam = (volatile uint32_t *)(uintptr_t)(0xe0000000u + (slot << 15));
-    if (ecam[0] != cfg_read(slot, 0) || ecam[0x34 / 4] != cfg_read(slot, 0x34)) {
-        rt_printf("vblk: ECAM reads 0x%x, the config ports 0x%x\n", ecam[0], cfg_read(slot, 0));
-        return 2;
-    }
-    uint64_t old = cfg_read(slot, 0x10) | (uint64_t)cfg_read(slot, 0x14) << 32;
-    cfg_write(slot, 0x10, (uint32_t)bar);
-    cfg_write(slot, 0x14, (uint32_t)(bar >> 32));
-    cfg_write(slot, 0x04, cfg_read(slot, 0x04) | 0x6); /* memory decoding, bus master */
-    bar_addr = bar;
-    rt_printf("vblk: virtio-blk in slot %u (ECAM agrees), BAR0 0x%lx moved to 0x%lx\n", slot,
-              (uint64_t)(old & ~0xfull), bar);
-    map_caps(slot, bar, &msix_cap);
-    if (!common || !notify || !isr || !devcfg) {
-        rt_printf("vblk: a virtio capability is missing\n");
-        return 2;
-    }
-    next_free = (rt_image_end() + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+    unsigned slot = dev.slot, msix_cap = dev.msix_cap;
+    common = dev.common, isr = dev.isr, devcfg = dev.devcfg;
+    vdev_alloc_init((rt_image_end() + (2ull << 20) - 1) & ~((2ull << 20) - 1));
     desc = alloc(16 * QSIZE, 4096);
     avail = alloc(6 + 2 * QSIZE, 4096);
     used16 = alloc(6 + 8 * QSIZE, 4096);

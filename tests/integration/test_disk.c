@@ -72,7 +72,7 @@ Test(disk, every_sector_written_through_virtio_blk_is_on_the_image, .init = harn
     cr_expect_eq(st, 0, "%s\n%s", p.out, p.err);
     cr_expect(strstr(p.out, "verified 32768 sectors x 3 passes: OK"), "%s", p.out);
     cr_expect(strstr(p.out, "MSI-X vector 0x40 pending in the LAPIC"), "%s", p.out);
-    cr_expect(strstr(p.out, "(ECAM agrees), BAR0 0x100000000 moved"),
+    cr_expect(strstr(p.out, "device in slot 1 (ECAM agrees), BAR0 0x100000000 moved"),
               "the 64-bit BAR was not placed above RAM, or ECAM disagrees: %s", p.out);
     proc_free(&p);
     expect_image(img, 16, 3);
