@@ -3,7 +3,7 @@
 # Usage: scripts/lib/deps.sh [extra packages...]
 set -euo pipefail
 
-packages=(cmake make gcc libc6-dev pkg-config libuv1-dev zlib1g-dev libcriterion-dev python3 libjansson-dev libgnutls28-dev gnutls-bin libisal-dev liburing-dev clang libclang-rt-dev "$@")
+packages=(cmake make gcc libc6-dev pkg-config libuv1-dev zlib1g-dev libcriterion-dev python3 libjansson-dev libgnutls28-dev gnutls-bin libisal-dev liburing-dev iproute2 iputils-ping clang libclang-rt-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

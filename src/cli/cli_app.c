@@ -84,6 +84,15 @@ static int app_disks_from(const struct run_options *o, const struct mig_config *
     if (o->vm.disk_count && o->vm.disk_count != mc->disk_count)
         return err_set(-EINVAL, "--disk given %u time(s); the stream's VM has %u disk(s)",
                        o->vm.disk_count, mc->disk_count);
+    if (o->vm.net_count != mc->net_count)
+        return err_set(-EINVAL,
+                       "--net given %u time(s); the stream's VM has %u network device(s): give "
+                       "one --net (its TAP on this host) for each",
+                       o->vm.net_count, mc->net_count);
+    for (unsigned i = 0; i < mc->net_count; i++) { /* the guest keeps its MAC */
+        memcpy(cfg->nets[i].mac, mc->net_mac[i], 6);
+        cfg->nets[i].mac_given = true;
+    }
     cfg->disk_count = mc->disk_count;
     for (unsigned i = 0; i < mc->disk_count; i++) {
         cfg->disks[i] = mc->disks[i];
@@ -216,6 +225,7 @@ static int app_listen(struct run_state *st)
                                 .hidden_caps = o->vm.hidden_caps,
                                 .disks = o->vm.disks,
                                 .disk_count = o->vm.disk_count,
+                                .net_count = o->vm.net_count,
                                 .idle_ms = o->idle_s * 1000,
                                 .opaque = st,
                                 .create_vm = app_incoming_create_vm,

@@ -54,6 +54,10 @@ static const char run_usage[] =
     "                         locked against other terns; cache=none is O_DIRECT;\n"
     "                         repeatable (8 at most). With --incoming the stream names\n"
     "                         the images; --disk there gives other paths, one per disk\n"
+    "      --net tap=IFNAME[,mac=MAC] | fd=N[,mac=MAC]\n"
+    "                         a virtio-net device on an existing TAP (or the open TAP fd\n"
+    "                         N an orchestrator passed, with IFF_VNET_HDR); repeatable\n"
+    "                         (4 at most). With --incoming, one per device of the stream\n"
     "      --thp on|off       guest RAM on transparent huge pages (default on; dirty\n"
     "                         logging still tracks 4 KiB pages)\n"
     "      --tls-creds DIR    with --incoming tcp:, take only TLS 1.3 migrations whose\n"
@@ -108,6 +112,7 @@ static const struct option run_long_options[] = {
     {"hide-cap", required_argument, NULL, 'C'},
     {"thp", required_argument, NULL, 'P'},
     {"disk", required_argument, NULL, 'D'},
+    {"net", required_argument, NULL, 'E'},
     {"tls-creds", required_argument, NULL, 'X'},
     {"tls-psk", required_argument, NULL, 'K'},
     {"tls-names", required_argument, NULL, 'W'},
@@ -193,6 +198,12 @@ static int run_option(int opt, void *ctx)
             rc = err_set(-E2BIG, "--disk: at most %u disks", DEV_MAX_DISKS);
         else
             rc = dev_disk_parse(optarg, &o->vm.disks[o->vm.disk_count++]);
+        break;
+    case 'E':
+        if (o->vm.net_count == DEV_MAX_NETS)
+            rc = err_set(-E2BIG, "--net: at most %u network devices", DEV_MAX_NETS);
+        else
+            rc = dev_net_parse(optarg, &o->vm.nets[o->vm.net_count++]);
         break;
     case 'X':
         o->tls.creds_dir = optarg;

@@ -25,6 +25,7 @@
 
 #include "devices/dev_bus.h"
 #include "devices/dev_disk.h"
+#include "devices/dev_net.h"
 
 struct pci_bus;
 
@@ -37,6 +38,8 @@ struct dev_env {
     int serial_in_fd;       /* COM1's input; -1: none */
     struct dev_disk *disks; /* a disk's create fills in its size */
     unsigned disk_count;
+    struct dev_net *nets; /* a NIC's create fills in its MAC when none was given */
+    unsigned net_count;
     unsigned instance; /* which of the device's instances create makes (0..instances-1) */
 };
 

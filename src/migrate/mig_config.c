@@ -80,6 +80,26 @@ static int mig_config_disks(const uint8_t *p, size_t len, size_t *pos, struct mi
     return 0;
 }
 
+static int mig_config_nets(const uint8_t *p, size_t len, size_t *pos, struct mig_config *cfg)
+{
+    if (len - *pos < 4)
+        return err_set(-EPROTO, "record CONFIG: the network device count is cut off");
+    uint32_t n = le_get32(p + *pos);
+    *pos += 4;
+    if (n == 0 || n > DEV_MAX_NETS)
+        return err_set(-EPROTO, "record CONFIG: %u network devices (1..%u)", n, DEV_MAX_NETS);
+    if (len - *pos < 8ull * n)
+        return err_set(-EPROTO, "record CONFIG: the network devices are cut off");
+    for (unsigned i = 0; i < n; i++, *pos += 8) {
+        if ((p[*pos] & 1) || le_get16(p + *pos + 6))
+            return err_set(-EPROTO, "record CONFIG: network device %u has a group MAC or a "
+                           "non-zero pad", i);
+        memcpy(cfg->net_mac[i], p + *pos, 6);
+    }
+    cfg->net_count = n;
+    return 0;
+}
+
 static int mig_config_decode(const uint8_t *p, size_t len, struct mig_config *cfg)
 {
     if (len < MIG_CONFIG_MIN)
@@ -93,7 +113,7 @@ static int mig_config_decode(const uint8_t *p, size_t len, struct mig_config *cf
     if (cfg->cpu_count < 1 || cfg->cpu_count > VM_MAX_CPUS)
         return err_set(-EPROTO, "record CONFIG: vCPU count %u is outside 1..%d", cfg->cpu_count,
                        VM_MAX_CPUS);
-    if (cfg->features & ~MIG_CONFIG_F_DISKS)
+    if (cfg->features & ~(MIG_CONFIG_F_DISKS | MIG_CONFIG_F_NETS))
         return err_set(-EPROTO, "record CONFIG: unknown features 0x%x", cfg->features);
     size_t pos = MIG_CONFIG_MIN;
     for (uint32_t i = 0; i < cfg->cpu_count; i++) {
@@ -103,6 +123,11 @@ static int mig_config_decode(const uint8_t *p, size_t len, struct mig_config *cf
     }
     if (cfg->features & MIG_CONFIG_F_DISKS) {
         int rc = mig_config_disks(p, len, &pos, cfg);
+        if (rc)
+            return rc;
+    }
+    if (cfg->features & MIG_CONFIG_F_NETS) {
+        int rc = mig_config_nets(p, len, &pos, cfg);
         if (rc)
             return rc;
     }
@@ -183,6 +208,17 @@ int mig_write_config(struct vm *vm, struct mig_writer *w)
             memcpy(buf + pos + 16, d->path, plen);
             memcpy(buf + pos + 16 + plen, d->serial, slen);
             pos += 16 + plen + slen;
+        }
+    }
+    const struct dev_net *nets;
+    unsigned nn = vm_nets(vm, &nets);
+    if (nn) { /* likewise: only a VM with network devices says so */
+        le_put32(buf + 12, le_get32(buf + 12) | MIG_CONFIG_F_NETS);
+        le_put32(buf + pos, nn);
+        pos += 4;
+        for (unsigned i = 0; i < nn; i++, pos += 8) {
+            memcpy(buf + pos, nets[i].mac, 6);
+            le_put16(buf + pos + 6, 0);
         }
     }
     int rc = mig_write_record(w, MIG_REC_CONFIG, 0, buf, pos);

@@ -115,6 +115,7 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     caps->features[0] |= 1u << 31;
     caps->connections_max = MIG_HS_MAX_CONNECTIONS;
     caps->disks_given = d->params.disk_count;
+    caps->nets_given = d->params.net_count;
     return 0;
 }
 

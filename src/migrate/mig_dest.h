@@ -40,6 +40,7 @@ struct mig_dest_params {
     /* --disk given here (other paths for the stream's disks, in order), or none. */
     const struct dev_disk *disks;
     unsigned disk_count;
+    unsigned net_count; /* --net given here: one per network device of the stream's VM */
     void *opaque;
     int (*create_vm)(void *opaque, const struct mig_config *cfg, struct vm **out);
     int (*start_vm)(void *opaque);

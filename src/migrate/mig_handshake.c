@@ -157,6 +157,8 @@ json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
                                                (json_int_t)n->disk[i].size));
         json_object_set_new(o, "disks", a);
     }
+    if (o && n->nets)
+        json_object_set_new(o, "nets", json_integer(n->nets));
     return o;
 }
 
@@ -176,7 +178,7 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
         get_uint(obj, "nested_size", 1u << 24, &nested) || get_bool(obj, "evmcs", &n->evmcs) ||
         features_from_json(obj, n->features) ||
         get_count(obj, "connections", MIG_HS_MAX_CONNECTIONS, 1, &n->connections) ||
-        get_disks(obj, n))
+        get_disks(obj, n) || get_count(obj, "nets", DEV_MAX_NETS, 0, &n->nets))
         return -EPROTO;
     n->stream_major = (unsigned)major;
     n->stream_minor = (unsigned)minor;
@@ -199,6 +201,8 @@ json_t *mig_hs_caps_to_json(const struct mig_hs_caps *c)
         json_object_set_new(o, "connections_max", json_integer(c->connections_max));
     if (o && c->disks_given)
         json_object_set_new(o, "disks_given", json_integer(c->disks_given));
+    if (o && c->nets_given)
+        json_object_set_new(o, "nets_given", json_integer(c->nets_given));
     return o;
 }
 
@@ -216,7 +220,8 @@ int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
         get_uint(obj, "nested_max", 1u << 24, &nested) || get_bool(obj, "evmcs", &c->evmcs) ||
         features_from_json(obj, c->features) ||
         get_count(obj, "connections_max", MIG_HS_MAX_CONNECTIONS, 1, &c->connections_max) ||
-        get_count(obj, "disks_given", MIG_HS_MAX_DISKS, 0, &c->disks_given))
+        get_count(obj, "disks_given", MIG_HS_MAX_DISKS, 0, &c->disks_given) ||
+        get_count(obj, "nets_given", DEV_MAX_NETS, 0, &c->nets_given))
         return -EPROTO;
     c->stream_major = (unsigned)major;
     c->stream_minor = (unsigned)minor;
@@ -237,17 +242,28 @@ unsigned mig_hs_stream_minor(const struct mig_hs_need *n, const struct mig_hs_ca
 /* A record the VM's state needs, or may need before the migration ends, which a stream of
  * format 1.minor cannot carry: nested state, for a vCPU in VMX operation or one that may enter
  * it (its CPUID offers VMX). */
+/* count devices whose record type the format 1.minor lacks. */
+static int mig_hs_device_format(const struct mig_hs_need *n, unsigned minor, uint16_t type,
+                                unsigned count, const char *what, char *why, size_t why_size)
+{
+    const struct mig_record_type *t = mig_record_find(type);
+    if (!count || t->since <= minor)
+        return 0;
+    snprintf(why, why_size,
+             "the destination reads stream format %u.%u, which has no record %s (new in %u.%u); "
+             "the VM has %u %s",
+             n->stream_major, minor, t->name, n->stream_major, t->since, count, what);
+    return -ENOTSUP;
+}
+
 static int mig_hs_check_format(const struct mig_hs_need *n, unsigned minor, char *why,
                                size_t why_size)
 {
-    const struct mig_record_type *blk = mig_record_find(MIG_REC_VIRTIO_BLK);
-    if (n->disks && blk->since > minor) {
-        snprintf(why, why_size,
-                 "the destination reads stream format %u.%u, which has no record %s (new in "
-                 "%u.%u); the VM has %u disk(s) (--disk)",
-                 n->stream_major, minor, blk->name, n->stream_major, blk->since, n->disks);
+    if (mig_hs_device_format(n, minor, MIG_REC_VIRTIO_BLK, n->disks, "disk(s) (--disk)", why,
+                             why_size) ||
+        mig_hs_device_format(n, minor, MIG_REC_VIRTIO_NET, n->nets, "network device(s) (--net)",
+                             why, why_size))
         return -ENOTSUP;
-    }
     const struct mig_record_type *nested = mig_record_find(MIG_REC_NESTED_STATE);
     if (nested->since <= minor)
         return 0;
@@ -279,6 +295,13 @@ int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char 
         snprintf(why, why_size,
                  "the destination was given --disk %u time(s); the VM has %u disk(s)",
                  c->disks_given, n->disks);
+        return -EINVAL;
+    }
+    if (c->nets_given != n->nets) {
+        snprintf(why, why_size,
+                 "the VM has %u network device(s); the destination was given --net %u time(s) "
+                 "(one TAP on that host for each)",
+                 n->nets, c->nets_given);
         return -EINVAL;
     }
     unsigned conns = n->connections ? n->connections : 1;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "devices/dev_disk.h"
+#include "devices/dev_net.h"
 
 #define MIG_HS_PROTOCOL 1
 #define MIG_HS_FEATURE_REGS 8
@@ -45,6 +46,7 @@ struct mig_hs_need {
         char path[DEV_DISK_PATH_MAX];
         uint64_t size;
     } disk[MIG_HS_MAX_DISKS]; /* each disk's image, which the destination checks */
+    unsigned nets;            /* virtio-net devices (absent: 0), which need format 1.4 */
 };
 
 struct mig_hs_caps {
@@ -59,6 +61,7 @@ struct mig_hs_caps {
     uint32_t features[MIG_HS_FEATURE_REGS]; /* KVM_GET_SUPPORTED_CPUID */
     unsigned connections_max;               /* absent (a tern before format 1.3): 1 */
     unsigned disks_given; /* --disk on the destination (other paths, one per disk); 0: none */
+    unsigned nets_given;  /* --net on the destination: one per network device of the VM */
 };
 
 /* The feature registers of a CPUID table (absent leaves read as 0). */

@@ -218,6 +218,17 @@ int mig_inspect(struct mig_reader *r, json_t **summary)
                               (int)cfg.cpu_count, "cpuid_entries", cpuid);
         if (cfg.disk_count) /* only then: the text of streams without disks stays as it was */
             json_object_set_new(c, "disks", inspect_disks(&cfg));
+        if (cfg.net_count) {
+            json_t *nets = json_array();
+            for (unsigned i = 0; i < cfg.net_count; i++) {
+                const uint8_t *m = cfg.net_mac[i];
+                char mac[18];
+                snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+                         m[4], m[5]);
+                json_array_append_new(nets, json_pack("{s:s}", "mac", mac));
+            }
+            json_object_set_new(c, "nets", nets);
+        }
         json_object_set_new(s, "config", c);
     }
     bool ended = false;
@@ -279,6 +290,8 @@ void mig_inspect_print(json_t *s, FILE *out)
                 json_is_true(json_object_get(d, "readonly")) ? ", readonly" : "");
         fprintf(out, *gets(d, "serial") ? ", serial %s\n" : "%s\n", gets(d, "serial"));
     }
+    json_array_foreach(json_object_get(cfg, "nets"), k, d)
+        fprintf(out, "  network device %zu: MAC %s\n", k, gets(d, "mac"));
     fprintf(out, "records:\n");
     size_t i;
     json_t *rec;

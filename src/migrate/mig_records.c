@@ -6,6 +6,7 @@
 #include "devices/dev_rtc.h"
 #include "devices/dev_serial.h"
 #include "devices/dev_virtio_blk.h"
+#include "devices/dev_virtio_net.h"
 #include "err/err.h"
 #include "kvm/kvm_host.h"
 #include "migrate/mig_config.h"

@@ -34,6 +34,8 @@
       DEV_ACPI_PM_STATE_SIZE, ROW_DEVICE(dev_acpi_pm_ops))                                      \
     R(VIRTIO_BLK,   0x0023, DEVICE, 0,            4, DEV_VIRTIO_BLK_STATE_SIZE,                 \
       DEV_VIRTIO_BLK_STATE_SIZE, ROW_DEVICE(dev_virtio_blk_ops))                                \
+    R(VIRTIO_NET,   0x0024, DEVICE, 0,            4, DEV_VIRTIO_NET_STATE_SIZE,                 \
+      DEV_VIRTIO_NET_STATE_SIZE, ROW_DEVICE(dev_virtio_net_ops))                                \
     R(IRQCHIP,      0x0030, VM,     0,            0, SIZE(kvm_irqchip), SIZE(kvm_irqchip),       \
       ROW_VM(VM_IRQCHIP), .check = mig_check_irqchip_index, .verify = mig_verify_irqchip)       \
     R(PIT2,         0x0031, VM,     0,            0, SIZE(kvm_pit_state2), SIZE(kvm_pit_state2), \

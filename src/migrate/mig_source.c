@@ -207,6 +207,8 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     mig_hs_features(vm_vcpu_cpuid(vm, 0), need->features);
     const struct dev_disk *disks;
     need->disks = vm_disks(vm, &disks);
+    const struct dev_net *nets;
+    need->nets = vm_nets(vm, &nets);
     for (unsigned i = 0; i < need->disks && i < MIG_HS_MAX_DISKS; i++) {
         memcpy(need->disk[i].path, disks[i].path, sizeof(need->disk[i].path));
         need->disk[i].size = disks[i].size;

@@ -120,6 +120,16 @@ static void vp_msix_unmasked(struct virtio_pci *vp)
         }
 }
 
+void virtio_pci_config_changed(struct virtio_pci *vp)
+{
+    pthread_mutex_lock(&vp->lock);
+    if (vp->status & VIRTIO_STATUS_DRIVER_OK) {
+        vp->generation++;
+        vp_config_interrupt(vp);
+    }
+    pthread_mutex_unlock(&vp->lock);
+}
+
 void virtio_pci_fail(struct virtio_pci *vp, const char *why)
 {
     if (vp->status & VIRTIO_STATUS_NEEDS_RESET)

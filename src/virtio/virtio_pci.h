@@ -95,6 +95,8 @@ struct virtq *virtio_pci_queue(struct virtio_pci *vp, unsigned q);
 uint64_t virtio_pci_features(struct virtio_pci *vp); /* negotiated */
 /* Locked: the queue's used entries reached the driver: interrupt it if it wants one. */
 void virtio_pci_interrupt(struct virtio_pci *vp, unsigned q);
+/* The device configuration changed: a configuration interrupt (takes the lock). */
+void virtio_pci_config_changed(struct virtio_pci *vp);
 /* Locked: the driver broke the rules (why: one line); DEVICE_NEEDS_RESET. */
 void virtio_pci_fail(struct virtio_pci *vp, const char *why);
 

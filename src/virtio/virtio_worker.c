@@ -77,6 +77,14 @@ bool virtio_worker_check(struct virtio_worker *w, bool idle, bool *quit)
     return run;
 }
 
+bool virtio_worker_stopped(struct virtio_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    bool stopped = w->hold && w->stopped;
+    pthread_mutex_unlock(&w->lock);
+    return stopped;
+}
+
 void virtio_worker_stop(struct virtio_worker *w)
 {
     if (!w->started)

@@ -31,6 +31,9 @@ void virtio_worker_unhold(struct virtio_worker *w);
 /* The thread's side, after each wake-up: true when it may take work; *quit when it must end
  * (asked to, with nothing in flight). idle: nothing is in flight now. */
 bool virtio_worker_check(struct virtio_worker *w, bool idle, bool *quit);
+/* The thread's side: whether a hold is acknowledged (it must not touch the rings then: the
+ * state may be being read). */
+bool virtio_worker_stopped(struct virtio_worker *w);
 /* Ends the thread (it finishes what is in flight first) and joins it. */
 void virtio_worker_stop(struct virtio_worker *w);
 void virtio_worker_destroy(struct virtio_worker *w);

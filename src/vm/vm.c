@@ -253,6 +253,8 @@ int vm_create(uv_loop_t *loop, const struct vm_config *cfg, vm_end_fn on_end, vo
                                  .msi_release = vm_irq_msi_release};
     vm->disk_count = cfg->disk_count < DEV_MAX_DISKS ? cfg->disk_count : DEV_MAX_DISKS;
     memcpy(vm->disks, cfg->disks, sizeof(vm->disks[0]) * vm->disk_count);
+    vm->net_count = cfg->net_count < DEV_MAX_NETS ? cfg->net_count : DEV_MAX_NETS;
+    memcpy(vm->nets, cfg->nets, sizeof(vm->nets[0]) * vm->net_count);
     pthread_mutex_init(&vm->end_lock, NULL);
     pthread_mutex_init(&vm->msi_lock, NULL);
     vm_throttle_init(vm);

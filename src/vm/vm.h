@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "devices/dev_disk.h"
+#include "devices/dev_net.h"
 
 #define VM_MAX_CPUS 64
 #define VM_MAX_DEVICES 16
@@ -50,6 +51,8 @@ struct vm_config {
     bool thp_off;         /* guest RAM without MADV_HUGEPAGE (--thp off) */
     unsigned disk_count;  /* --disk, one virtio-blk each */
     struct dev_disk disks[DEV_MAX_DISKS];
+    unsigned net_count; /* --net, one virtio-net each */
+    struct dev_net nets[DEV_MAX_NETS];
 };
 
 enum vm_end_kind {
@@ -107,6 +110,8 @@ int vm_device_load(struct vm *vm, const struct dev_ops *dev, unsigned instance, 
 unsigned vm_device_instances(struct vm *vm, const struct dev_ops *dev);
 /* The VM's disks as it was given them, each size filled in from its image. */
 unsigned vm_disks(const struct vm *vm, const struct dev_disk **out);
+/* The VM's network devices, each MAC filled in. */
+unsigned vm_nets(const struct vm *vm, const struct dev_net **out);
 /* A live migration's handover: the source gives up what only one VM may hold (image locks);
  * the destination's vm_start takes it; a source that resumes takes it back. */
 void vm_release(struct vm *vm);

@@ -12,7 +12,9 @@ int vm_devices_create(struct vm *vm, const struct vm_config *cfg)
                           .serial_out_fd = cfg->serial_out_fd,
                           .serial_in_fd = cfg->serial_in_fd,
                           .disks = vm->disks,
-                          .disk_count = vm->disk_count};
+                          .disk_count = vm->disk_count,
+                          .nets = vm->nets,
+                          .net_count = vm->net_count};
     for (unsigned i = 0; i < dev_table_count; i++) {
         const struct dev_ops *ops = dev_table[i];
         unsigned n = ops->instances ? ops->instances(&env) : 1;
@@ -36,6 +38,12 @@ unsigned vm_disks(const struct vm *vm, const struct dev_disk **out)
 {
     *out = vm->disks;
     return vm->disk_count;
+}
+
+unsigned vm_nets(const struct vm *vm, const struct dev_net **out)
+{
+    *out = vm->nets;
+    return vm->net_count;
 }
 
 int vm_devices_claim(struct vm *vm)

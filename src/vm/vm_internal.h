@@ -39,6 +39,8 @@ struct vm {
     struct vm_msi msi[VM_MSI_ROUTES];
     unsigned disk_count;
     struct dev_disk disks[DEV_MAX_DISKS];
+    unsigned net_count;
+    struct dev_net nets[DEV_MAX_NETS];
     unsigned device_count;
     struct vm_device devices[VM_MAX_DEVICES];
     struct vcpu_events vcpu_events;

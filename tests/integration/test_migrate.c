@@ -26,7 +26,7 @@ static void live_memstamp(const char *compress)
     const char *sock = harness_tmp("sock"), *dsock = harness_tmp("dsock");
     struct proc src, dst, m;
     const char *uri = dest_start(&dst, "--api-socket", dsock);
-    source_start(&src, sock, "2", "memstamp", "mib=64 passes=6 rate=64");
+    source_start(&src, sock, "2", "memstamp", "mib=64 passes=12 rate=64");
     cr_assert(proc_wait_output(&src, "pass 1 ok", 10000), "%s", src.out);
     int st = compress ? migrate(&m, sock, uri, "--compress", compress, NULL)
                       : migrate(&m, sock, uri, NULL);

@@ -300,6 +300,16 @@ Test(handshake, a_vm_with_disks_needs_a_destination_of_format_1_4)
     cr_expect_lt(mig_hs_need_from_json(j, &back), 0);
     cr_expect(strstr(err_msg(), "\"disks\"[1] must be"), "%s", err_msg());
     json_decref(j);
+    /* Network devices: a destination needs a --net for each, and format 1.4. */
+    struct mig_hs_need nn = need_basic();
+    struct mig_hs_caps nc = caps_basic();
+    nn.stream_minor = nc.stream_minor = MIG_VERSION_MINOR;
+    nn.nets = 1;
+    expect_refusal(&nn, &nc, "the VM has 1 network device(s); the destination was given --net 0");
+    nc.nets_given = 1;
+    cr_expect_eq(mig_hs_check(&nn, &nc, why, sizeof(why)), 0, "%s", why);
+    nc.stream_minor = 3;
+    expect_refusal(&nn, &nc, "no record VIRTIO_NET (new in 1.4); the VM has 1 network device(s)");
     /* A destination given another number of --disk refuses, naming both. */
     c.stream_minor = MIG_VERSION_MINOR;
     c.disks_given = 1;

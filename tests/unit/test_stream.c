@@ -352,6 +352,31 @@ static size_t add_disk(uint8_t *buf, size_t pos, uint64_t size, uint32_t flags, 
     return pos + 20 + plen + slen;
 }
 
+Test(stream, config_carries_the_network_devices)
+{
+    static uint8_t buf[65536];
+    struct mig_config cfg;
+    size_t pos = make_config(buf, 64ull << 20, 1, 2);
+    uint32_t features = MIG_CONFIG_F_NETS, two = 2;
+    memcpy(buf + 12, &features, 4);
+    memcpy(buf + pos, &two, 4);
+    uint8_t macs[16] = {0x52, 0x54, 0, 1, 2, 3, 0, 0, 0x52, 0x54, 0, 4, 5, 6, 0, 0};
+    memcpy(buf + pos + 4, macs, sizeof(macs));
+    size_t len = pos + 4 + sizeof(macs);
+    cr_assert_eq(mig_config_parse(buf, len, &cfg), 0, "%s", err_msg());
+    cr_expect_eq(cfg.net_count, 2);
+    cr_expect(cfg.net_mac[1][5] == 6);
+    mig_config_free(&cfg);
+    buf[pos + 4] = 0x53; /* a group MAC */
+    cr_expect_lt(mig_config_parse(buf, len, &cfg), 0);
+    cr_expect(strstr(err_msg(), "network device 0 has a group MAC"), "%s", err_msg());
+    mig_config_free(&cfg);
+    buf[pos + 4] = 0x52;
+    cr_expect_lt(mig_config_parse(buf, len - 1, &cfg), 0);
+    cr_expect(strstr(err_msg(), "network devices are cut off"), "%s", err_msg());
+    mig_config_free(&cfg);
+}
+
 Test(stream, config_carries_the_disks)
 {
     static uint8_t buf[65536];

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "devices/dev_disk.h"
+#include "devices/dev_net.h"
 #include "err/err.h"
 #include "pci/pci.h"
 #include "virtio/virtq.h"
@@ -243,6 +244,25 @@ Test(disk_flag, values_parse_and_bad_ones_name_the_flag)
     cr_expect(strstr(err_msg(), "printable ASCII"), "%s", err_msg());
     cr_expect_lt(dev_disk_parse("path=/x,,", &d), 0);
     cr_expect(strstr(err_msg(), "is not key=value"), "%s", err_msg());
+}
+
+Test(net_flag, values_parse_and_bad_ones_name_the_flag)
+{
+    struct dev_net n;
+    cr_assert_eq(dev_net_parse("tap=tap0,mac=52:54:00:AB:cd:01", &n), 0, "%s", err_msg());
+    cr_expect(!strcmp(n.ifname, "tap0") && n.fd == -1 && n.mac_given);
+    cr_expect(n.mac[0] == 0x52 && n.mac[3] == 0xab && n.mac[5] == 1);
+    cr_assert_eq(dev_net_parse("fd=7", &n), 0);
+    cr_expect(n.fd == 7 && !n.mac_given);
+    uint8_t mac[6];
+    cr_expect_lt(dev_net_parse_mac("01:00:5e:00:00:01", mac), 0, "a group MAC");
+    cr_expect_lt(dev_net_parse_mac("52:54:00:00:00", mac), 0);
+    cr_expect_lt(dev_net_parse_mac("52-54-00-00-00-01", mac), 0);
+    cr_expect_lt(dev_net_parse("tap=a-name-of-more-than-15", &n), 0);
+    cr_expect(strstr(err_msg(), "1 to 15 characters"), "%s", err_msg());
+    cr_expect_lt(dev_net_parse("fd=-1", &n), 0);
+    cr_expect_lt(dev_net_parse("tap=t0,fd=3", &n), 0);
+    cr_expect(strstr(err_msg(), "give tap= or fd=, once"), "%s", err_msg());
 }
 
 Test(pci, config_writes_take_only_the_writable_bits)
