@@ -35,13 +35,13 @@ if [ -z "$pkg" ]; then
 fi
 [ -n "$pkg" ] || { echo "nested-host: apt offers no *-cloud-amd64-unsigned kernel" >&2; exit 1; }
 kdir=$work/kernel/$pkg
-if [ ! -f "$kdir/.done-virtio" ]; then
+if [ ! -f "$kdir/.done-net" ]; then
     echo "nested-host: fetching $pkg"
     rm -rf "$kdir" && mkdir -p "$kdir/deb"
     (cd "$kdir/deb" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb x)
     cp "$kdir"/deb/x/boot/vmlinuz-* "$kdir/vmlinuz"
     for m in irqbypass kvm kvm-intel virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev \
-        virtio_pci virtio_blk; do
+        virtio_pci virtio_blk failover net_failover virtio_net tun llc stp bridge; do
         src=$(find "$kdir/deb/x/lib/modules" -name "$m.ko*" | head -1)
         case "$src" in *.xz) xz -dc "$src" >"$kdir/$m.ko" ;; *.zst) zstd -qdc "$src" >"$kdir/$m.ko" ;; *) cp "$src" "$kdir/$m.ko" ;; esac
         # Signatures, BTF and debug info only slow loading down (10 s -> 5 s in Bochs).
@@ -49,7 +49,7 @@ if [ ! -f "$kdir/.done-virtio" ]; then
         strip -g "$kdir/$m.ko"
     done
     rm -rf "$kdir/deb"
-    touch "$kdir/.done-virtio"
+    touch "$kdir/.done-net"
 fi
 
 # --- the initramfs: busybox, modules, tern and its libraries, guests, tests -------------------
@@ -57,7 +57,8 @@ stage=$work/initramfs
 rm -rf "$stage" && mkdir -p "$stage"/{bin,lib/modules,guests,golden,tests,proc,sys,dev,tmp}
 cp /bin/busybox "$stage/bin/busybox"
 cp scripts/nested-host/init "$stage/init" && chmod +x "$stage/init"
-cp "$kdir"/irqbypass.ko "$kdir"/kvm.ko "$kdir"/kvm-intel.ko "$stage/lib/modules/"
+cp "$kdir"/irqbypass.ko "$kdir"/kvm.ko "$kdir"/kvm-intel.ko "$kdir"/tun.ko "$kdir"/llc.ko \
+    "$kdir"/stp.ko "$kdir"/bridge.ko "$stage/lib/modules/"
 cp build/tern build/tests/nested/nested_probe build/tests/nested/e9log "$stage/bin/"
 cp build/compat/1.1/tern "$stage/bin/tern-1.1"
 cp build/tests/guest/*.elf "$stage/guests/"
@@ -69,7 +70,7 @@ guest=$work/linux-guest
 rm -rf "$guest" && mkdir -p "$guest"/{bin,proc,sys,dev,lib/modules} "$stage/linux"
 cp /bin/busybox "$guest/bin/busybox"
 cp scripts/nested-host/linux-init "$guest/init" && chmod +x "$guest/init"
-cp "$kdir"/virtio*.ko "$guest/lib/modules/"
+cp "$kdir"/virtio*.ko "$kdir"/failover.ko "$kdir"/net_failover.ko "$guest/lib/modules/"
 # Its virtio disk (tests/disk.sh): an ext4 root with busybox and its own /init.
 diskroot=$work/disk-root
 rm -rf "$diskroot" && mkdir -p "$diskroot"/{bin,proc,sys,dev,tmp,data,guests,lib/modules}

@@ -9,7 +9,11 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -201,6 +205,38 @@ static void refused(const char *net, const char *expect)
     cr_expect(strstr(p.err, expect), "--net %s: expected '%s' in: %s", net, expect, p.err);
     cr_expect(strchr(p.err, '\n') == p.err + p.err_len - 1, "not one line: %s", p.err);
     proc_free(&p);
+}
+
+Test(net, a_tap_fd_an_orchestrator_passes, .init = net_setup, .fini = net_teardown, .timeout = 60)
+{
+    /* As an orchestrator does: the TAP opened here (with a virtio-net header), its fd inherited
+     * by tern, which needs no privilege for it. */
+    int fd = open("/dev/net/tun", O_RDWR);
+    cr_assert(fd >= 0);
+    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR};
+    strcpy(ifr.ifr_name, "tap1");
+    cr_assert_eq(ioctl(fd, TUNSETIFF, &ifr), 0, "TUNSETIFF: %s", strerror(errno));
+    char spec[32];
+    snprintf(spec, sizeof(spec), "fd=%d", fd);
+    struct proc g;
+    tern_in_ns(&g, "run", "--kernel", harness_guest("vnet"), "--net", spec, NULL);
+    wait_up(&g);
+    close(fd); /* tern holds its own copy */
+    int s = udp_socket();
+    guest_quit(s);
+    close(s);
+    cr_expect_eq(proc_wait(&g, 20000), 0, "%s\n%s", g.out, g.err);
+    proc_free(&g);
+    /* A TAP without the virtio-net header is refused, naming the fd. */
+    fd = open("/dev/net/tun", O_RDWR);
+    struct ifreq plain = {.ifr_flags = IFF_TAP | IFF_NO_PI};
+    strcpy(plain.ifr_name, "tap1");
+    cr_assert_eq(ioctl(fd, TUNSETIFF, &plain), 0, "TUNSETIFF: %s", strerror(errno));
+    snprintf(spec, sizeof(spec), "fd=%d", fd);
+    char expect[64];
+    snprintf(expect, sizeof(expect), "--net fd=%d: tap1 is not a TAP opened with", fd);
+    refused(spec, expect);
+    close(fd);
 }
 
 Test(net, bad_net_values_are_refused_in_one_line_naming_the_flag, .init = net_setup,
