@@ -469,6 +469,13 @@ static void chan_on_closed(uv_handle_t *h)
     mig_chan_closed_fn cb = ch->on_closed;
     void *opaque = ch->closed_opaque;
     mig_tls_session_free(ch->tls);
+    /* What the peer sent that nobody read would make close() reset the connection, and a
+     * reset can overtake what this side sent last (a TLS alert, a refusal): the peer would
+     * hear "connection reset" instead of the reason. Read it away first (bounded). */
+    char sink[16384];
+    for (int i = 0; i < 64 && recv(ch->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+        ;
+    shutdown(ch->fd, SHUT_WR);
     close(ch->fd);
     close(ch->wake);
     free(ch->out);
