@@ -70,7 +70,7 @@ struct vnet {
     bool tx_blocked; /* the TAP is full: transmit waits for POLLOUT */
     size_t rx_len;   /* a frame read from the TAP and not yet delivered */
     struct virtq_chain chain;
-    struct virtq_chain rx_chains[8]; /* one frame's merged buffers */
+    struct virtq_chain rx_chains[64]; /* one frame's merged buffers (64 KiB in 1 KiB ones) */
     uint8_t frame[VNET_FRAME_MAX];
 };
 
