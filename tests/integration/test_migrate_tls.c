@@ -49,7 +49,9 @@ static void moves(const char *dflag, const char *dval, const char *sflag, const 
     const char *sock = harness_tmp("sock");
     struct proc src, dst, m;
     const char *uri = dest_start(&dst, dflag, dval);
-    source_start(&src, sock, "2", "memstamp", "mib=64 passes=12 rate=64");
+    /* 32 MiB/s of writes: well within one TLS connection even on a loaded machine, so the
+     * move converges whatever else the suite runs beside it. */
+    source_start(&src, sock, "2", "memstamp", "mib=64 passes=12 rate=32");
     cr_assert(proc_wait_output(&src, "pass 1 ok", 10000), "%s", src.out);
     cr_assert_eq(migrate(&m, sock, uri, sflag, sval, "--connections", conns, NULL), 0, "%s\n%s",
                  m.out, m.err);
