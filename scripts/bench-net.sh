@@ -20,6 +20,8 @@ work=$(mktemp -d /tmp/tern-bench-net-XXXXXX)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # Whatever still runs in the namespaces (a guest that moved to the destination) ends too.
+    for n in "$ns" "$peer"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
     ip netns del "$peer" 2>/dev/null || true
     rm -rf "$work"

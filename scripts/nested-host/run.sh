@@ -5,14 +5,14 @@
 # line arrives in time.
 #
 # Usage: scripts/nested-host/run.sh [FILTER]   (run only tests whose name contains FILTER)
-# Environment: TERN_NESTED_TIMEOUT (seconds, default 900), TERN_NESTED_FAIL=1 (add a test that
+# Environment: TERN_NESTED_TIMEOUT (seconds, default 1500), TERN_NESTED_FAIL=1 (add a test that
 # fails on purpose), TERN_NESTED_GOLDEN=1 (add golden-make, for scripts/nested-host/golden.sh).
 # Everything built is cached under build/nested-host/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 filter=${1:-}
-limit=${TERN_NESTED_TIMEOUT:-900}
+limit=${TERN_NESTED_TIMEOUT:-1500}
 fail_on_purpose=${TERN_NESTED_FAIL:-0}
 golden=${TERN_NESTED_GOLDEN:-0}
 work=$root/build/nested-host
