@@ -7,6 +7,7 @@
 #include "boot/boot_load.h"
 #include "cli/cli_app.h"
 #include "err/err.h"
+#include "hyperv_cpuid/hyperv_cpuid.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,12 +44,30 @@ static const char run_usage[] =
     "  -s, --serial WHERE     COM1 goes to stdio (default), file:PATH or none\n"
     "      --nested           expose VMX: the guest may run its own guests (needs\n"
     "                         kvm_intel nested=1); their state travels with the VM\n"
-    "      --hyperv[=evmcs]   Hyper-V enlightenments: the \"Microsoft Hv\" CPUID leaves\n"
-    "                         (KVM's own move to 0x40000100); evmcs also enables the\n"
-    "                         enlightened VMCS (version 1; needs --nested)\n"
+    "      --hyperv[=LIST]    a Hyper-V face (\"Microsoft Hv\" CPUID leaves; KVM's own\n"
+    "                         move to 0x40000100) with the named enlightenments,\n"
+    "                         comma-separated (alone: windows):\n"
+    "                           relaxed   no watchdog timeouts when descheduled\n"
+    "                           vapic     APIC access by MSR, the VP assist page\n"
+    "                           vpindex   the VP index MSR\n"
+    "                           runtime   the VP run time MSR\n"
+    "                           time      reference counter and TSC page\n"
+    "                           synic     synthetic interrupt controller (vpindex)\n"
+    "                           stimer    synthetic timers (synic, time)\n"
+    "                           stimer-direct  timers without SynIC messages (stimer)\n"
+    "                           frequencies    TSC and APIC frequency MSRs\n"
+    "                           reenlightenment  TSC change notification\n"
+    "                           tlbflush  remote TLB flush hypercalls (vpindex)\n"
+    "                           ipi       IPI hypercalls (vpindex)\n"
+    "                           evmcs     enlightened VMCS v1 (vapic; --nested)\n"
+    "                           windows   preset: all but stimer-direct and evmcs\n"
+    "      --hide-kvm         no KVM CPUID leaves: the guest sees only Hyper-V (a Linux\n"
+    "                         guest takes the Hyper-V path, and its KVM eVMCS)\n"
     "      --hide-cap CAP     behave as if the host's KVM lacked CAP, to try streams\n"
-    "                         against older hosts: nested-state (KVM_CAP_NESTED_STATE)\n"
-    "                         or evmcs (KVM_CAP_HYPERV_ENLIGHTENED_VMCS); repeatable\n"
+    "                         against older hosts: nested-state (KVM_CAP_NESTED_STATE),\n"
+    "                         evmcs (KVM_CAP_HYPERV_ENLIGHTENED_VMCS), synic\n"
+    "                         (KVM_CAP_HYPERV_SYNIC2) or vmx-controls (no secondary\n"
+    "                         VMX controls); repeatable\n"
     "      --disk path=FILE[,readonly=on][,serial=ID][,cache=none|writeback]\n"
     "                         a virtio-blk disk on a raw image (size a multiple of 512),\n"
     "                         locked against other terns; cache=none is O_DIRECT;\n"
@@ -110,6 +129,7 @@ static const struct option run_long_options[] = {
     {"nested", no_argument, NULL, 'N'},
     {"hyperv", optional_argument, NULL, 'H'},
     {"hide-cap", required_argument, NULL, 'C'},
+    {"hide-kvm", no_argument, NULL, 'V'},
     {"thp", required_argument, NULL, 'P'},
     {"disk", required_argument, NULL, 'D'},
     {"net", required_argument, NULL, 'E'},
@@ -119,7 +139,7 @@ static const struct option run_long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* The CPU options: --nested, --hyperv[=evmcs], --hide-cap. */
+/* The CPU options: --nested, --hyperv[=LIST], --hide-kvm, --hide-cap. */
 static int run_cpu_option(int opt, struct vm_config *cfg)
 {
     switch (opt) {
@@ -128,18 +148,24 @@ static int run_cpu_option(int opt, struct vm_config *cfg)
         return 0;
     case 'H':
         cfg->hyperv = true;
-        if (optarg && !strcmp(optarg, "evmcs"))
-            cfg->evmcs = true;
-        else if (optarg)
-            return err_set(-EINVAL, "--hyperv=%s: the only value is evmcs", optarg);
+        return optarg ? hyperv_parse(optarg, &cfg->hyperv_set)
+                      : (cfg->hyperv_set |= HYPERV_PRESET_WINDOWS, 0);
+    case 'V':
+        cfg->kvm_hidden = true;
         return 0;
     default: /* 'C' */
         if (!strcmp(optarg, "nested-state"))
             cfg->hidden_caps |= VM_HIDE_NESTED_STATE;
         else if (!strcmp(optarg, "evmcs"))
             cfg->hidden_caps |= VM_HIDE_EVMCS;
+        else if (!strcmp(optarg, "synic"))
+            cfg->hidden_caps |= VM_HIDE_SYNIC;
+        else if (!strcmp(optarg, "vmx-controls"))
+            cfg->hidden_caps |= VM_HIDE_VMX_CONTROLS;
         else
-            return err_set(-EINVAL, "--hide-cap %s: known are nested-state and evmcs", optarg);
+            return err_set(-EINVAL,
+                           "--hide-cap %s: known are nested-state, evmcs, synic and vmx-controls",
+                           optarg);
         return 0;
     }
 }
@@ -216,6 +242,7 @@ static int run_option(int opt, void *ctx)
         break;
     case 'N':
     case 'H':
+    case 'V':
     case 'C':
         rc = run_cpu_option(opt, &o->vm);
         break;
@@ -234,10 +261,14 @@ static int run_check(const struct run_options *o)
         return err_set(-EINVAL, "--kernel and --incoming exclude each other");
     if (o->incoming && cfg->initrd_path)
         return err_set(-EINVAL, "--initrd and --incoming exclude each other");
-    if (o->incoming && (cfg->nested || cfg->hyperv))
+    if (o->incoming && (cfg->nested || cfg->hyperv || cfg->kvm_hidden))
         return err_set(-EINVAL, "%s and --incoming exclude each other: the stream carries the CPU",
-                       cfg->nested ? "--nested" : "--hyperv");
-    int rc = mig_tls_options_check(&o->tls);
+                       cfg->nested   ? "--nested"
+                       : cfg->hyperv ? "--hyperv"
+                                     : "--hide-kvm");
+    int rc = cfg->hyperv ? hyperv_check_needs(cfg->hyperv_set) : 0;
+    if (!rc)
+        rc = mig_tls_options_check(&o->tls);
     if (rc)
         return rc;
     if (mig_tls_wanted(&o->tls) && !(o->incoming && !strncmp(o->incoming, "tcp:", 4)))

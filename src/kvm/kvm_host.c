@@ -41,6 +41,8 @@ static void kvm_host_probe(void)
     h->dirty_log = (uint32_t)kvm_check_extension(h->fd, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
     h->hyperv_cpuid = kvm_check_extension(h->fd, KVM_CAP_HYPERV_CPUID);
     h->sys_hyperv_cpuid = kvm_check_extension(h->fd, KVM_CAP_SYS_HYPERV_CPUID);
+    h->hyperv_enforce_cpuid = kvm_check_extension(h->fd, KVM_CAP_HYPERV_ENFORCE_CPUID);
+    h->tsc_control = kvm_check_extension(h->fd, KVM_CAP_TSC_CONTROL);
 }
 
 int kvm_host(const struct kvm_host **out)

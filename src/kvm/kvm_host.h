@@ -24,6 +24,8 @@ struct kvm_host {
     uint32_t dirty_log;              /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's flags; 0: none */
     bool hyperv_cpuid;               /* KVM_CAP_HYPERV_CPUID (the vCPU ioctl) */
     bool sys_hyperv_cpuid;           /* KVM_CAP_SYS_HYPERV_CPUID (the /dev/kvm ioctl) */
+    bool hyperv_enforce_cpuid;       /* KVM_CAP_HYPERV_ENFORCE_CPUID */
+    bool tsc_control;                /* KVM_CAP_TSC_CONTROL: KVM_SET_TSC_KHZ may scale */
     const struct kvm_msr_list *msrs; /* KVM_GET_MSR_INDEX_LIST */
 };
 

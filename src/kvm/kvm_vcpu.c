@@ -115,3 +115,11 @@ int kvm_vcpu_enable_evmcs(int fd, unsigned index, uint16_t *version)
         return err_sys(-errno, "KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS) on vCPU %u", index);
     return 0;
 }
+
+int kvm_vcpu_enable_cap(int fd, unsigned index, uint32_t cap, const char *name)
+{
+    struct kvm_enable_cap c = {.cap = cap};
+    if (kvm_ioctl(fd, KVM_ENABLE_CAP, &c) < 0)
+        return err_sys(-errno, "KVM_ENABLE_CAP(%s) on vCPU %u", name, index);
+    return 0;
+}

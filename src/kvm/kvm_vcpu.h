@@ -46,5 +46,7 @@ int kvm_vcpu_get_nested_state(int fd, unsigned index, struct kvm_nested_state *s
 int kvm_vcpu_set_nested_state(int fd, unsigned index, const struct kvm_nested_state *state);
 /* KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENLIGHTENED_VMCS): *version gets the range KVM supports. */
 int kvm_vcpu_enable_evmcs(int fd, unsigned index, uint16_t *version);
+/* KVM_ENABLE_CAP(cap) with no arguments; name is the capability's, for the error. */
+int kvm_vcpu_enable_cap(int fd, unsigned index, uint32_t cap, const char *name);
 
 #endif

@@ -2,6 +2,7 @@
 
 #include "clock/clock.h"
 #include "err/err.h"
+#include "nested/nested_msr.h"
 #include "migrate/mig_barrier.h"
 #include "migrate/mig_chan.h"
 #include "migrate/mig_fault.h"
@@ -110,7 +111,16 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     caps->nested_max = offer.nested.nested_max;
     caps->evmcs = offer.nested.evmcs;
     mig_hs_features(offer.cpuid, caps->features);
-    free(offer.cpuid);
+    caps->hyperv_known = true;
+    caps->hyperv_set = offer.hyperv_set;
+    caps->tsc_khz = offer.tsc_khz;
+    caps->tsc_scaling = offer.tsc_scaling;
+    caps->vmx_known = true;
+    for (unsigned i = 0; offer.vmx && i < offer.vmx->nmsrs && i < MIG_HS_MAX_VMX_MSRS; i++)
+        if (nested_vmx_msr_restorable(offer.vmx->entries[i].index))
+            caps->vmx[caps->vmx_count++] =
+                (struct mig_hs_msr){offer.vmx->entries[i].index, offer.vmx->entries[i].data};
+    vm_host_offer_free(&offer);
     /* tern sets the hypervisor bit itself (vcpu_cpuid). */
     caps->features[0] |= 1u << 31;
     caps->connections_max = MIG_HS_MAX_CONNECTIONS;

@@ -1,10 +1,13 @@
 #include "migrate/mig_handshake.h"
 
 #include "err/err.h"
+#include "hyperv_cpuid/hyperv_cpuid.h"
+#include "nested/nested_msr.h"
 #include "migrate/mig_records.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const struct mig_hs_feature_reg mig_hs_feature_regs[MIG_HS_FEATURE_REGS] = {
@@ -140,6 +143,92 @@ static int features_from_json(json_t *obj, uint32_t f[MIG_HS_FEATURE_REGS])
     return 0;
 }
 
+/* "hyperv": ["relaxed", ...], the names of set. */
+static json_t *hyperv_to_json(uint32_t set)
+{
+    json_t *a = json_array();
+    for (unsigned f = 0; f < HV_FEATURE_COUNT; f++)
+        if (set & HV_BIT(f))
+            json_array_append_new(a, json_string(hyperv_features[f].name));
+    return a;
+}
+
+/* "hyperv": absent (*known false), or an array of the names of hyperv_cpuid.h; a name this
+ * tern does not know is refused (its guest could rely on it). */
+static int hyperv_from_json(json_t *obj, bool *known, uint32_t *set)
+{
+    json_t *a = json_object_get(obj, "hyperv");
+    *known = a != NULL;
+    *set = 0;
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > HV_FEATURE_COUNT)
+        return err_set(-EPROTO, "\"hyperv\" must be an array of at most %u names",
+                       HV_FEATURE_COUNT);
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *name = json_string_value(json_array_get(a, i));
+        unsigned f = 0;
+        while (name && f < HV_FEATURE_COUNT && strcmp(name, hyperv_features[f].name))
+            f++;
+        if (!name || f == HV_FEATURE_COUNT)
+            return err_set(-EPROTO, "\"hyperv\"[%zu] is not an enlightenment this tern knows", i);
+        *set |= HV_BIT(f);
+    }
+    return 0;
+}
+
+/* "vmx": {"0x48b": "0x...", ...}: hex strings, since a control MSR may have bit 63 set. */
+static json_t *vmx_to_json(const struct mig_hs_msr *m, unsigned n)
+{
+    json_t *o = json_object();
+    for (unsigned i = 0; i < n; i++) {
+        char key[16], value[24];
+        snprintf(key, sizeof(key), "0x%x", m[i].index);
+        snprintf(value, sizeof(value), "0x%llx", (unsigned long long)m[i].value);
+        json_object_set_new(o, key, json_string(value));
+    }
+    return o;
+}
+
+static int hex_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!s || strncmp(s, "0x", 2) || !s[2] || strlen(s) > 18)
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s + 2, &end, 16);
+    if (*end || errno || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "vmx": absent, or at most MIG_HS_MAX_VMX_MSRS restorable VMX capability MSRs. */
+static int vmx_from_json(json_t *obj, bool *known, struct mig_hs_msr *m, unsigned *n)
+{
+    json_t *o = json_object_get(obj, "vmx"), *v;
+    const char *key;
+    *known = o != NULL;
+    *n = 0;
+    if (!o)
+        return 0;
+    if (!json_is_object(o) || json_object_size(o) > MIG_HS_MAX_VMX_MSRS)
+        return err_set(-EPROTO, "\"vmx\" must be an object of at most %u MSRs",
+                       MIG_HS_MAX_VMX_MSRS);
+    json_object_foreach(o, key, v)
+    {
+        uint64_t index, value;
+        if (hex_u64(key, UINT32_MAX, &index) || !nested_vmx_msr_restorable((uint32_t)index) ||
+            hex_u64(json_string_value(v), UINT64_MAX, &value))
+            return err_set(-EPROTO,
+                           "\"vmx\": \"%.20s\" must name a VMX capability MSR KVM restores, "
+                           "with a hex string value",
+                           key);
+        m[(*n)++] = (struct mig_hs_msr){(uint32_t)index, value};
+    }
+    return 0;
+}
+
 json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
 {
     json_t *o = json_pack(
@@ -159,12 +248,19 @@ json_t *mig_hs_need_to_json(const struct mig_hs_need *n)
     }
     if (o && n->nets)
         json_object_set_new(o, "nets", json_integer(n->nets));
+    if (o && n->hyperv)
+        json_object_set_new(o, "hyperv", hyperv_to_json(n->hyperv_set));
+    if (o && n->tsc_khz)
+        json_object_set_new(o, "tsc_khz", json_integer(n->tsc_khz));
+    if (o && n->vmx_count)
+        json_object_set_new(o, "vmx", vmx_to_json(n->vmx, n->vmx_count));
     return o;
 }
 
 int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
 {
     uint64_t proto = 0, major = 0, minor = 0, mem = 0, cpus = 0, xsave = 0, nested = 0;
+    bool vmx_known;
     memset(n, 0, sizeof(*n));
     if (!json_is_object(obj))
         return err_set(-EPROTO, "no \"hello\" object");
@@ -178,7 +274,10 @@ int mig_hs_need_from_json(json_t *obj, struct mig_hs_need *n)
         get_uint(obj, "nested_size", 1u << 24, &nested) || get_bool(obj, "evmcs", &n->evmcs) ||
         features_from_json(obj, n->features) ||
         get_count(obj, "connections", MIG_HS_MAX_CONNECTIONS, 1, &n->connections) ||
-        get_disks(obj, n) || get_count(obj, "nets", DEV_MAX_NETS, 0, &n->nets))
+        get_disks(obj, n) || get_count(obj, "nets", DEV_MAX_NETS, 0, &n->nets) ||
+        hyperv_from_json(obj, &n->hyperv, &n->hyperv_set) ||
+        get_count(obj, "tsc_khz", UINT32_MAX, 0, &n->tsc_khz) ||
+        vmx_from_json(obj, &vmx_known, n->vmx, &n->vmx_count))
         return -EPROTO;
     n->stream_major = (unsigned)major;
     n->stream_minor = (unsigned)minor;
@@ -203,6 +302,14 @@ json_t *mig_hs_caps_to_json(const struct mig_hs_caps *c)
         json_object_set_new(o, "disks_given", json_integer(c->disks_given));
     if (o && c->nets_given)
         json_object_set_new(o, "nets_given", json_integer(c->nets_given));
+    if (o && c->hyperv_known)
+        json_object_set_new(o, "hyperv", hyperv_to_json(c->hyperv_set));
+    if (o && c->tsc_khz)
+        json_object_set_new(o, "tsc_khz", json_integer(c->tsc_khz));
+    if (o)
+        json_object_set_new(o, "tsc_scaling", json_boolean(c->tsc_scaling));
+    if (o && c->vmx_known)
+        json_object_set_new(o, "vmx", vmx_to_json(c->vmx, c->vmx_count));
     return o;
 }
 
@@ -221,7 +328,13 @@ int mig_hs_caps_from_json(json_t *obj, struct mig_hs_caps *c)
         features_from_json(obj, c->features) ||
         get_count(obj, "connections_max", MIG_HS_MAX_CONNECTIONS, 1, &c->connections_max) ||
         get_count(obj, "disks_given", MIG_HS_MAX_DISKS, 0, &c->disks_given) ||
-        get_count(obj, "nets_given", DEV_MAX_NETS, 0, &c->nets_given))
+        get_count(obj, "nets_given", DEV_MAX_NETS, 0, &c->nets_given) ||
+        hyperv_from_json(obj, &c->hyperv_known, &c->hyperv_set) ||
+        get_count(obj, "tsc_khz", UINT32_MAX, 0, &c->tsc_khz) ||
+        vmx_from_json(obj, &c->vmx_known, c->vmx, &c->vmx_count))
+        return -EPROTO;
+    json_t *scaling = json_object_get(obj, "tsc_scaling");
+    if (scaling && get_bool(obj, "tsc_scaling", &c->tsc_scaling))
         return -EPROTO;
     c->stream_major = (unsigned)major;
     c->stream_minor = (unsigned)minor;
@@ -278,6 +391,82 @@ static int mig_hs_check_format(const struct mig_hs_need *n, unsigned minor, char
              "%s",
              n->stream_major, minor, nested->name, n->stream_major, nested->since, what);
     return -ENOTSUP;
+}
+
+/* KVM's tolerance (tsc_tolerance_ppm): within it, a vCPU runs at the host's rate unscaled. */
+#define MIG_HS_TSC_TOLERANCE_PPM 250u
+
+static int mig_hs_check_tsc(const struct mig_hs_need *n, const struct mig_hs_caps *c, char *why,
+                            size_t why_size)
+{
+    if (!n->tsc_khz || !c->tsc_khz || c->tsc_scaling)
+        return 0;
+    uint64_t diff = n->tsc_khz > c->tsc_khz ? n->tsc_khz - c->tsc_khz : c->tsc_khz - n->tsc_khz;
+    if (diff * 1000000u <= (uint64_t)c->tsc_khz * MIG_HS_TSC_TOLERANCE_PPM)
+        return 0;
+    snprintf(why, why_size,
+             "the guest's TSC runs at %u kHz; the destination's at %u kHz, and its KVM cannot "
+             "scale it (no KVM_CAP_TSC_CONTROL)",
+             n->tsc_khz, c->tsc_khz);
+    return -ENOTSUP;
+}
+
+static int mig_hs_check_vmx(const struct mig_hs_need *n, const struct mig_hs_caps *c, char *why,
+                            size_t why_size)
+{
+    for (unsigned i = 0; c->vmx_known && i < n->vmx_count; i++) {
+        const struct mig_hs_msr *g = &n->vmx[i], *h = NULL;
+        for (unsigned j = 0; j < c->vmx_count && !h; j++)
+            h = c->vmx[j].index == g->index ? &c->vmx[j] : NULL;
+        const char *name = nested_vmx_msr_name(g->index);
+        if (!h) {
+            snprintf(why, why_size,
+                     "the guest was given %s; the destination's KVM does not report it (no "
+                     "nested VMX)",
+                     name);
+            return -ENOTSUP;
+        }
+        uint64_t missing = nested_vmx_msr_missing(g->index, g->value, h->value);
+        if (missing) {
+            snprintf(why, why_size,
+                     "the destination's KVM cannot give %s as the guest has it: bits 0x%llx "
+                     "differ (guest 0x%llx, destination 0x%llx)",
+                     name, (unsigned long long)missing, (unsigned long long)g->value,
+                     (unsigned long long)h->value);
+            return -ENOTSUP;
+        }
+    }
+    return 0;
+}
+
+/* The CPU beyond CPUID's feature bits: the enlightenments, the VMX capability MSRs and the
+ * TSC rate, each against what the destination said (not asked of an older one). */
+static int mig_hs_check_cpu(const struct mig_hs_need *n, const struct mig_hs_caps *c, char *why,
+                            size_t why_size)
+{
+    /* evmcs is judged by the need of an active eVMCS (n->evmcs, above): a guest whose eVMCS
+     * was enabled but is not in use moves to a host without (KVM commit 323d73a8ec). */
+    uint32_t missing =
+        n->hyperv && c->hyperv_known ? n->hyperv_set & ~c->hyperv_set & ~HV_BIT(HV_EVMCS) : 0;
+    if (n->hyperv && c->hyperv_known && !c->hyperv_set) {
+        snprintf(why, why_size,
+                 "the guest has Hyper-V enlightenments; the destination's KVM offers none "
+                 "(KVM_CAP_HYPERV)");
+        return -ENOTSUP;
+    }
+    if (missing) {
+        const struct hyperv_feature_info *f = &hyperv_features[__builtin_ctz(missing)];
+        snprintf(why, why_size,
+                 "the guest has the Hyper-V enlightenment %s; the destination's KVM cannot give "
+                 "it%s%s",
+                 f->name, f->cap_name ? " (" : "", f->cap_name ? f->cap_name : "");
+        if (f->cap_name)
+            snprintf(why + strlen(why), why_size - strlen(why), ")");
+        return -ENOTSUP;
+    }
+    if (mig_hs_check_vmx(n, c, why, why_size))
+        return -ENOTSUP;
+    return mig_hs_check_tsc(n, c, why, why_size);
 }
 
 int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char *why,
@@ -353,6 +542,8 @@ int mig_hs_check(const struct mig_hs_need *n, const struct mig_hs_caps *c, char 
                  "KVM_CAP_HYPERV_ENLIGHTENED_VMCS");
         return -ENOTSUP;
     }
+    if (mig_hs_check_cpu(n, c, why, why_size))
+        return -ENOTSUP;
     for (unsigned k = 0; k < MIG_HS_FEATURE_REGS; k++) {
         uint32_t missing = n->features[k] & ~c->features[k];
         if (missing) {

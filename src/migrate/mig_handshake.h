@@ -32,6 +32,13 @@ struct mig_hs_feature_reg {
 };
 extern const struct mig_hs_feature_reg mig_hs_feature_regs[MIG_HS_FEATURE_REGS];
 
+#define MIG_HS_MAX_VMX_MSRS 18u
+/* A VMX capability MSR the guest was given, or one a destination's KVM reports. */
+struct mig_hs_msr {
+    uint32_t index;
+    uint64_t value;
+};
+
 struct mig_hs_need {
     unsigned stream_major, stream_minor;
     uint64_t mem_size;
@@ -47,6 +54,11 @@ struct mig_hs_need {
         uint64_t size;
     } disk[MIG_HS_MAX_DISKS]; /* each disk's image, which the destination checks */
     unsigned nets;            /* virtio-net devices (absent: 0), which need format 1.4 */
+    bool hyperv;              /* the guest has the Hyper-V interface ("hyperv": names) */
+    uint32_t hyperv_set;      /* its enlightenments (hyperv_cpuid.h's HV_BIT()s) */
+    uint32_t tsc_khz;         /* the guest's TSC rate (absent: 0, unknown) */
+    unsigned vmx_count;       /* the VMX capability MSRs it was given ("vmx"; absent: 0) */
+    struct mig_hs_msr vmx[MIG_HS_MAX_VMX_MSRS];
 };
 
 struct mig_hs_caps {
@@ -62,6 +74,14 @@ struct mig_hs_caps {
     unsigned connections_max;               /* absent (a tern before format 1.3): 1 */
     unsigned disks_given; /* --disk on the destination (other paths, one per disk); 0: none */
     unsigned nets_given;  /* --net on the destination: one per network device of the VM */
+    /* Said by a tern of this version on; absent from older ones, which are not asked. */
+    bool hyperv_known; /* "hyperv": the enlightenments its KVM offers */
+    uint32_t hyperv_set;
+    uint32_t tsc_khz; /* its vCPUs' TSC rate (absent: 0) */
+    bool tsc_scaling; /* KVM_CAP_TSC_CONTROL: it can run a guest at another rate */
+    bool vmx_known;   /* "vmx": the VMX capability MSRs its KVM reports (none: no VMX) */
+    unsigned vmx_count;
+    struct mig_hs_msr vmx[MIG_HS_MAX_VMX_MSRS];
 };
 
 /* The feature registers of a CPUID table (absent leaves read as 0). */

@@ -1,6 +1,7 @@
 #include "migrate/mig_inspect.h"
 
 #include "err/err.h"
+#include "hyperv_cpuid/hyperv_cpuid.h"
 #include "migrate/mig_check.h"
 #include "migrate/mig_config.h"
 #include "migrate/mig_ram.h"
@@ -190,6 +191,24 @@ static json_t *inspect_disks(const struct mig_config *cfg)
     return a;
 }
 
+/* "hypervisor": where KVM's leaves are and the Hyper-V enlightenments, said only when the CPU
+ * is not the plain one (KVM's leaves at 0x40000000, no Hyper-V), so that older streams' text
+ * stays as it was. */
+static void inspect_hypervisor(json_t *c, const struct kvm_cpuid2 *cpuid)
+{
+    uint32_t kvm = hyperv_kvm_base(cpuid->entries, cpuid->nent);
+    bool hv = hyperv_present(cpuid->entries, cpuid->nent);
+    if (kvm == 0x40000000u && !hv)
+        return;
+    char names[256];
+    json_t *h = json_pack("{s:o}", "kvm_leaves", kvm ? hex(kvm) : json_string("hidden"));
+    if (hv)
+        json_object_set_new(h, "hyperv",
+                            json_string(hyperv_names(hyperv_decode(cpuid->entries, cpuid->nent),
+                                                     names, sizeof(names))));
+    json_object_set_new(c, "hypervisor", h);
+}
+
 int mig_inspect(struct mig_reader *r, json_t **summary)
 {
     struct mig_config cfg;
@@ -229,6 +248,8 @@ int mig_inspect(struct mig_reader *r, json_t **summary)
             }
             json_object_set_new(c, "nets", nets);
         }
+        if (cfg.cpu_count)
+            inspect_hypervisor(c, cfg.cpuid[0]);
         json_object_set_new(s, "config", c);
     }
     bool ended = false;
@@ -292,6 +313,10 @@ void mig_inspect_print(json_t *s, FILE *out)
     }
     json_array_foreach(json_object_get(cfg, "nets"), k, d)
         fprintf(out, "  network device %zu: MAC %s\n", k, gets(d, "mac"));
+    json_t *h = json_object_get(cfg, "hypervisor");
+    if (h)
+        fprintf(out, "  CPU: KVM leaves %s; Hyper-V %s\n", gets(h, "kvm_leaves"),
+                json_object_get(h, "hyperv") ? gets(h, "hyperv") : "no");
     fprintf(out, "records:\n");
     size_t i;
     json_t *rec;

@@ -2,6 +2,8 @@
 
 #include "clock/clock.h"
 #include "err/err.h"
+#include "hyperv_cpuid/hyperv_cpuid.h"
+#include "kvm/kvm_host.h"
 #include "kvm/kvm_vcpu.h"
 #include "kvm/kvm_vm.h"
 #include "vcpu/vcpu_cpuid.h"
@@ -114,9 +116,30 @@ unsigned vcpu_index(const struct vcpu *v)
     return v->index;
 }
 
+/* A vCPU given the Hyper-V interface: KVM_CAP_HYPERV_ENFORCE_CPUID, so that KVM offers the
+ * guest exactly the MSRs and hypercalls its CPUID names; SynIC (version 2, which keeps the
+ * message and event pages as they are when their MSRs are restored) where the CPUID offers
+ * it, since KVM refuses SynIC and timer MSRs until it is active. Both before any state is
+ * restored: the restore writes SynIC's MSRs. */
+static int vcpu_hyperv_caps(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
+{
+    if (!hyperv_present(cpuid->entries, cpuid->nent))
+        return 0;
+    const struct kvm_host *host;
+    int rc = kvm_host(&host);
+    if (!rc && host->hyperv_enforce_cpuid)
+        rc = kvm_vcpu_enable_cap(v->fd, v->index, KVM_CAP_HYPERV_ENFORCE_CPUID,
+                                 "KVM_CAP_HYPERV_ENFORCE_CPUID");
+    if (!rc && hyperv_decode(cpuid->entries, cpuid->nent) & HV_BIT(HV_SYNIC))
+        rc = kvm_vcpu_enable_cap(v->fd, v->index, KVM_CAP_HYPERV_SYNIC2, "KVM_CAP_HYPERV_SYNIC2");
+    return rc;
+}
+
 int vcpu_set_cpuid(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
 {
     int rc = kvm_vcpu_set_cpuid2(v->fd, v->index, cpuid);
+    if (!rc)
+        rc = vcpu_hyperv_caps(v, cpuid);
     if (rc)
         return rc;
     /* Keep what KVM made of it (it may add bits as it sets the table): reading it later would
@@ -268,6 +291,11 @@ static bool vcpu_handle_exit(struct vcpu *v)
                  (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
         vcpu_report_fault(v, what);
         return false;
+    case KVM_EXIT_HYPERV:
+        /* SynIC MSR writes are KVM's business (tern has no VMBus); a hypercall KVM leaves to
+         * userspace is answered "invalid code": tern offers none of them. */
+        hyperv_exit_answer(&run->hyperv);
+        return true;
     case KVM_EXIT_SYSTEM_EVENT:
         snprintf(what, sizeof(what), "system event %u (shutdown/reset requested by KVM)",
                  run->system_event.type);

@@ -3,6 +3,7 @@
 #include "vcpu/vcpu_state.h"
 
 #include "err/err.h"
+#include "hyperv_cpuid/hyperv_cpuid.h"
 #include "kvm/kvm_vcpu.h"
 #include "nested/nested_msr.h"
 #include "nested/nested_state.h"
@@ -17,21 +18,45 @@
 
 /* ---- capture --------------------------------------------------------------------------- */
 
-/* The MSRs of the host's list that read back on this vCPU, with their values: KVM_GET_MSRS
+/* The host's list, then the Hyper-V MSRs the vCPU's enlightenments bring that the list lacks
+ * (KVM names SynIC's control but not its pages, SINTs or most timer MSRs). */
+static uint32_t vcpu_msr_indices(struct vcpu *v, const struct kvm_msr_list *list, uint32_t *out)
+{
+    uint32_t hv[HYPERV_MSR_MAX], n = list->nmsrs;
+    const struct kvm_cpuid2 *cpuid = vcpu_cpuid(v);
+    unsigned hv_n = cpuid ? hyperv_msrs(hyperv_decode(cpuid->entries, cpuid->nent), hv) : 0;
+    memcpy(out, list->indices, n * sizeof(out[0]));
+    if (!cpuid || !hyperv_present(cpuid->entries, cpuid->nent))
+        return n;
+    for (unsigned k = 0; k < hv_n; k++) {
+        bool listed = false;
+        for (uint32_t i = 0; i < list->nmsrs && !listed; i++)
+            listed = list->indices[i] == hv[k];
+        if (!listed)
+            out[n++] = hv[k];
+    }
+    return n;
+}
+
+/* The MSRs of vcpu_msr_indices that read back on this vCPU, with their values: KVM_GET_MSRS
  * stops at the first MSR it cannot read, so keep what it read and go on after that one. */
 static int vcpu_save_msrs(struct vcpu *v, const struct kvm_msr_list *list, struct vcpu_state *s)
 {
-    struct kvm_msrs *q = calloc(1, sizeof(*q) + list->nmsrs * sizeof(struct kvm_msr_entry));
-    s->msrs = calloc(list->nmsrs ? list->nmsrs : 1, sizeof(struct kvm_msr_entry));
-    if (!q || !s->msrs) {
+    uint32_t max = list->nmsrs + HYPERV_MSR_MAX;
+    struct kvm_msrs *q = calloc(1, sizeof(*q) + max * sizeof(struct kvm_msr_entry));
+    uint32_t *indices = calloc(max, sizeof(*indices));
+    s->msrs = calloc(max, sizeof(struct kvm_msr_entry));
+    if (!q || !s->msrs || !indices) {
         free(q);
+        free(indices);
         return err_set(-ENOMEM, "out of memory");
     }
+    uint32_t count = vcpu_msr_indices(v, list, indices);
     int rc = 0;
-    for (uint32_t next = 0, got; next < list->nmsrs && !rc; next += got + 1) {
-        q->nmsrs = list->nmsrs - next;
+    for (uint32_t next = 0, got; next < count && !rc; next += got + 1) {
+        q->nmsrs = count - next;
         for (uint32_t i = 0; i < q->nmsrs; i++)
-            q->entries[i] = (struct kvm_msr_entry){.index = list->indices[next + i]};
+            q->entries[i] = (struct kvm_msr_entry){.index = indices[next + i]};
         rc = kvm_vcpu_get_msrs(vcpu_fd(v), vcpu_index(v), q, &got);
         if (!rc) {
             memcpy(&s->msrs[s->nmsrs], q->entries, (size_t)got * sizeof(q->entries[0]));
@@ -39,6 +64,7 @@ static int vcpu_save_msrs(struct vcpu *v, const struct kvm_msr_list *list, struc
         }
     }
     free(q);
+    free(indices);
     if (!rc)
         s->have |= VCPU_BIT(VCPU_MSRS);
     return rc;
@@ -161,7 +187,7 @@ static bool msr_before_nested(uint32_t msr)
 static bool msr_is_ordinary(uint32_t msr)
 {
     return msr != NESTED_MSR_FEATURE_CONTROL && msr != MSR_IA32_TSC_DEADLINE &&
-           !nested_vmx_msr(msr);
+           !nested_vmx_msr(msr) && !hyperv_msr(msr);
 }
 
 static bool msr_is_tsc_deadline(uint32_t msr)
@@ -298,6 +324,31 @@ static int step_tsc_deadline(struct vcpu *v, const struct vcpu_restore_env *env,
     return vcpu_restore_msrs(v, s, msr_is_tsc_deadline);
 }
 
+/* The Hyper-V MSRs in the order hyperv_msrs gives (its reasons are written there), then any
+ * other of the range the stream carries. */
+static int step_hyperv_msrs(struct vcpu *v, const struct vcpu_restore_env *env,
+                            struct vcpu_state *s)
+{
+    (void)env;
+    uint32_t order[HYPERV_MSR_MAX];
+    unsigned order_n = hyperv_msrs(~0u, order);
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + s->nmsrs * sizeof(m->entries[0]));
+    if (!m)
+        return err_set(-ENOMEM, "out of memory");
+    for (unsigned k = 0; k <= order_n; k++)
+        for (uint32_t i = 0; i < s->nmsrs; i++) {
+            uint32_t msr = s->msrs[i].index;
+            bool ordered = false;
+            for (unsigned j = 0; j < order_n && k == order_n && !ordered; j++)
+                ordered = order[j] == msr;
+            if (hyperv_msr(msr) && (k < order_n ? msr == order[k] : !ordered))
+                m->entries[m->nmsrs++] = s->msrs[i];
+        }
+    int rc = m->nmsrs ? vcpu_set_msrs(v, m) : 0;
+    free(m);
+    return rc;
+}
+
 static int step_debugregs(struct vcpu *v, const struct vcpu_restore_env *env, struct vcpu_state *s)
 {
     (void)env;
@@ -319,6 +370,7 @@ enum {
     STEP_LAPIC,
     STEP_TSC_DEADLINE,
     STEP_DEBUGREGS,
+    STEP_HYPERV_MSRS,
     STEP_COUNT
 };
 
@@ -373,6 +425,15 @@ const struct vcpu_restore_step vcpu_restore_steps[STEP_COUNT] = {
                            step_tsc_deadline},
     [STEP_DEBUGREGS] = {{"DEBUGREGS", 0, "no rule of its own: KVM takes it once CPUID2 is set"},
                         step_debugregs},
+    [STEP_HYPERV_MSRS] = {{"HYPERV_MSRS",
+                           ORDER_AFTER(STEP_MSRS) | ORDER_AFTER(STEP_LAPIC) |
+                               ORDER_AFTER(STEP_NESTED),
+                           "the Hyper-V MSRs in their own order (hyperv_msrs), with SynIC "
+                           "already active (enabled with CPUID2); after LAPIC, which a "
+                           "synthetic timer due at once interrupts, and MSRS (the TSC); the VP "
+                           "assist page before the first KVM_RUN, where KVM maps an active "
+                           "eVMCS through it"},
+                          step_hyperv_msrs},
 };
 const unsigned vcpu_restore_step_count = STEP_COUNT;
 

@@ -363,6 +363,8 @@ void vm_close(struct vm *vm)
     pci_bus_destroy(vm->pci);
     dev_bus_destroy(vm->bus);
     mem_destroy(vm->mem);
+    free(vm->vmx);
+    vm->vmx = NULL;
     if (vm->vm_fd >= 0)
         close(vm->vm_fd);
     uv_close((uv_handle_t *)&vm->end_async, vm_on_closed);

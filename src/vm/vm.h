@@ -27,6 +27,8 @@
  * or smaller hosts). */
 #define VM_HIDE_NESTED_STATE (1u << 0) /* KVM_CAP_NESTED_STATE */
 #define VM_HIDE_EVMCS (1u << 1)        /* KVM_CAP_HYPERV_ENLIGHTENED_VMCS */
+#define VM_HIDE_SYNIC (1u << 2)        /* KVM_CAP_HYPERV_SYNIC2 */
+#define VM_HIDE_VMX_CONTROLS (1u << 3) /* the optional VMX controls (a smaller VT-x) */
 
 /* What the host offers for nested guests, as the VM sees it (after --hide-cap). */
 struct vm_host_nested {
@@ -45,8 +47,9 @@ struct vm_config {
     int serial_in_fd;        /* -1: no input */
     /* The CPU a fresh boot gives its vCPUs (a restore takes the stream's instead). */
     bool nested;          /* VMX, feature control and the VMX capability MSRs */
-    bool hyperv;          /* the Hyper-V CPUID leaves */
-    bool evmcs;           /* enlightened VMCS enabled (needs nested and hyperv) */
+    bool hyperv;          /* the Hyper-V leaves (--hyperv), with hyperv_set */
+    uint32_t hyperv_set;  /* HV_BIT()s of hyperv_cpuid.h: the named enlightenments */
+    bool kvm_hidden;      /* --hide-kvm: no KVM leaves in CPUID */
     unsigned hidden_caps; /* VM_HIDE_* */
     bool thp_off;         /* guest RAM without MADV_HUGEPAGE (--thp off) */
     unsigned disk_count;  /* --disk, one virtio-blk each */
@@ -116,6 +119,18 @@ unsigned vm_nets(const struct vm *vm, const struct dev_net **out);
  * the destination's vm_start takes it; a source that resumes takes it back. */
 void vm_release(struct vm *vm);
 
+/* What the guest's CPU was given that a destination must offer too (the handshake's
+ * preflight): the VMX capability MSRs (none without --nested), the Hyper-V enlightenments
+ * (hyperv_cpuid.h's HV_BIT()s, from vCPU 0's CPUID) and the TSC rate (0: unknown). */
+struct vm_cpu_need {
+    const struct kvm_msr_entry *vmx;
+    uint32_t vmx_count;
+    bool hyperv;
+    uint32_t hyperv_set;
+    uint32_t tsc_khz;
+};
+void vm_cpu_need(const struct vm *vm, struct vm_cpu_need *out);
+
 /* What this host offers a VM that arrives by migration (a destination's side of the
  * handshake): the XSAVE size its vCPUs take, nested support (after --hide-cap), and the CPUID
  * a vCPU here really gets (KVM may add to a table as it sets it, as PVM does, so
@@ -124,8 +139,14 @@ struct vm_host_offer {
     uint32_t xsave_size;
     struct vm_host_nested nested;
     struct kvm_cpuid2 *cpuid; /* malloc'd */
+    struct kvm_msrs *vmx;     /* malloc'd; NULL without nested VMX */
+    bool hyperv;              /* KVM_CAP_HYPERV and the Hyper-V CPUID */
+    uint32_t hyperv_set;      /* the enlightenments it offers (HV_BIT()s) */
+    uint32_t tsc_khz;         /* a vCPU's TSC rate here */
+    bool tsc_scaling;         /* KVM_CAP_TSC_CONTROL */
 };
 int vm_host_offer(unsigned hidden_caps, struct vm_host_offer *out);
+void vm_host_offer_free(struct vm_host_offer *offer);
 
 /* The host's RAM in bytes, the ceiling for --mem. */
 uint64_t vm_host_ram_bytes(void);

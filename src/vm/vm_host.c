@@ -6,14 +6,19 @@
 #include "kvm/kvm_vm.h"
 #include "vcpu/vcpu_cpuid.h"
 #include "vm/vm.h"
+#include "vm/vm_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
-/* The CPUID table a vCPU of this host gets when asked for all KVM supports. */
-static int vm_host_cpuid(const struct kvm_host *host, struct kvm_cpuid2 **out)
+/* The CPUID table a vCPU of this host gets when asked for all KVM supports, its TSC rate, and
+ * the Hyper-V enlightenments offered (asked of its vCPU where KVM has only that ioctl). */
+static int vm_host_cpuid(const struct kvm_host *host, unsigned hidden_caps,
+                         struct vm_host_offer *offer)
 {
+    struct kvm_cpuid2 **out = &offer->cpuid;
     struct kvm_cpuid2 *supported = NULL, *got = NULL;
     int vm_fd = -1, vcpu_fd = -1;
     int rc = kvm_supported_cpuid(host->fd, VCPU_CPUID_MAX_ENTRIES, &supported);
@@ -27,6 +32,15 @@ static int vm_host_cpuid(const struct kvm_host *host, struct kvm_cpuid2 **out)
         got->nent = VCPU_CPUID_MAX_ENTRIES;
         rc = kvm_vcpu_get_cpuid2(vcpu_fd, 0, got);
     }
+    if (!rc && kvm_vcpu_get_tsc_khz(vcpu_fd, 0, &offer->tsc_khz))
+        offer->tsc_khz = 0;
+    struct kvm_cpuid2 *hv = NULL;
+    if (!rc && !vm_cpu_hv_leaves(host, vcpu_fd, &hv)) {
+        offer->hyperv_set = vm_cpu_hyperv_offered(host, hidden_caps, hv);
+        offer->hyperv = offer->hyperv_set != 0;
+    }
+    err_clear();
+    free(hv);
     if (vcpu_fd >= 0)
         close(vcpu_fd);
     if (vm_fd >= 0)
@@ -43,12 +57,28 @@ static int vm_host_cpuid(const struct kvm_host *host, struct kvm_cpuid2 **out)
 int vm_host_offer(unsigned hidden_caps, struct vm_host_offer *out)
 {
     const struct kvm_host *host;
-    out->cpuid = NULL;
+    memset(out, 0, sizeof(*out));
     int rc = kvm_host(&host);
     if (!rc)
         rc = vm_host_nested(hidden_caps, &out->nested);
     if (!rc)
-        rc = vm_host_cpuid(host, &out->cpuid);
+        rc = vm_host_cpuid(host, hidden_caps, out);
+    /* The VMX capability MSRs a guest may have been given here: none without nested VMX. */
+    if (!rc && out->nested.nested_max && vm_cpu_vmx_msrs(host, hidden_caps, &out->vmx)) {
+        err_clear();
+        out->vmx = NULL;
+    }
     out->xsave_size = rc ? 0 : host->xsave_size;
+    out->tsc_scaling = !rc && host->tsc_control;
+    if (rc)
+        vm_host_offer_free(out);
     return rc;
+}
+
+void vm_host_offer_free(struct vm_host_offer *offer)
+{
+    free(offer->cpuid);
+    free(offer->vmx);
+    offer->cpuid = NULL;
+    offer->vmx = NULL;
 }

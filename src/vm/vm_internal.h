@@ -49,6 +49,8 @@ struct vm {
     bool paused;
     bool clock_pending;
     struct kvm_clock_data clock;
+    struct kvm_msrs *vmx; /* the VMX capability MSRs the guest was given; NULL: none */
+    uint32_t tsc_khz;     /* the guest's TSC rate; 0: unknown */
 
     pthread_mutex_t end_lock;
     struct vm_end end;
@@ -86,5 +88,16 @@ void vm_throttle_destroy(struct vm *vm);
 
 /* vm_cpu.c */
 int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg);
+/* After a restore: the VMX capability MSRs among msrs (vCPU 0's) and the TSC rate. */
+void vm_cpu_keep_restored(struct vm *vm, const struct kvm_msr_entry *msrs, uint32_t n,
+                          uint32_t tsc_khz);
+struct kvm_host;
+/* The host's VMX capability MSRs as --nested gives them (after --hide-cap vmx-controls). */
+int vm_cpu_vmx_msrs(const struct kvm_host *host, unsigned hidden_caps, struct kvm_msrs **out);
+/* The Hyper-V leaves KVM offers (the system ioctl, else the one on vcpu_fd, -1 for none). */
+int vm_cpu_hv_leaves(const struct kvm_host *host, int vcpu_fd, struct kvm_cpuid2 **out);
+/* The enlightenments (HV_BIT()s) the host offers after --hide-cap; 0 without hv. */
+uint32_t vm_cpu_hyperv_offered(const struct kvm_host *host, unsigned hidden_caps,
+                               const struct kvm_cpuid2 *hv);
 
 #endif

@@ -212,10 +212,10 @@ static int vm_step_clock(const struct vm_restore_target *t, struct vm_state *s,
         return err_set(-EPROTO, "the stream has no CLOCK record");
     *t->clock = s->clock;
     *t->clock_pending = true;
-    return 0;
+    return kvm_vm_set_clock(t->vm_fd, &s->clock);
 }
 
-enum { VM_STEP_CPUID, VM_STEP_IRQCHIP, VM_STEP_PIT2, VM_STEP_VCPUS, VM_STEP_CLOCK, VM_STEPS };
+enum { VM_STEP_CPUID, VM_STEP_IRQCHIP, VM_STEP_PIT2, VM_STEP_CLOCK, VM_STEP_VCPUS, VM_STEPS };
 
 /* Restore order, once all guest RAM is in place. */
 const struct vm_restore_step vm_restore_steps[VM_STEPS] = {
@@ -227,16 +227,18 @@ const struct vm_restore_step vm_restore_steps[VM_STEPS] = {
                           "the PICs and the IOAPIC before the vCPUs' LAPICs, as at power-on"},
                          vm_step_irqchip},
     [VM_STEP_PIT2] = {{"PIT2", 0, "with the interrupt controllers, before the vCPUs"}, vm_step_pit},
-    [VM_STEP_VCPUS] = {{"VCPUS",
-                        ORDER_AFTER(VM_STEP_CPUID) | ORDER_AFTER(VM_STEP_IRQCHIP) |
-                            ORDER_AFTER(VM_STEP_PIT2),
-                        "each vCPU in the order of vcpu_restore_steps"},
-                       vm_step_vcpus},
-    [VM_STEP_CLOCK] = {{"CLOCK", ORDER_AFTER(VM_STEP_VCPUS),
-                        "kept for vm_start/vm_resume, which set it right before the vCPUs run: "
-                        "a guest that runs before its clock is set sees time jump (Hyper-V "
+    [VM_STEP_CLOCK] = {{"CLOCK", 0,
+                        "set now, for the Hyper-V timers the vCPUs' MSRs re-arm (a one-shot "
+                        "expiry is a reference-counter time, which is kvmclock), and kept for "
+                        "vm_start/vm_resume, which set it again right before the vCPUs run: a "
+                        "guest that runs before its clock is set sees time jump (Hyper-V "
                         "guests hang)"},
                        vm_step_clock},
+    [VM_STEP_VCPUS] = {{"VCPUS",
+                        ORDER_AFTER(VM_STEP_CPUID) | ORDER_AFTER(VM_STEP_IRQCHIP) |
+                            ORDER_AFTER(VM_STEP_PIT2) | ORDER_AFTER(VM_STEP_CLOCK),
+                        "each vCPU in the order of vcpu_restore_steps, after CLOCK"},
+                       vm_step_vcpus},
 };
 const unsigned vm_restore_step_count = VM_STEPS;
 
@@ -263,5 +265,8 @@ int vm_state_restore(struct vm *vm, struct vm_state *s, struct kvm_cpuid2 *const
                                           .xsave_size = host->xsave_size},
                                   .clock = &vm->clock,
                                   .clock_pending = &vm->clock_pending};
-    return vm_state_apply(&t, s, cpuid);
+    rc = vm_state_apply(&t, s, cpuid);
+    if (!rc && s->cpu_count)
+        vm_cpu_keep_restored(vm, s->vcpus[0].msrs, s->vcpus[0].nmsrs, s->vcpus[0].tsc_khz);
+    return rc;
 }

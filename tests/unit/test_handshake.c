@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "err/err.h"
+#include "hyperv_cpuid/hyperv_cpuid.h"
+#include "nested/nested_msr.h"
 #include "migrate/mig_handshake.h"
 #include "migrate/mig_stream.h"
 
@@ -318,4 +320,135 @@ Test(handshake, a_vm_with_disks_needs_a_destination_of_format_1_4)
     j = mig_hs_need_to_json(&n);
     cr_expect(!json_object_get(j, "disks"));
     json_decref(j);
+}
+
+/* The CPU beyond CPUID bits. VMX values as KVM's nested VMX reports them on a Haswell host:
+ * BASIC (revision 0x11e57ed0, 4 KiB VMCS, write-back, INS/OUTS info, true controls), the
+ * secondary controls (EPT, VPID, unrestricted guest and more allowed) and the true
+ * processor-based controls. */
+#define VMX_BASIC 0x00d8100011e57ed0ull
+#define VMX_CTLS2 0x000537fe00000000ull
+#define VMX_TRUE_PROCBASED 0xfff9fffe04006172ull
+
+static void give_vmx(struct mig_hs_msr *m, unsigned *n)
+{
+    m[0] = (struct mig_hs_msr){0x480, VMX_BASIC};
+    m[1] = (struct mig_hs_msr){0x48b, VMX_CTLS2};
+    m[2] = (struct mig_hs_msr){0x48e, VMX_TRUE_PROCBASED};
+    *n = 3;
+}
+
+Test(handshake, vmx_capability_msrs_are_compared_bit_by_bit)
+{
+    struct mig_hs_need n = need_basic();
+    struct mig_hs_caps c = caps_basic();
+    char why[512] = "";
+    give_vmx(n.vmx, &n.vmx_count);
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "an older destination is not asked");
+    c.vmx_known = true;
+    give_vmx(c.vmx, &c.vmx_count);
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    c.vmx[1].value = VMX_CTLS2 & 0xffffffffull; /* --hide-cap vmx-controls */
+    expect_refusal(
+        &n, &c, "cannot give IA32_VMX_PROCBASED_CTLS2 as the guest has it: bits 0x537fe00000000");
+    c.vmx[1].value = VMX_CTLS2;
+    c.vmx[2].value = VMX_TRUE_PROCBASED | 0x80; /* the destination must have HLT exiting */
+    expect_refusal(&n, &c, "IA32_VMX_TRUE_PROCBASED_CTLS as the guest has it: bits 0x80");
+    c.vmx_count = 1;
+    expect_refusal(&n, &c,
+                   "the guest was given IA32_VMX_PROCBASED_CTLS2; the destination's KVM "
+                   "does not report it");
+    c.vmx_count = 0;
+    n.vmx_count = 0;
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "no VMX given, none needed: %s", why);
+}
+
+Test(handshake, vmx_rules_are_kvms)
+{
+    cr_expect_eq(nested_vmx_msr_missing(0x480, VMX_BASIC, VMX_BASIC), 0);
+    cr_expect_eq(nested_vmx_msr_missing(0x480, VMX_BASIC, VMX_BASIC & ~(1ull << 54)), 1ull << 54,
+                 "INS/OUTS information");
+    cr_expect_neq(nested_vmx_msr_missing(0x480, VMX_BASIC, VMX_BASIC + 1), 0, "another revision");
+    cr_expect_eq(nested_vmx_msr_missing(0x486, 0x80000021, 0x80000021), 0);
+    cr_expect_eq(nested_vmx_msr_missing(0x486, 0x80000001, 0x80000021), 0x20,
+                 "CR0.NE fixed on the destination, free for the guest");
+    cr_expect_eq(nested_vmx_msr_missing(0x48c, 0xf0106334141ull, 0xf0106114141ull), 0x220000,
+                 "EPT/VPID capabilities the destination lacks");
+    cr_expect_eq(nested_vmx_msr_missing(0x48a, 0x2e, 0x10), 0, "VMCS_ENUM is not checked");
+    cr_expect_eq(nested_vmx_msr_hide_controls(0x48b, VMX_CTLS2), 0);
+    cr_expect_eq(nested_vmx_msr_hide_controls(0x48e, VMX_TRUE_PROCBASED), VMX_TRUE_PROCBASED);
+    cr_expect_str_eq(nested_vmx_msr_name(0x48b), "IA32_VMX_PROCBASED_CTLS2");
+}
+
+Test(handshake, enlightenments_and_tsc_rate)
+{
+    struct mig_hs_need n = need_basic();
+    struct mig_hs_caps c = caps_basic();
+    char why[512] = "";
+    n.hyperv = true;
+    n.hyperv_set = HV_BIT(HV_VPINDEX) | HV_BIT(HV_SYNIC);
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "an older destination is not asked");
+    c.hyperv_known = true;
+    expect_refusal(&n, &c, "the destination's KVM offers none (KVM_CAP_HYPERV)");
+    c.hyperv_set = HV_BIT(HV_VPINDEX) | HV_BIT(HV_RELAXED); /* --hide-cap synic */
+    expect_refusal(&n, &c,
+                   "the guest has the Hyper-V enlightenment synic; the destination's KVM "
+                   "cannot give it (KVM_CAP_HYPERV_SYNIC2)");
+    c.hyperv_set |= HV_BIT(HV_SYNIC);
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    n.hyperv_set |= HV_BIT(HV_EVMCS); /* enabled, not active: the destination need not have it */
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    n.evmcs = true;
+    expect_refusal(&n, &c, "KVM_CAP_HYPERV_ENLIGHTENED_VMCS");
+    n.evmcs = false;
+    n.tsc_khz = 2400000;
+    c.tsc_khz = 2500000;
+    expect_refusal(&n, &c,
+                   "the guest's TSC runs at 2400000 kHz; the destination's at 2500000 kHz, "
+                   "and its KVM cannot scale it (no KVM_CAP_TSC_CONTROL)");
+    c.tsc_khz = 2400500; /* 208 ppm: KVM runs it unscaled */
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+    c.tsc_khz = 2500000;
+    c.tsc_scaling = true;
+    cr_expect_eq(mig_hs_check(&n, &c, why, sizeof(why)), 0, "%s", why);
+}
+
+Test(handshake, cpu_fields_round_trip_and_are_checked)
+{
+    struct mig_hs_need n = need_basic(), n2;
+    n.hyperv = true;
+    n.hyperv_set = HYPERV_PRESET_WINDOWS | HV_BIT(HV_EVMCS);
+    n.tsc_khz = 2893299;
+    give_vmx(n.vmx, &n.vmx_count);
+    json_t *j = mig_hs_need_to_json(&n);
+    cr_assert_eq(mig_hs_need_from_json(j, &n2), 0, "%s", err_msg());
+    cr_expect_eq(memcmp(&n, &n2, sizeof(n)), 0);
+    json_decref(j);
+    struct mig_hs_caps c = caps_basic(), c2;
+    c.hyperv_known = c.vmx_known = c.tsc_scaling = true;
+    c.hyperv_set = HV_BIT(HV_RELAXED);
+    c.tsc_khz = 2893299;
+    give_vmx(c.vmx, &c.vmx_count);
+    j = mig_hs_caps_to_json(&c);
+    cr_assert_eq(mig_hs_caps_from_json(j, &c2), 0, "%s", err_msg());
+    cr_expect_eq(memcmp(&c, &c2, sizeof(c)), 0);
+    json_decref(j);
+    static const struct {
+        const char *key, *value, *fragment;
+    } bad[] = {
+        {"hyperv", "[\"warp-drive\"]", "\"hyperv\"[0] is not an enlightenment this tern knows"},
+        {"hyperv", "\"relaxed\"", "\"hyperv\" must be an array"},
+        {"vmx", "{\"0x10\": \"0x1\"}", "\"vmx\": \"0x10\" must name a VMX capability MSR"},
+        {"vmx", "{\"0x48b\": 7}", "\"vmx\": \"0x48b\" must name"},
+        {"vmx", "{\"0x48b\": \"0xfffffffffffffffff\"}", "\"vmx\": \"0x48b\" must name"},
+        {"tsc_khz", "0", "\"tsc_khz\" must be an integer from 1"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        j = mig_hs_need_to_json(&n);
+        json_object_set_new(j, bad[i].key, json_loads(bad[i].value, JSON_DECODE_ANY, NULL));
+        cr_expect_lt(mig_hs_need_from_json(j, &n2), 0, "%s: %s", bad[i].key, bad[i].value);
+        cr_expect(strstr(err_msg(), bad[i].fragment), "'%s' not in '%s'", bad[i].fragment,
+                  err_msg());
+        json_decref(j);
+    }
 }
