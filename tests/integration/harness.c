@@ -143,18 +143,27 @@ int proc_wait(struct proc *p, int timeout_ms)
         if (now_ms() > deadline) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &ws, 0);
+            p->reaped = true;
             cr_assert_fail("timed out after %d ms; stdout: %s\nstderr: %s", timeout_ms, p->out,
                            p->err);
         }
     }
     while (proc_pump(p, 100))
         ;
+    p->reaped = true;
     p->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
     return p->status;
 }
 
 void proc_free(struct proc *p)
 {
+    /* A tern a test left running (a destination still waiting after a refusal) ends here, so
+     * that no test leaves processes behind. */
+    if (p->pid > 0 && !p->reaped && waitpid(p->pid, NULL, WNOHANG) == 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+    }
+    p->reaped = true;
     if (p->out_fd >= 0)
         close(p->out_fd);
     if (p->err_fd >= 0)

@@ -11,7 +11,8 @@ struct proc {
     int out_fd, err_fd;
     char *out, *err;
     size_t out_len, err_len;
-    int status; /* exit status, or 128+signal */
+    int status;  /* exit status, or 128+signal */
+    bool reaped; /* proc_wait saw it end; proc_free ends one that has not */
 };
 
 /* Skips the test (with its reason) when /dev/kvm cannot be used. */

@@ -217,14 +217,20 @@ Test(cli, nested_and_hyperv_options)
 {
     struct proc p;
     const char *hello = harness_guest("hello");
-    int st = run_tern(&p, 5000, "run", "--hyperv=foo", "--kernel", hello, NULL);
-    expect_error("--hyperv=foo: the only value is evmcs", &p, st);
+    int st = run_tern(&p, 5000, "run", "--hyperv=relaxed,foo", "--kernel", hello, NULL);
+    expect_error("--hyperv: unknown enlightenment \"foo\" (tern run --help lists them)", &p, st);
+    st = run_tern(&p, 5000, "run", "--hyperv=relaxed,", "--kernel", hello, NULL);
+    expect_error("--hyperv=relaxed,: an empty name in the list", &p, st);
     st = run_tern(&p, 5000, "run", "--hide-cap", "vmx", "--kernel", hello, NULL);
-    expect_error("--hide-cap vmx: known are nested-state and evmcs", &p, st);
+    expect_error("--hide-cap vmx: known are nested-state, evmcs, synic and vmx-controls", &p, st);
     st = run_tern(&p, 5000, "run", "--nested", "--incoming", "file:/nonexistent", NULL);
     expect_error("--nested and --incoming exclude each other", &p, st);
-    st = run_tern(&p, 5000, "run", "--hyperv=evmcs", "--kernel", hello, NULL);
+    st = run_tern(&p, 5000, "run", "--hyperv=vapic,evmcs", "--kernel", hello, NULL);
     expect_error("--hyperv=evmcs needs --nested", &p, st);
+    st = run_tern(&p, 5000, "run", "--nested", "--hyperv=evmcs", "--kernel", hello, NULL);
+    expect_error("--hyperv: evmcs needs vapic", &p, st);
+    st = run_tern(&p, 5000, "run", "--hyperv=vpindex,synic,stimer", "--kernel", hello, NULL);
+    expect_error("--hyperv: stimer needs time", &p, st);
     /* Whatever the host: with its nested state hidden, --nested has nothing to stand on. */
     st = run_tern(&p, 5000, "run", "--nested", "--hide-cap", "nested-state", "--kernel", hello,
                   NULL);
@@ -238,6 +244,8 @@ Test(cli, nested_and_hyperv_options)
     }
     if (!kvm_cap(KVM_CAP_HYPERV_CPUID) && !kvm_cap(KVM_CAP_SYS_HYPERV_CPUID)) {
         st = run_tern(&p, 5000, "run", "--hyperv", "--kernel", hello, NULL);
+        expect_error("--hyperv: host KVM offers no Hyper-V CPUID", &p, st);
+        st = run_tern(&p, 5000, "run", "--hyperv=vpindex,vapic", "--kernel", hello, NULL);
         expect_error("--hyperv: host KVM offers no Hyper-V CPUID", &p, st);
     }
 }

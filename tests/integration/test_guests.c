@@ -152,6 +152,17 @@ Test(guests, unclaimed_port_and_mmio_read_all_ones_and_log_once)
     proc_free(&p);
 }
 
+/* A fresh boot shows KVM's signature at 0x40000000 (the nested host's hyperv test reads what a
+ * guest on VT-x sees with --hide-kvm and --hyperv; PVM answers that leaf itself). */
+Test(guests, the_guest_finds_kvm_at_0x40000000)
+{
+    struct proc p;
+    int st = run_tern(&p, 20000, "run", "--kernel", harness_guest("probe"), NULL);
+    cr_expect_eq(st, 0, "stderr: %s", p.err);
+    cr_expect(strstr(p.out, "probe: CPUID 0x40000000: signature \"KVMKVMKVM...\""), "%s", p.out);
+    proc_free(&p);
+}
+
 Test(guests, serial_input_from_stdin_reaches_the_guest)
 {
     struct proc p;

@@ -265,3 +265,53 @@ Test(control, bad_requests_get_errors_and_the_server_keeps_serving)
     cr_expect(strstr(c.err, "cannot connect"), "%s", c.err);
     proc_free(&c);
 }
+
+/* Once src has stamped 10 passes: a snapshot to path, quit, and tern inspect's text into p. */
+static void snapshot_and_inspect(struct proc *src, const char *sock, const char *path,
+                                 struct proc *p)
+{
+    cr_assert(proc_wait_output(src, "pass 10 ok", 10000), "%s", src->out);
+    harness_snapshot(sock, path);
+    json_decref(harness_ctl(sock, "quit", NULL));
+    proc_wait(src, 10000);
+    proc_free(src);
+    cr_assert_eq(run_tern(p, 10000, "inspect", path, NULL), 0, "%s", p->err);
+}
+
+/* --hide-kvm: the CPUID tern gives has no KVM signature at any base, the snapshot carries that
+ * table (tern inspect says so), and the restored guest runs on with it; a plain VM's snapshot
+ * says nothing of its hypervisor leaves. */
+Test(snapshot, hide_kvm_travels_with_the_cpu)
+{
+    const char *sock = harness_tmp("sock"), *path = harness_tmp("snap");
+    struct proc src, p;
+    char *argv[] = {TERN_BINARY,
+                    "run",
+                    "--hide-kvm",
+                    "--mem",
+                    "64M",
+                    "--kernel",
+                    (char *)harness_guest("memstamp"),
+                    "--cmdline",
+                    "mib=8 passes=40 every=10",
+                    "--api-socket",
+                    (char *)sock,
+                    NULL};
+    proc_start(&src, argv);
+    cr_assert(harness_wait_socket(sock, 10000), "no control socket; stderr: %s", src.err);
+    snapshot_and_inspect(&src, sock, path, &p);
+    cr_expect(strstr(p.out, "  CPU: KVM leaves hidden; Hyper-V no\n"), "%s", p.out);
+    proc_free(&p);
+    char uri[300];
+    snprintf(uri, sizeof(uri), "file:%s", path);
+    int st = run_tern(&p, 30000, "run", "--incoming", uri, NULL);
+    cr_expect_eq(st, 0, "the restored guest finishes: %s", p.err);
+    cr_expect(strstr(p.out, "pass 40 ok"), "%s", p.out);
+    proc_free(&p);
+
+    start_with_socket(&src, sock, "1", "64M", "memstamp", "mib=8 passes=0 every=10");
+    snapshot_and_inspect(&src, sock, path, &p);
+    cr_expect_null(strstr(p.out, "CPU:"), "%s", p.out);
+    proc_free(&p);
+    unlink(path);
+}
