@@ -5,16 +5,21 @@
 # line arrives in time.
 #
 # Usage: scripts/nested-host/run.sh [FILTER]   (run only tests whose name contains FILTER)
-# Environment: TERN_NESTED_TIMEOUT (seconds, default 1500), TERN_NESTED_FAIL=1 (add a test that
-# fails on purpose), TERN_NESTED_GOLDEN=1 (add golden-make, for scripts/nested-host/golden.sh).
+# Environment: TERN_NESTED_TIMEOUT (seconds, default 2400), TERN_NESTED_FAIL=1 (add a test that
+# fails on purpose), TERN_NESTED_GOLDEN=1 (add golden-make, for scripts/nested-host/golden.sh),
+# TERN_PINGPONG_SECONDS (how long the ping-pong tests move their L1 back and forth, in the nested
+# host's seconds; default 45, about 3 minutes of wall time), TERN_EVMCS_PINGPONG=1 (ping-pong
+# the eVMCS L1 of tests/hyperv.sh too).
 # Everything built is cached under build/nested-host/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 filter=${1:-}
-limit=${TERN_NESTED_TIMEOUT:-1500}
+limit=${TERN_NESTED_TIMEOUT:-2400}
 fail_on_purpose=${TERN_NESTED_FAIL:-0}
 golden=${TERN_NESTED_GOLDEN:-0}
+pingpong=${TERN_PINGPONG_SECONDS:-45}
+evmcs_pingpong=${TERN_EVMCS_PINGPONG:-0}
 work=$root/build/nested-host
 mkdir -p "$work"
 t_start=$(date +%s.%N)
@@ -65,6 +70,7 @@ cp build/tests/guest/*.elf "$stage/guests/"
 cp scripts/nested-host/tests/*.sh "$stage/tests/"
 cp tests/golden/expect tests/golden/*-nested-*.snap "$stage/golden/"
 cp scripts/nested-host/lib.sh "$stage/lib/tern-nested.sh"
+cp scripts/nested-host/l1-lib.sh "$stage/lib/tern-l1.sh"
 # The Linux guest for tests/linux.sh: the same kernel, and busybox with its own /init.
 guest=$work/linux-guest
 rm -rf "$guest" && mkdir -p "$guest"/{bin,proc,sys,dev,lib/modules} "$stage/linux"
@@ -78,7 +84,7 @@ cp /bin/busybox "$diskroot/bin/busybox"
 # For an L1 on this root (tests/disk.sh, tern.l2=1): KVM, tern and the vblk guest.
 cp "$kdir"/irqbypass.ko "$kdir"/kvm.ko "$kdir"/kvm-intel.ko "$diskroot/lib/modules/"
 cp build/tern "$diskroot/bin/tern"
-cp build/tests/guest/vblk.elf "$diskroot/guests/"
+cp build/tests/guest/vblk.elf build/tests/guest/memstamp.elf "$diskroot/guests/"
 for lib in $(ldd build/tern | grep -o '/[^ ]*'); do
     mkdir -p "$diskroot$(dirname "$lib")" && cp -L "$lib" "$diskroot$lib"
 done
@@ -106,7 +112,7 @@ PROMPT 0
 TIMEOUT 0
 LABEL tern
   KERNEL /boot/vmlinuz
-  APPEND initrd=/boot/initrd.gz console=ttyS0 quiet mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests tern.filter=${filter} tern.fail=${fail_on_purpose} tern.golden=${golden}
+  APPEND initrd=/boot/initrd.gz console=ttyS0 quiet mitigations=off init_on_alloc=0 nokaslr cryptomgr.notests tern.filter=${filter} tern.fail=${fail_on_purpose} tern.golden=${golden} tern.pingpong=${pingpong} tern.evmcs_pingpong=${evmcs_pingpong}
 CFG
 xorriso -as mkisofs -quiet -o "$work/nested.iso.new" -b isolinux/isolinux.bin -c isolinux/boot.cat \
     -no-emul-boot -boot-load-size 4 -boot-info-table "$iso" 2>/dev/null
@@ -114,7 +120,7 @@ mv "$work/nested.iso.new" "$work/nested.iso"
 
 # --- Bochs, headless and unattended ---------------------------------------------------------
 cat >"$work/bochsrc" <<RC
-megs: 1024
+megs: 1536
 cpu: model=corei7_haswell_4770, count=1, ips=100000000, ignore_bad_msrs=1
 clock: sync=none
 romimage: file=/usr/share/bochs/BIOS-bochs-latest

@@ -27,7 +27,7 @@ l1 c "hold=3 hold_ms=4000 rounds=30"
 take c "holding with the VMCS loaded"
 l1 d "rounds=15 step=10000000"
 take d "vmx_l1: L2 running"
-start e --nested --hyperv=evmcs --mem 16M --kernel /guests/evmcs_l1.elf \
+start e --nested --hyperv=vapic,evmcs --mem 16M --kernel /guests/evmcs_l1.elf \
     --cmdline "rounds=15 step=10000000"
 take e "vmx_l1: L2 running"
 

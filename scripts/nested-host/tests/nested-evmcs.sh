@@ -1,4 +1,4 @@
-# Scenarios e and f: L2 entered through an active enlightened VMCS (evmcs_l1, --hyperv=evmcs),
+# Scenarios e and f: L2 entered through an active enlightened VMCS (evmcs_l1, --hyperv=vapic,evmcs),
 # and eVMCS enabled but never active (evmcs_l1 evmcs=1, plain VMCS entries). Each goes through a
 # snapshot and a live migration; e needs a destination with eVMCS (one that hides it refuses,
 # by name, and the source keeps the guest), f is taken by one without.
@@ -8,7 +8,7 @@ ev() {
     name=$1
     cmdline=$2
     shift 2
-    start "$name" --nested --hyperv=evmcs --mem 16M --kernel /guests/evmcs_l1.elf \
+    start "$name" --nested --hyperv=vapic,evmcs --mem 16M --kernel /guests/evmcs_l1.elf \
         --cmdline "$cmdline" "$@"
 }
 
