@@ -80,8 +80,8 @@ fi
 
 # The L2 quits; the L1 has no VMs left and moves to a destination without eVMCS.
 wait_for "tern-l1: no VMs left" /tmp/$cur.log 300 || fail "the L2 did not end"
-grep -a "tern-l2: L2 tern exited" /tmp/$cur.log
-grep -q "tern-l2: L2 tern exited 0" /tmp/$cur.log || fail "the L2 tern failed"
+grep -a "^tern-l2: L2 tern exited" /tmp/$cur.log
+grep -q "^tern-l2: L2 tern exited 0" /tmp/$cur.log || fail "the L2 tern failed"
 dst_opts="--hide-cap evmcs" migrate $cur hvz 4690 || fail "the L1 without VMs did not move to a destination without eVMCS"
 wait_for "tern-l1: powering off" /tmp/hvz.log 200 || fail "the L1 did not run on to its power-off"
 wait $pid_hvz || fail "the destination without eVMCS exited $?"

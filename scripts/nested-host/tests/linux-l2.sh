@@ -21,7 +21,7 @@ while ! grep -q "tern-l2: L2 tern exited" /tmp/$pp_last.log && [ $i -lt 20 ]; do
     echo "waiting for the L2's end: $(grep -a 'tern-l2: memstamp' /tmp/$pp_last.log | tail -1); $(grep -a 'tern-l1: time' /tmp/$pp_last.log | tail -1)"
 done
 grep -q "tern-l2: L2 tern exited" /tmp/$pp_last.log || fail "the L2 did not end on the destination"
-grep -a "tern-l2: L2 tern exited" /tmp/$pp_last.log
-grep -q "tern-l2: L2 tern exited 0" /tmp/$pp_last.log || fail "the L2 tern failed"
+grep -a "^tern-l2: L2 tern exited" /tmp/$pp_last.log
+grep -q "^tern-l2: L2 tern exited 0" /tmp/$pp_last.log || fail "the L2 tern failed"
 eval "wait \$pid_$pp_last" || fail "the destination exited $?"
 rm -f /tmp/lx.img
