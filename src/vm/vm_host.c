@@ -63,8 +63,10 @@ int vm_host_offer(unsigned hidden_caps, struct vm_host_offer *out)
         rc = vm_host_nested(hidden_caps, &out->nested);
     if (!rc)
         rc = vm_host_cpuid(host, hidden_caps, out);
-    /* The VMX capability MSRs a guest may have been given here: none without nested VMX. */
-    if (!rc && out->nested.nested_max && vm_cpu_vmx_msrs(host, hidden_caps, &out->vmx)) {
+    /* The VMX capability MSRs a guest may be given here: none without VMX. They are asked
+     * whatever KVM_CAP_NESTED_STATE says (hidden or not): a guest given VMX that never entered
+     * VMX operation needs no nested state, but its MSRs are restored all the same. */
+    if (!rc && vm_cpu_vmx_msrs(host, hidden_caps, &out->vmx)) {
         err_clear();
         out->vmx = NULL;
     }
