@@ -245,18 +245,21 @@ uint32_t hyperv_decode(const struct kvm_cpuid_entry2 *entries, unsigned n)
 }
 
 uint32_t hyperv_offered(const struct kvm_cpuid_entry2 *hv, unsigned hv_n,
-                        bool (*has_cap)(long cap, void *ctx), void *ctx)
+                        bool (*has_cap)(long cap, void *ctx), void *ctx, uint32_t *no_cap)
 {
     const struct kvm_cpuid_entry2 *feat = find(hv, hv_n, HYPERV_CPUID_FEATURES);
-    if (!feat || !(feat->eax & HYPERV_HYPERCALL_AVAILABLE))
-        return 0;
+    uint32_t lacking = 0;
     /* Hints are tern's advice to the guest, not the host's abilities: what KVM can do behind
      * one (IPIs, TLB flushes, eVMCS) is its capability. */
-    uint32_t set = hyperv_match(feat->eax, feat->edx, ~0u, 1);
-    for (unsigned f = 0; f < HV_FEATURE_COUNT; f++)
+    uint32_t set = feat && (feat->eax & HYPERV_HYPERCALL_AVAILABLE)
+                       ? hyperv_match(feat->eax, feat->edx, ~0u, 1)
+                       : 0;
+    for (unsigned f = 0; f < HV_FEATURE_COUNT && set; f++)
         if (hyperv_features[f].kvm_cap && !has_cap(hyperv_features[f].kvm_cap, ctx))
-            set &= ~HV_BIT(f);
-    return set;
+            lacking |= HV_BIT(f);
+    if (no_cap)
+        *no_cap = lacking & set;
+    return set & ~lacking;
 }
 
 unsigned hyperv_cpuid_evmcs_version(const struct kvm_cpuid_entry2 *entries, unsigned n)

@@ -109,9 +109,9 @@ uint32_t hyperv_decode(const struct kvm_cpuid_entry2 *entries, unsigned n);
 /* What a host offers, from KVM_GET_SUPPORTED_HV_CPUID's leaves and has_cap(cap) for each
  * feature's capability: each whose feature bits (leaf 0x40000003) are all among the host's and
  * whose cap is there. Hints are not asked: they are advice, and KVM's abilities behind them
- * are capabilities. */
+ * are capabilities. With no_cap, also the features left out for their capability alone. */
 uint32_t hyperv_offered(const struct kvm_cpuid_entry2 *hv, unsigned hv_n,
-                        bool (*has_cap)(long cap, void *ctx), void *ctx);
+                        bool (*has_cap)(long cap, void *ctx), void *ctx, uint32_t *no_cap);
 
 /* Answers a KVM_EXIT_HYPERV in place: a SynIC MSR write needs nothing (SynIC lives in KVM;
  * tern has no VMBus), a hypercall KVM leaves to userspace gets HV_STATUS_INVALID_HYPERCALL_CODE

@@ -2,7 +2,6 @@
 
 #include "clock/clock.h"
 #include "err/err.h"
-#include "nested/nested_msr.h"
 #include "migrate/mig_barrier.h"
 #include "migrate/mig_chan.h"
 #include "migrate/mig_fault.h"
@@ -117,9 +116,8 @@ static int dst_caps(struct mig_dest *d, struct mig_hs_caps *caps)
     caps->tsc_scaling = offer.tsc_scaling;
     caps->vmx_known = true;
     for (unsigned i = 0; offer.vmx && i < offer.vmx->nmsrs && i < MIG_HS_MAX_VMX_MSRS; i++)
-        if (nested_vmx_msr_restorable(offer.vmx->entries[i].index))
-            caps->vmx[caps->vmx_count++] =
-                (struct mig_hs_msr){offer.vmx->entries[i].index, offer.vmx->entries[i].data};
+        caps->vmx[caps->vmx_count++] =
+            (struct mig_hs_msr){offer.vmx->entries[i].index, offer.vmx->entries[i].data};
     vm_host_offer_free(&offer);
     /* tern sets the hypervisor bit itself (vcpu_cpuid). */
     caps->features[0] |= 1u << 31;

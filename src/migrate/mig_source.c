@@ -2,7 +2,6 @@
 
 #include "clock/clock.h"
 #include "err/err.h"
-#include "nested/nested_msr.h"
 #include "memory/mem.h"
 #include "migrate/mig_chan.h"
 #include "migrate/mig_lanes.h"
@@ -219,10 +218,8 @@ static int src_need(struct mig_source *s, struct mig_hs_need *need)
     need->hyperv = cpu.hyperv;
     need->hyperv_set = cpu.hyperv_set;
     need->tsc_khz = cpu.tsc_khz;
-    /* The capability MSRs a restore sets (feature control is the guest's, not the host's). */
     for (unsigned i = 0; i < cpu.vmx_count && need->vmx_count < MIG_HS_MAX_VMX_MSRS; i++)
-        if (nested_vmx_msr_restorable(cpu.vmx[i].index))
-            need->vmx[need->vmx_count++] = (struct mig_hs_msr){cpu.vmx[i].index, cpu.vmx[i].data};
+        need->vmx[need->vmx_count++] = (struct mig_hs_msr){cpu.vmx[i].index, cpu.vmx[i].data};
     /* Nested state is the vCPUs' own: ask them, in a pause of a few microseconds, where any
      * of them can have some. */
     if (!vm_nested_max(vm))

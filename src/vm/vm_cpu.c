@@ -60,12 +60,14 @@ static bool vm_cpu_has_cap(long cap, void *ctx)
 }
 
 uint32_t vm_cpu_hyperv_offered(const struct kvm_host *host, unsigned hidden_caps,
-                               const struct kvm_cpuid2 *hv)
+                               const struct kvm_cpuid2 *hv, uint32_t *no_cap)
 {
     struct vm_cpu_caps caps = {host, hidden_caps};
+    if (no_cap)
+        *no_cap = 0;
     if (!hv || !kvm_check_extension(host->fd, KVM_CAP_HYPERV))
         return 0;
-    return hyperv_offered(hv->entries, hv->nent, vm_cpu_has_cap, &caps);
+    return hyperv_offered(hv->entries, hv->nent, vm_cpu_has_cap, &caps, no_cap);
 }
 
 /* Each enlightenment asked for is one this host's KVM offers; the first that is not is named,
@@ -73,27 +75,28 @@ uint32_t vm_cpu_hyperv_offered(const struct kvm_host *host, unsigned hidden_caps
 static int vm_cpu_check_hyperv(const struct kvm_host *host, const struct vm_config *cfg,
                                const struct kvm_cpuid2 *hv)
 {
-    uint32_t missing = cfg->hyperv_set & ~vm_cpu_hyperv_offered(host, cfg->hidden_caps, hv);
+    uint32_t no_cap;
+    uint32_t missing =
+        cfg->hyperv_set & ~vm_cpu_hyperv_offered(host, cfg->hidden_caps, hv, &no_cap);
     if (!missing)
         return 0;
-    const struct hyperv_feature_info *f = &hyperv_features[__builtin_ctz(missing)];
-    struct vm_cpu_caps caps = {host, cfg->hidden_caps};
-    bool cap_missing = f->kvm_cap && !vm_cpu_has_cap(f->kvm_cap, &caps);
+    unsigned bit = __builtin_ctz(missing);
+    const struct hyperv_feature_info *f = &hyperv_features[bit];
+    bool cap_missing = no_cap & HV_BIT(bit);
     return err_set(-ENOTSUP, "--hyperv: host KVM cannot give %s (%s%s)", f->name,
                    cap_missing ? "it lacks " : "KVM_GET_SUPPORTED_HV_CPUID does not offer its bits",
                    cap_missing ? f->cap_name : "");
 }
 
 /* The VMX capability MSRs KVM lets userspace restore, as the host reports them
- * (KVM_GET_MSR_FEATURE_INDEX_LIST, then KVM_GET_MSRS on /dev/kvm), then feature control: KVM
- * refuses changes to the capability MSRs once the vCPU is in VMX operation, and checks VMXON
- * against feature control. */
+ * (KVM_GET_MSR_FEATURE_INDEX_LIST, then KVM_GET_MSRS on /dev/kvm): what a guest given VMX here
+ * gets, and what the handshake compares. */
 int vm_cpu_vmx_msrs(const struct kvm_host *host, unsigned hidden_caps, struct kvm_msrs **out)
 {
     struct kvm_msr_list *list = NULL;
     int rc = kvm_msr_index_list(host->fd, true, KVM_HOST_MAX_MSRS, &list);
     struct kvm_msrs *m =
-        rc ? NULL : calloc(1, sizeof(*m) + (NESTED_VMX_MSR_MAX + 1) * sizeof(m->entries[0]));
+        rc ? NULL : calloc(1, sizeof(*m) + NESTED_VMX_MSR_MAX * sizeof(m->entries[0]));
     if (!rc && !m)
         rc = err_set(-ENOMEM, "out of memory");
     for (uint32_t i = 0; !rc && i < list->nmsrs && m->nmsrs < NESTED_VMX_MSR_MAX; i++)
@@ -111,25 +114,30 @@ int vm_cpu_vmx_msrs(const struct kvm_host *host, unsigned hidden_caps, struct kv
         free(m);
         return err_context(rc, "--nested");
     }
-    m->entries[m->nmsrs++] = (struct kvm_msr_entry){
-        .index = NESTED_MSR_FEATURE_CONTROL,
-        .data = NESTED_FEATURE_CONTROL_LOCKED | NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX};
     *out = m;
     return 0;
 }
 
-/* Keeps the VMX capability MSRs the guest was given (the handshake names them), and the TSC
- * rate its vCPUs run at. */
-static void vm_cpu_keep_vmx(struct vm *vm, struct kvm_msrs *vmx)
+/* A fresh vCPU's VMX MSRs: the capability MSRs, then IA32_FEATURE_CONTROL locked with VMXON
+ * allowed outside SMX, as firmware leaves it. Both before the first KVM_RUN: KVM refuses
+ * changes to the capability MSRs once the vCPU is in VMX operation, and checks VMXON against
+ * feature control. */
+static int vm_cpu_set_vmx(struct vcpu *v, struct kvm_msrs *vmx)
 {
-    free(vm->vmx);
-    vm->vmx = vmx;
-    if (vm->cpu_count && kvm_vcpu_get_tsc_khz(vcpu_fd(vm->vcpus[0]), 0, &vm->tsc_khz))
-        vm->tsc_khz = 0;
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry entry;
+    } fc = {.hdr.nmsrs = 1,
+            .entry = {.index = NESTED_MSR_FEATURE_CONTROL,
+                      .data = NESTED_FEATURE_CONTROL_LOCKED |
+                              NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX}};
+    int rc = vcpu_set_msrs(v, vmx);
+    if (!rc)
+        rc = vcpu_set_msrs(v, &fc.hdr);
+    return rc ? err_context(rc, "--nested") : 0;
 }
 
-void vm_cpu_keep_restored(struct vm *vm, const struct kvm_msr_entry *msrs, uint32_t n,
-                          uint32_t tsc_khz)
+void vm_cpu_keep(struct vm *vm, const struct kvm_msr_entry *msrs, uint32_t n, uint32_t tsc_khz)
 {
     struct kvm_msrs *vmx = calloc(1, sizeof(*vmx) + NESTED_VMX_MSR_MAX * sizeof(vmx->entries[0]));
     for (uint32_t i = 0; vmx && i < n && vmx->nmsrs < NESTED_VMX_MSR_MAX; i++)
@@ -215,13 +223,15 @@ int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg)
         rc = vm_cpu_table(vm, cfg, i, supported, base, table);
         if (!rc)
             rc = vcpu_set_cpuid(vm->vcpus[i], table);
-        if (!rc && vmx && (rc = vcpu_set_msrs(vm->vcpus[i], vmx)))
-            err_context(rc, "--nested");
+        if (!rc && vmx)
+            rc = vm_cpu_set_vmx(vm->vcpus[i], vmx);
     }
+    uint32_t tsc_khz = 0;
+    if (!rc && vm->cpu_count && kvm_vcpu_get_tsc_khz(vcpu_fd(vm->vcpus[0]), 0, &tsc_khz))
+        tsc_khz = 0;
     if (!rc)
-        vm_cpu_keep_vmx(vm, vmx);
-    else
-        free(vmx);
+        vm_cpu_keep(vm, vmx ? vmx->entries : NULL, vmx ? vmx->nmsrs : 0, tsc_khz);
+    free(vmx);
     free(base);
     free(table);
     free(hv);

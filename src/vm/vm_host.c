@@ -36,7 +36,7 @@ static int vm_host_cpuid(const struct kvm_host *host, unsigned hidden_caps,
         offer->tsc_khz = 0;
     struct kvm_cpuid2 *hv = NULL;
     if (!rc && !vm_cpu_hv_leaves(host, vcpu_fd, &hv)) {
-        offer->hyperv_set = vm_cpu_hyperv_offered(host, hidden_caps, hv);
+        offer->hyperv_set = vm_cpu_hyperv_offered(host, hidden_caps, hv, NULL);
         offer->hyperv = offer->hyperv_set != 0;
     }
     err_clear();

@@ -88,16 +88,19 @@ void vm_throttle_destroy(struct vm *vm);
 
 /* vm_cpu.c */
 int vm_cpu_setup(struct vm *vm, const struct vm_config *cfg);
-/* After a restore: the VMX capability MSRs among msrs (vCPU 0's) and the TSC rate. */
-void vm_cpu_keep_restored(struct vm *vm, const struct kvm_msr_entry *msrs, uint32_t n,
-                          uint32_t tsc_khz);
+/* What the handshake will name of the guest's CPU (vm_cpu_need), after a boot or a restore:
+ * the VMX capability MSRs among msrs (vCPU 0's; others, feature control among them, are left
+ * out) and the TSC rate its vCPUs run at (0: unknown). */
+void vm_cpu_keep(struct vm *vm, const struct kvm_msr_entry *msrs, uint32_t n, uint32_t tsc_khz);
 struct kvm_host;
-/* The host's VMX capability MSRs as --nested gives them (after --hide-cap vmx-controls). */
+/* The host's VMX capability MSRs as --nested gives them (after --hide-cap vmx-controls);
+ * feature control is not one of them. */
 int vm_cpu_vmx_msrs(const struct kvm_host *host, unsigned hidden_caps, struct kvm_msrs **out);
 /* The Hyper-V leaves KVM offers (the system ioctl, else the one on vcpu_fd, -1 for none). */
 int vm_cpu_hv_leaves(const struct kvm_host *host, int vcpu_fd, struct kvm_cpuid2 **out);
-/* The enlightenments (HV_BIT()s) the host offers after --hide-cap; 0 without hv. */
+/* The enlightenments (HV_BIT()s) the host offers after --hide-cap; 0 without hv. With no_cap,
+ * also those its leaves offer but a capability it lacks keeps out. */
 uint32_t vm_cpu_hyperv_offered(const struct kvm_host *host, unsigned hidden_caps,
-                               const struct kvm_cpuid2 *hv);
+                               const struct kvm_cpuid2 *hv, uint32_t *no_cap);
 
 #endif

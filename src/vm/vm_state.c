@@ -267,6 +267,6 @@ int vm_state_restore(struct vm *vm, struct vm_state *s, struct kvm_cpuid2 *const
                                   .clock_pending = &vm->clock_pending};
     rc = vm_state_apply(&t, s, cpuid);
     if (!rc && s->cpu_count)
-        vm_cpu_keep_restored(vm, s->vcpus[0].msrs, s->vcpus[0].nmsrs, s->vcpus[0].tsc_khz);
+        vm_cpu_keep(vm, s->vcpus[0].msrs, s->vcpus[0].nmsrs, s->vcpus[0].tsc_khz);
     return rc;
 }

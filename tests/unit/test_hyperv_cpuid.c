@@ -196,11 +196,16 @@ Test(hyperv_cpuid, what_a_host_offers)
     struct kvm_cpuid_entry2 hv[16];
     unsigned hn = hv_table(hv);
     /* Debian 6.1's KVM: everything but direct timers (EDX bit 19 is not in 0x1bbc). */
-    uint32_t all = hyperv_offered(hv, hn, all_caps, NULL);
+    uint32_t all = hyperv_offered(hv, hn, all_caps, NULL, NULL);
     cr_expect_eq(all, ALL_FEATURES & ~HV_BIT(HV_STIMER_DIRECT), "offered %#x", all);
-    cr_expect_eq(hyperv_offered(hv, hn, caps_but_synic2, NULL), all & ~HV_BIT(HV_SYNIC));
+    uint32_t no_cap = ~0u;
+    cr_expect_eq(hyperv_offered(hv, hn, caps_but_synic2, NULL, &no_cap), all & ~HV_BIT(HV_SYNIC));
+    cr_expect_eq(no_cap, HV_BIT(HV_SYNIC), "left out for its capability alone: %#x", no_cap);
+    /* A feature the leaves do not offer is not blamed on a capability. */
+    hyperv_offered(hv, hn, all_caps, NULL, &no_cap);
+    cr_expect_eq(no_cap, 0);
     hv[3].eax &= ~(1u << 5);
-    cr_expect_eq(hyperv_offered(hv, hn, all_caps, NULL), 0, "no hypercall MSR: nothing");
+    cr_expect_eq(hyperv_offered(hv, hn, all_caps, NULL, NULL), 0, "no hypercall MSR: nothing");
 }
 
 Test(hyperv_cpuid, msr_order_and_set)
