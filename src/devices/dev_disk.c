@@ -84,7 +84,7 @@ int dev_disk_parse(const char *spec, struct dev_disk *out)
     return 0;
 }
 
-int dev_disk_size(int fd, const char *what, uint64_t *size)
+static int dev_disk_size(int fd, const char *what, uint64_t *size)
 {
     struct stat st;
     if (fstat(fd, &st))
@@ -105,18 +105,31 @@ int dev_disk_size(int fd, const char *what, uint64_t *size)
     return 0;
 }
 
+int dev_disk_open(const char *path, int flags, const char *what, uint64_t expect, int *fd,
+                  uint64_t *size)
+{
+    int f = open(path, flags | O_CLOEXEC);
+    if (f < 0 && errno == EISDIR)
+        return err_set(-EISDIR, "%s: is a directory, not an image", what);
+    if (f < 0)
+        return err_sys(-errno, "%s: cannot open the image", what);
+    int rc = dev_disk_size(f, what, size);
+    if (!rc && expect && *size != expect)
+        rc = err_set(-EINVAL, "%s: the image has %llu bytes; the VM's disk had %llu", what,
+                     (unsigned long long)*size, (unsigned long long)expect);
+    if (rc)
+        close(f);
+    else
+        *fd = f;
+    return rc;
+}
+
 int dev_disk_probe(const char *path, const char *what, uint64_t size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == EISDIR)
-        return err_set(-EISDIR, "%s: is a directory, not an image", what);
-    if (fd < 0)
-        return err_sys(-errno, "%s: cannot open the image", what);
-    uint64_t have = 0;
-    int rc = dev_disk_size(fd, what, &have);
-    close(fd);
-    if (!rc && have != size)
-        rc = err_set(-EINVAL, "%s: the image has %llu bytes; the VM's disk had %llu", what,
-                     (unsigned long long)have, (unsigned long long)size);
+    int fd;
+    uint64_t have;
+    int rc = dev_disk_open(path, O_RDONLY, what, size, &fd, &have);
+    if (!rc)
+        close(fd);
     return rc;
 }

@@ -24,9 +24,12 @@ struct dev_disk {
 /* Parses one --disk value into out; a bad value gives a one-line error naming the flag. */
 int dev_disk_parse(const char *spec, struct dev_disk *out);
 
-/* The size of the image open at fd (a regular file or a block device), checked: a non-zero
- * multiple of 512. Errors begin with what ("--disk path=X", "disk 0 (X)"). */
-int dev_disk_size(int fd, const char *what, uint64_t *size);
+/* Opens path with flags (O_CLOEXEC added) as an image: a regular file or a block device whose
+ * size is a non-zero multiple of 512 and, unless expect is 0, exactly expect bytes. Gives the
+ * fd and the size; on error nothing is left open. Errors begin with what ("--disk path=X",
+ * "disk 0 (X)"). */
+int dev_disk_open(const char *path, int flags, const char *what, uint64_t expect, int *fd,
+                  uint64_t *size);
 /* Opens path read-only for a moment: it must be an image of exactly size bytes (a migration's
  * destination checks the disks the handshake names before any RAM moves). */
 int dev_disk_probe(const char *path, const char *what, uint64_t size);

@@ -88,19 +88,8 @@ struct vblk {
 static int vblk_open(struct vblk *vb)
 {
     const struct dev_disk *d = &vb->disk;
-    int flags = (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | (d->direct ? O_DIRECT : 0);
-    vb->fd = open(d->path, flags);
-    if (vb->fd < 0 && errno == EISDIR)
-        return err_set(-EISDIR, "%s: is a directory, not an image", vb->name);
-    if (vb->fd < 0)
-        return err_sys(-errno, "%s: cannot open the image", vb->name);
-    int rc = dev_disk_size(vb->fd, vb->name, &vb->size);
-    if (rc)
-        return rc;
-    if (d->size && d->size != vb->size)
-        return err_set(-EINVAL, "%s: the image has %llu bytes; the VM's disk had %llu", vb->name,
-                       (unsigned long long)vb->size, (unsigned long long)d->size);
-    return 0;
+    int flags = (d->readonly ? O_RDONLY : O_RDWR) | (d->direct ? O_DIRECT : 0);
+    return dev_disk_open(d->path, flags, vb->name, d->size, &vb->fd, &vb->size);
 }
 
 static int vblk_claim(void *dev)
