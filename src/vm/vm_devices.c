@@ -23,8 +23,8 @@ int vm_devices_create(struct vm *vm, const struct vm_config *cfg)
                 return err_set(-E2BIG, "more devices than a VM holds (%d)", VM_MAX_DEVICES);
             void *dev = NULL;
             int rc = ops->create(&env, &dev);
-            if (rc) /* a device's message names it (a disk names its flag) */
-                return n > 1 || ops->instances ? rc : err_context(rc, "device %s", ops->name);
+            if (rc) /* a device of many instances names the one at fault (a disk, its flag) */
+                return ops->instances ? rc : err_context(rc, "device %s", ops->name);
             vm->devices[vm->device_count++] =
                 (struct vm_device){.ops = ops, .dev = dev, .instance = env.instance};
             if (ops->attach && (rc = ops->attach(dev, vm->bus)))
