@@ -68,10 +68,10 @@ pct=$(awk "BEGIN{print int(100 * ($u1 - $u0) / ($t1 - $t0))}")
 echo "L1 time on the destination: uptime $u0 -> $u1 s over $(awk "BEGIN{print $t1 - $t0}") s of host time ($pct%); last on the source $(grep -a 'tern-l1: time' /tmp/hv.log | tail -1 | cut -d' ' -f3) s"
 [ "$pct" -ge 70 ] && [ "$pct" -le 140 ] || fail "the L1's clock runs at $pct% of the host's"
 
-# Ping-pong through the eVMCS, only with TERN_EVMCS_PINGPONG=1: it is not yet reliable (an
-# entry into L2 failed as invalid guest state after 1 move in 17 in the runs of issue 16; the
-# failure prints L0's failed consistency check and L1's VMCS dump). The plain-VMX L1 of
-# linux-l2.sh ping-pongs in every run.
+# Ping-pong through the eVMCS, only with TERN_EVMCS_PINGPONG=1: one move in about a hundred
+# so far ended with L1's next entry into L2 refused as invalid guest state (docs/nested.md,
+# "Open"; a failure prints L0's failed consistency check and L1's VMCS dump). The plain-VMX L1
+# of linux-l2.sh ping-pongs in every run.
 cur=hv2
 if [ "$TERN_EVMCS_PINGPONG" = 1 ]; then
     pingpong hv2 "$pingpong" 4620
