@@ -124,16 +124,17 @@ int vm_cpu_vmx_msrs(const struct kvm_host *host, unsigned hidden_caps, struct kv
  * feature control. */
 static int vm_cpu_set_vmx(struct vcpu *v, struct kvm_msrs *vmx)
 {
-    struct {
-        struct kvm_msrs hdr;
-        struct kvm_msr_entry entry;
-    } fc = {.hdr.nmsrs = 1,
-            .entry = {.index = NESTED_MSR_FEATURE_CONTROL,
-                      .data = NESTED_FEATURE_CONTROL_LOCKED |
-                              NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX}};
+    struct kvm_msrs *fc = calloc(1, sizeof(*fc) + sizeof(fc->entries[0]));
+    if (!fc)
+        return err_set(-ENOMEM, "out of memory");
+    fc->nmsrs = 1;
+    fc->entries[0] = (struct kvm_msr_entry){.index = NESTED_MSR_FEATURE_CONTROL,
+                                            .data = NESTED_FEATURE_CONTROL_LOCKED |
+                                                    NESTED_FEATURE_CONTROL_VMXON_OUTSIDE_SMX};
     int rc = vcpu_set_msrs(v, vmx);
     if (!rc)
-        rc = vcpu_set_msrs(v, &fc.hdr);
+        rc = vcpu_set_msrs(v, fc);
+    free(fc);
     return rc ? err_context(rc, "--nested") : 0;
 }
 
