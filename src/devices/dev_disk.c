@@ -126,8 +126,8 @@ int dev_disk_open(const char *path, int flags, const char *what, uint64_t expect
 
 int dev_disk_probe(const char *path, const char *what, uint64_t size)
 {
-    int fd;
-    uint64_t have;
+    int fd = -1;
+    uint64_t have = 0;
     int rc = dev_disk_open(path, O_RDONLY, what, size, &fd, &have);
     if (!rc)
         close(fd);
